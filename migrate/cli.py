@@ -1,0 +1,493 @@
+"""The bpmigrate CLI (typer). Each command parses, calls the engine or a report function, and renders. No logic.
+
+This module is the one error boundary: BpmError -> one red block + its documented exit code (see errors.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import typer
+
+from migrate.errors import BpmError, Interrupted, UsageError
+
+app = typer.Typer(
+    name="bpmigrate",
+    help="Executable, resumable, auditable migration of BetterPrompts from Docker Compose to AWS.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+ledger_app = typer.Typer(help="Inspect and maintain the ledger.", no_args_is_help=True)
+runbook_app = typer.Typer(help="Runbooks generated from the steps.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(runbook_app, name="runbook")
+
+try:  # the sandbox commands live with the sandbox package
+    from migrate.sandbox.cli import app as sandbox_app
+
+    app.add_typer(sandbox_app, name="sandbox", help="Local rehearsal environment: real PostgreSQL, Redis, moto, Terraform.")
+except ImportError:  # pragma: no cover - the sandbox package is optional
+    pass
+
+
+@dataclass
+class Opts:
+    env: str | None
+    config: str | None
+    json: bool
+    traceback: bool
+
+
+_opts = Opts(None, None, False, False)
+
+
+@app.callback()
+def _global(
+    env: str | None = typer.Option(None, "--env", "-e", help="Environment (default: project.default_env in migrate.toml)."),
+    config: str | None = typer.Option(None, "--config", "-c", help="Path to migrate.toml."),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output (read commands and results)."),
+    traceback: bool = typer.Option(False, "--traceback", help="Show Python tracebacks for errors."),
+) -> None:
+    _opts.env, _opts.config, _opts.json, _opts.traceback = env, config, json_out, traceback
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _config() -> Any:
+    from migrate import config
+
+    return config.load(_opts.config)
+
+
+def _env_name(cfg: Any) -> str:
+    return str(cfg.env(_opts.env).name)
+
+
+def _print_json(obj: Any) -> None:
+    from migrate.redact import redact_obj
+
+    sys.stdout.write(json.dumps(redact_obj(obj), indent=2, default=str) + "\n")
+
+
+def _engine(command: str) -> Any:
+    from migrate.engine import Engine
+    from migrate.reporting import ConsoleReporter, JsonReporter
+
+    cfg = _config()
+    reporter = JsonReporter() if _opts.json else ConsoleReporter(_console())
+    return Engine(cfg, _opts.env, reporter, command=command)
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return bool(typer.confirm(question, default=False))
+
+
+def _command_line() -> str:
+    return "bpmigrate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _finish(engine: Any, result: Any) -> None:
+    from migrate.reporting import JsonReporter
+
+    if isinstance(engine.reporter, JsonReporter):
+        _print_json({"events": engine.reporter.document(), "outcomes": [o.__dict__ for o in result.outcomes], "nothing_to_do": result.nothing_to_do})
+
+
+# -- read-only commands ----------------------------------------------------------------------------------
+@app.command()
+def steps() -> None:
+    """List the steps of the plan, in execution order."""
+    from migrate.plan import load_graph
+
+    cfg = _config()
+    graph = load_graph(cfg.phases_dir)
+    rows = [
+        {"phase": s.phase, "id": s.id, "title": s.display_title(), "depends_on": list(s.depends_on), "reversibility": s.reversibility.value, "gate": s.gate}
+        for s in graph.steps
+    ]
+    if _opts.json:
+        _print_json(rows)
+        return
+    from migrate.render import steps_table
+
+    _console().print(steps_table(rows))
+
+
+@app.command()
+def show(step: str = typer.Argument(..., help="Step id.")) -> None:
+    """A step's documentation, dependencies, reversibility, state, outputs and last plan."""
+    from migrate.plan import load_graph
+    from migrate.status import step_details
+
+    cfg = _config()
+    details = step_details(cfg, _env_name(cfg), load_graph(cfg.phases_dir).get(step))
+    if _opts.json:
+        _print_json(details)
+        return
+    from rich.markup import escape
+    from rich.panel import Panel
+
+    from migrate.redact import redact
+
+    body = [
+        f"[bold]{escape(details['title'])}[/bold]  (phase {details['phase']}, {details['reversibility']}"
+        + (", destructive" if details["destructive"] else "")
+        + ")",
+        f"state: {details['state']}" + (f" — {escape(details['reason'])}" if details["reason"] else ""),
+        f"depends on: {', '.join(details['depends_on']) or '—'}",
+    ]
+    if details["gate"]:
+        body.append(f"manual gate: {escape(details['gate'])}")
+    if details["doc"]:
+        body.append("\n" + escape(details["doc"]))
+    if details["outputs"]:
+        body.append("\noutputs:\n" + "\n".join(f"  {escape(k)} = {escape(redact(str(v)))}" for k, v in details["outputs"].items()))
+    if details["last_plan"]:
+        lp = details["last_plan"]
+        body.append(f"\nlast plan: {lp['fingerprint']} ({'consumed' if lp['consumed'] else 'pending'}, {len(lp.get('changes', []))} change(s))")
+    for a in details["attempts"][:5]:
+        body.append(f"attempt: {a['action']} {a['status']} {a['duration'] or 0:.1f}s" + (f" — {escape(str(a['error']))}" if a["error"] else ""))
+    _console().print(Panel("\n".join(body), title=details["id"], title_align="left"))
+
+
+@app.command()
+def status(
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every 2 s until Ctrl-C."),
+    interval: float = typer.Option(2.0, "--interval", help="Refresh interval for --watch."),
+) -> None:
+    """Dashboard: phases × steps with state, last attempt, duration, outputs, estimates, lock holder."""
+    from migrate.plan import load_graph
+    from migrate.status import build_status
+
+    cfg = _config()
+    env = _env_name(cfg)
+    graph = load_graph(cfg.phases_dir)
+    if _opts.json:
+        _print_json(build_status(cfg, env, graph))
+        return
+    from migrate.render import status_dashboard
+
+    console = _console()
+    if not watch:
+        console.print(status_dashboard(build_status(cfg, env, graph)))
+        return
+    import time
+
+    from rich.live import Live
+
+    try:
+        with Live(status_dashboard(build_status(cfg, env, graph)), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(interval)
+                live.update(status_dashboard(build_status(cfg, env, graph)))
+    except KeyboardInterrupt:
+        return
+
+
+@app.command()
+def history(
+    step: str | None = typer.Option(None, "--step", help="Only this step's events."),
+    limit: int | None = typer.Option(200, "--limit", help="Newest N events (0 = all)."),
+    verify_chain: bool = typer.Option(False, "--verify-chain", help="Check the hash chain for tampering."),
+) -> None:
+    """The append-only, hash-chained event log."""
+    from migrate.ledger_read import LedgerReader
+    from migrate.status import history as history_rows
+
+    cfg = _config()
+    env = _env_name(cfg)
+    if verify_chain:
+        reader = LedgerReader(cfg.ledger_url(env), env)
+        try:
+            report = reader.verify_chain()
+        finally:
+            reader.close()
+        if _opts.json:
+            _print_json(report.__dict__)
+        elif report.ok:
+            _console().print(f"[green]✓ hash chain intact[/green]: {report.events} event(s)")
+        if not report.ok:
+            from migrate.errors import LedgerError
+
+            raise LedgerError(
+                f"the ledger's hash chain is broken: {report.problem}",
+                "the event log was edited outside bpmigrate",
+                "restore state/ from backup; keep the tampered file for investigation",
+            )
+        return
+    rows = history_rows(cfg, env, step, limit or None)
+    if _opts.json:
+        _print_json(rows)
+        return
+    from migrate.render import history_table
+
+    _console().print(history_table(rows))
+
+
+@app.command()
+def plan(selector: str | None = typer.Argument(None, help="phase-N, a phase name, a step id, or all.")) -> None:
+    """Plan (read-only): what apply would change, what is in place, what stays unknown. Records the plan."""
+    engine = _engine(_command_line())
+    try:
+        steps_ = engine.graph.select(selector)
+        engine.plan_steps(steps_, record=True)
+        if _opts.json:
+            _print_json({"events": engine.reporter.document()})
+    finally:
+        engine.close()
+
+
+# -- mutating commands ----------------------------------------------------------------------------------
+@app.command()
+def apply(
+    step: str | None = typer.Option(None, "--step", help="Apply one step."),
+    phase: str | None = typer.Option(None, "--phase", help="Apply one phase (N or name)."),
+    from_step: str | None = typer.Option(None, "--from", help="Apply from this step to the end."),
+    all_: bool = typer.Option(False, "--all", help="Apply every step."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show exactly what would run; change nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Apply steps (idempotent), verifying each. With no selector: continue where the plan stopped."""
+    from migrate.plan import parse_phase
+
+    chosen = [x for x in (step, phase, from_step) if x] + (["all"] if all_ else [])
+    if len(chosen) > 1:
+        raise UsageError("choose one of --step, --phase, --from, --all", "they select different sets of steps", "bpmigrate apply --help")
+    engine = _engine(_command_line())
+    try:
+        if step:
+            selected = [engine.graph.get(step)]
+        elif phase:
+            selected = engine.graph.phase_steps(parse_phase(phase) or 0)
+        elif from_step:
+            selected = engine.graph.from_step(from_step)
+        else:
+            selected = list(engine.graph.steps)
+        if dry_run:
+            engine.reporter.message("note", "dry run: nothing will be changed and nothing recorded")
+            engine.plan_steps(selected, record=False)
+            if _opts.json:
+                _print_json({"events": engine.reporter.document(), "dry_run": True})
+            return
+        with engine.session(_command_line()):
+            result = engine.apply(selected, confirm=_confirm, assume_yes=yes)
+        _finish(engine, result)
+    finally:
+        engine.close()
+
+
+@app.command()
+def verify(selector: str | None = typer.Argument(None, help="phase-N, a phase name, a step id, or all.")) -> None:
+    """Re-run the read-only verification of applied steps."""
+    engine = _engine(_command_line())
+    try:
+        with engine.session(_command_line()):
+            result = engine.verify(engine.graph.select(selector))
+        _finish(engine, result)
+    finally:
+        engine.close()
+
+
+@app.command()
+def rollback(
+    step: str | None = typer.Option(None, "--step", help="Roll back one step."),
+    phase: str | None = typer.Option(None, "--phase", help="Roll back every applied step of a phase, newest first."),
+    to: str | None = typer.Option(None, "--to", help="Roll back everything applied after this step, newest first."),
+    force_past_fence: bool = typer.Option(False, "--force-past-fence", help="Allow crossing one-way steps."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Unwind applied steps in reverse order (default: the last applied step)."""
+    from migrate.plan import parse_phase
+
+    if len([x for x in (step, phase, to) if x]) > 1:
+        raise UsageError("choose one of --step, --phase, --to", "they select different sets of steps", "bpmigrate rollback --help")
+    engine = _engine(_command_line())
+    try:
+        with engine.session(_command_line()):
+            targets = engine.rollback_targets(step=step, phase=parse_phase(phase) if phase else None, to=to)
+            what = f"step {step}" if step else f"phase {phase}" if phase else f"everything after {to}" if to else "the last applied step"
+            result = engine.rollback(targets, confirm=_confirm, assume_yes=yes, force_past_fence=force_past_fence, what=what)
+        _finish(engine, result)
+    finally:
+        engine.close()
+
+
+@app.command()
+def mark(
+    step: str = typer.Argument(..., help="Step id."),
+    as_: str = typer.Option(..., "--as", help="verified | skipped"),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the audited event log)."),
+) -> None:
+    """Audited escape hatch: record a step as verified or skipped without running it."""
+    engine = _engine(_command_line())
+    try:
+        with engine.session(_command_line()):
+            state = engine.mark(step, as_, reason)
+        _console().print(f"[yellow]marked[/yellow] {step} as {state.value} (audited)")
+    finally:
+        engine.close()
+
+
+@app.command()
+def approve(step: str = typer.Argument(..., help="Gated step id."), reason: str = typer.Option(..., "--reason")) -> None:
+    """Approve a step's manual gate (audited)."""
+    engine = _engine(_command_line())
+    try:
+        with engine.session(_command_line()):
+            engine.approve(step, reason)
+        _console().print(f"[green]approved[/green] the gate of {step} (audited)")
+    finally:
+        engine.close()
+
+
+@app.command()
+def unlock(
+    force: bool = typer.Option(False, "--force", help="Take the lock away from its holder (audited)."),
+    reason: str = typer.Option("operator unlock", "--reason", help="Recorded in the audit event."),
+) -> None:
+    """Release a stuck lock. Without --force only a lock whose holder is dead on this host is released."""
+    from migrate.ledger import Ledger, lock_held_error
+    from migrate.lock import pid_alive
+
+    cfg = _config()
+    env = _env_name(cfg)
+    ledger = Ledger(cfg.ledger_url(env), env)
+    try:
+        from migrate.ledger_read import LedgerReader
+
+        reader = LedgerReader(cfg.ledger_url(env), env)
+        try:
+            held = reader.lock()
+        finally:
+            reader.close()
+        if held is None:
+            _console().print("the lock is free: nothing to do")
+            return
+        dead_here = held["host"] == ledger.host and not pid_alive(int(held["pid"]))
+        if not force and not dead_here:
+            from migrate.ledger import LockInfo
+
+            raise lock_held_error(env, LockInfo("", held["holder"], held["host"], held["pid"], held["command"], held["acquired_at"], held["heartbeat_at"], held["expires_at"]))
+        info = ledger.force_unlock(reason if force else f"holder pid {held['pid']} is dead on this host")
+        if info:
+            _console().print(f"[yellow]released[/yellow] the lock of {info.holder}@{info.host} pid {info.pid} (audited)")
+    finally:
+        ledger.close()
+
+
+@ledger_app.command("check")
+def ledger_check() -> None:
+    """Check the ledger file: integrity, schema version, hash chain, steps mid-transition."""
+    from migrate.ledger_read import LedgerReader
+
+    cfg = _config()
+    env = _env_name(cfg)
+    reader = LedgerReader(cfg.ledger_url(env), env)
+    problems: list[str] = []
+    try:
+        if not reader.exists:
+            _console().print(f"no ledger yet for {env!r} (nothing recorded)")
+            return
+        problems.extend(reader.integrity())
+        version = reader.schema_version()
+        if version is None:
+            problems.append("no schema version: not a bpmigrate ledger, or truncated")
+        chain = reader.verify_chain()
+        if not chain.ok:
+            problems.append(f"hash chain: {chain.problem}")
+        stuck = [f"{sid} ({row.state})" for sid, row in reader.states().items() if row.state in ("applying", "verifying", "rolling_back")]
+    except BpmError as exc:
+        problems.append(exc.what)
+        stuck = []
+    finally:
+        reader.close()
+    if _opts.json:
+        _print_json({"ok": not problems, "problems": problems, "in_flight": stuck})
+    else:
+        for p in problems:
+            _console().print(f"[red]✗[/red] {p}")
+        if stuck:
+            _console().print(f"[yellow]in flight[/yellow] (reconciled by the next mutating command): {', '.join(stuck)}")
+        if not problems:
+            _console().print("[green]✓ ledger OK[/green]")
+    if problems:
+        from migrate.errors import LedgerError
+
+        raise LedgerError(f"the ledger for {env!r} has {len(problems)} problem(s)", problems[0], "restore state/ from backup, or start a new ledger")
+
+
+@runbook_app.command("export")
+def runbook_export(out: str | None = typer.Option(None, "--out", help="Directory (default: runbooks/).")) -> None:
+    """Generate runbook pages from the steps' docstrings."""
+    from pathlib import Path
+
+    from migrate.plan import load_graph
+
+    try:
+        from migrate.runbook import export_runbooks
+    except ImportError as exc:  # pragma: no cover
+        raise UsageError("runbook export is not available", str(exc), "pip install -e .") from None
+    cfg = _config()
+    graph = load_graph(cfg.phases_dir)
+    paths = export_runbooks(list(graph.steps), Path(out) if out else cfg.runbooks_dir)
+    for p in paths:
+        _console().print(f"wrote {p}")
+
+
+# -- entry point -----------------------------------------------------------------------------------------
+def _fail(exc: BpmError) -> NoReturn:
+    if _opts.json:
+        _print_json(exc.to_dict())
+    else:
+        from rich.console import Console
+        from rich.markup import escape
+
+        err = Console(stderr=True, highlight=False)
+        err.print(f"[bold red]error:[/bold red] {escape(exc.what)}")
+        if exc.why:
+            err.print(f"  [dim]why:[/dim] {escape(exc.why)}")
+        if exc.next_cmd:
+            err.print(f"  [dim]next:[/dim] [bold]{escape(exc.next_cmd)}[/bold]")
+    sys.exit(exc.exit_code)
+
+
+def main() -> None:
+    import click
+
+    try:
+        rv = app(standalone_mode=False)
+    except BpmError as exc:
+        if _opts.traceback:
+            raise
+        _fail(exc)
+    except click.exceptions.Abort:
+        _fail(Interrupted("interrupted", "Ctrl-C", "re-run the command; the ledger is consistent"))
+    except KeyboardInterrupt:
+        _fail(Interrupted("interrupted", "Ctrl-C; the ledger is consistent", "re-run the same command to resume"))
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except Exception as exc:  # noqa: BLE001 - last-resort boundary: never a raw traceback by default
+        if _opts.traceback:
+            raise
+        from migrate.redact import redact
+
+        _fail(BpmError(f"internal error: {type(exc).__name__}: {redact(str(exc))}", "this is a bug in bpmigrate or a step", "re-run with --traceback and report it"))
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

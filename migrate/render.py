@@ -1,0 +1,215 @@
+"""Rich rendering: plan panels, check tables, the status dashboard, history, progress bars with rate and ETA."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.panel import Panel
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from migrate.redact import redact
+from migrate.step import Check, PlanResult
+
+STATE_STYLE = {
+    "pending": "dim",
+    "planned": "cyan",
+    "applying": "bold yellow",
+    "applied": "yellow",
+    "verifying": "bold yellow",
+    "verified": "green",
+    "apply_failed": "bold red",
+    "verify_failed": "bold red",
+    "rolling_back": "bold magenta",
+    "rolled_back": "magenta",
+    "rollback_failed": "bold red",
+    "skipped": "blue",
+}
+ACTION_STYLE = {"create": "green", "update": "yellow", "replace": "yellow", "delete": "red", "run": "cyan", "noop": "dim"}
+
+
+def _e(value: Any) -> str:
+    return escape(redact(str(value)))
+
+
+def plan_panel(step_id: str, title: str, plan: PlanResult | None, note: str = "") -> Panel:
+    lines: list[RenderableType] = []
+    if plan is None:
+        lines.append(Text(note or "nothing to do", style="dim"))
+    else:
+        if plan.skip_reason:
+            lines.append(Text(f"will be skipped: {plan.skip_reason}", style="blue"))
+        for change in plan.changes:
+            style = ACTION_STYLE.get(change.action, "")
+            detail = f" — {_e(change.detail)}" if change.detail else ""
+            lines.append(Text.from_markup(f"[{style}]{change.action:>7}[/{style}] {_e(change.target)}{detail}"))
+        for item in plan.in_place:
+            lines.append(Text.from_markup(f"[dim]in place[/dim] {_e(item)}"))
+        for item in plan.unknown:
+            lines.append(Text.from_markup(f"[yellow]unknown[/yellow] {_e(item)}"))
+        for finding in plan.findings:
+            style = {"block": "bold red", "warn": "yellow"}.get(finding.level, "cyan")
+            fix = f" (fix: {_e(finding.fix)})" if finding.fix else ""
+            lines.append(Text.from_markup(f"[{style}]{finding.level:>7}[/{style}] {_e(finding.message)}{fix}"))
+        if not lines:
+            lines.append(Text("no changes", style="dim"))
+        if note:
+            lines.append(Text(note, style="dim"))
+    subtitle = f"fingerprint {plan.fingerprint()}" if plan is not None else None
+    return Panel(Group(*lines), title=f"[bold]{escape(step_id)}[/bold] · {escape(title)}", subtitle=subtitle, title_align="left")
+
+
+def checks_table(step_id: str, checks: list[Check]) -> Table:
+    table = Table(title=f"verify {step_id}", title_justify="left", show_lines=False)
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("observed")
+    table.add_column("expected")
+    for c in checks:
+        table.add_row(_e(c.name), "[green]pass[/green]" if c.ok else "[bold red]FAIL[/bold red]", _e(_short(c.observed)), _e(_short(c.expected)))
+    return table
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+
+
+def fmt_time(ts: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "—"
+
+
+def status_dashboard(report: dict[str, Any]) -> Group:
+    """Phases × steps with state, last attempt, duration, outputs summary; lock holder; warnings."""
+    parts: list[RenderableType] = []
+    lock = report.get("lock")
+    header = f"[bold]{escape(report['project'])}[/bold] · env [bold]{escape(report['env'])}[/bold] · ledger {escape(report['ledger'])}"
+    if lock:
+        state = "[red]expired[/red]" if lock["expired"] else "[yellow]held[/yellow]"
+        header += f"\nlock {state} by {escape(lock['holder'])}@{escape(lock['host'])} pid {lock['pid']} · `{escape(lock['command'])}`"
+    else:
+        header += "\nlock free"
+    counts = report["counts"]
+    header += "\n" + " · ".join(f"[{STATE_STYLE.get(k, '')}]{k}[/] {v}" for k, v in counts.items() if v)
+    parts.append(Panel(Text.from_markup(header), title="bpmigrate status", title_align="left"))
+    for phase in report["phases"]:
+        table = Table(title=f"phase {phase['number']} · {phase['name']}", title_justify="left", expand=True)
+        table.add_column("step", no_wrap=True)
+        table.add_column("state", no_wrap=True)
+        table.add_column("last attempt", no_wrap=True)
+        table.add_column("took", justify="right")
+        table.add_column("estimate", justify="right")
+        table.add_column("outputs / reason")
+        for step in phase["steps"]:
+            style = STATE_STYLE.get(step["state"], "")
+            state = f"[{style}]{step['state']}[/{style}]"
+            if step.get("definition_changed"):
+                state += " [yellow]⚠ code changed[/yellow]"
+            last = step.get("last_attempt")
+            last_text = f"{last['action']} {last['status']} {fmt_time(last['started_at'])}" if last else "—"
+            detail = step.get("reason") or step.get("outputs_summary") or ""
+            table.add_row(
+                escape(step["id"]), state, escape(last_text), fmt_duration(last.get("duration") if last else None),
+                escape(step.get("estimate") or ""), escape(_short(redact(detail), 70)),
+            )
+        parts.append(table)
+    for warning in report.get("warnings", []):
+        parts.append(Text(f"⚠ {warning}", style="yellow"))
+    if report.get("next"):
+        parts.append(Text.from_markup(f"next: [bold]{escape(report['next'])}[/bold]"))
+    return Group(*parts)
+
+
+def steps_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="steps", title_justify="left")
+    for col in ("phase", "step", "title", "depends on", "reversibility", "gate"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["phase"]), escape(r["id"]), escape(r["title"]), escape(", ".join(r["depends_on"])), r["reversibility"], "yes" if r["gate"] else "")
+    return table
+
+
+def history_table(events: list[dict[str, Any]]) -> Table:
+    table = Table(title="history", title_justify="left")
+    for col in ("#", "time", "step", "event", "operator@host", "detail"):
+        table.add_column(col)
+    for e in events:
+        data = e["data"]
+        if e["kind"] == "transition":
+            detail = f"{data.get('from')} → {data.get('to')}"
+            if data.get("error") or data.get("reason"):
+                detail += f" ({_short(data.get('error') or data.get('reason'), 60)})"
+        else:
+            detail = _short(", ".join(f"{k}={v}" for k, v in data.items() if k not in ("previous",)), 80)
+        table.add_row(str(e["id"]), fmt_time(e["ts"]), escape(e["step_id"] or ""), escape(e["kind"]), escape(f"{e['operator']}@{e['host']}"), escape(redact(detail)))
+    return table
+
+
+class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        parts = []
+        if speed is not None:
+            parts.append(f"{speed:,.0f} {self.unit}/s")
+        nbytes = task.fields.get("bytes")
+        elapsed = task.elapsed or 0
+        if nbytes and elapsed > 0:
+            parts.append(f"{nbytes / elapsed / 1e6:,.1f} MB/s")
+        return Text(" · ".join(parts), style="cyan")
+
+
+class _Handle:
+    def __init__(self, progress: Progress, task_id: Any) -> None:
+        self.progress = progress
+        self.task_id = task_id
+        self.completed = 0.0
+        self.counters: dict[str, float] = {}
+
+    def advance(self, amount: float = 1, **counters: float) -> None:
+        self.completed += amount
+        for key, value in counters.items():
+            self.counters[key] = self.counters.get(key, 0) + value
+        fields: dict[str, Any] = dict(self.counters)
+        self.progress.update(self.task_id, advance=amount, **fields)
+
+    def update(self, *, total: float | None = None, description: str | None = None) -> None:
+        kwargs: dict[str, Any] = {}
+        if total is not None:
+            kwargs["total"] = total
+        if description is not None:
+            kwargs["description"] = description
+        self.progress.update(self.task_id, **kwargs)
+
+
+def make_progress(console: Any, description: str, total: float | None, unit: str) -> tuple[Progress, Any, _Handle]:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + unit if total else "{task.completed:,.0f} " + unit),
+        _RateColumn(unit),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    task_id = progress.add_task(description, total=total)
+    return progress, task_id, _Handle(progress, task_id)

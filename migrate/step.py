@@ -1,0 +1,289 @@
+"""The step contract: what a migration step is and what it may touch.
+
+A step is a class in a ``phases/`` module::
+
+    class RdsRestore(Step):
+        \"\"\"Copy the source database into the target (first line = title; the rest = runbook text).\"\"\"
+        id = "rds-restore"; phase = 2; depends_on = ("pg-backup", "rds")
+        reversibility = Reversibility.COMPENSABLE
+        def plan(self, ctx) -> PlanResult: ...      # read-only
+        def apply(self, ctx) -> Outputs: ...        # idempotent; ctx.intent(...) before each side effect
+        def verify(self, ctx) -> list[Check]: ...   # read-only, by another mechanism than apply
+        def rollback(self, ctx) -> None: ...        # compensation
+
+Steps never import boto3/psycopg/redis/kubernetes: they call adapters through ``ctx.adapters``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from migrate.errors import DependencyNotReady, TransientError
+
+if TYPE_CHECKING:
+    from migrate.adapters import Adapters
+    from migrate.config import EnvConfig
+
+Outputs = dict[str, Any]
+
+
+class Reversibility(StrEnum):
+    REVERSIBLE = "reversible"  # rollback restores the exact previous state
+    COMPENSABLE = "compensable"  # rollback undoes the effect by a compensating action
+    ONE_WAY = "one-way"  # cannot be undone; rollback refuses to cross it without --force-past-fence
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often apply/verify/rollback is retried on a TransientError (tenacity, exponential backoff)."""
+
+    attempts: int = 1
+    wait_initial: float = 1.0
+    wait_max: float = 30.0
+    retry_on: tuple[type[BaseException], ...] = (TransientError,)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing apply will do. ``action``: create | update | delete | replace | run | noop."""
+
+    action: str
+    target: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something the operator must know before applying. ``level``: info | warn | block."""
+
+    level: str
+    message: str
+    fix: str = ""
+
+
+@dataclass
+class PlanResult:
+    """What apply would do, computed without side effects."""
+
+    changes: list[Change] = field(default_factory=list)
+    in_place: list[str] = field(default_factory=list)  # already there: apply will leave it alone
+    unknown: list[str] = field(default_factory=list)  # cannot be known until apply (e.g. upstream outputs)
+    findings: list[Finding] = field(default_factory=list)
+    skip_reason: str | None = None  # set when the step cannot run in this environment (with the reason)
+    data: dict[str, Any] = field(default_factory=dict)  # extra material for the fingerprint and for display
+
+    @property
+    def blocking(self) -> list[Finding]:
+        return [f for f in self.findings if f.level == "block"]
+
+    @property
+    def is_noop(self) -> bool:
+        return not self.changes or all(c.action == "noop" for c in self.changes)
+
+    def fingerprint(self) -> str:
+        """A hash of what apply would change: a saved plan whose fingerprint differs at apply time is stale."""
+        material = {"changes": [asdict(c) for c in self.changes], "data": self.data, "skip": self.skip_reason}
+        blob = json.dumps(material, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "changes": [asdict(c) for c in self.changes],
+            "in_place": list(self.in_place),
+            "unknown": list(self.unknown),
+            "findings": [asdict(f) for f in self.findings],
+            "skip_reason": self.skip_reason,
+            "data": self.data,
+            "fingerprint": self.fingerprint(),
+        }
+
+
+@dataclass(frozen=True)
+class Check:
+    """One read-only verification: pass/fail with what was observed and what was expected."""
+
+    name: str
+    ok: bool
+    observed: Any = None
+    expected: Any = None
+    detail: str = ""
+
+
+class ProgressHandle(Protocol):
+    def advance(self, amount: float = 1, **counters: float) -> None: ...
+
+    def update(self, *, total: float | None = None, description: str | None = None) -> None: ...
+
+
+class Checkpoints(Protocol):
+    """Durable per-step progress markers (e.g. copied chunks), kept in the ledger across crashes."""
+
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, key: str, data: dict[str, Any] | None = None) -> None: ...
+
+    def all(self) -> dict[str, dict[str, Any]]: ...
+
+    def clear(self) -> None: ...
+
+
+class StepContext:
+    """Everything a step may use. Built by the engine for one step and one action."""
+
+    def __init__(
+        self,
+        *,
+        step_id: str,
+        env_name: str,
+        env: EnvConfig,
+        settings: Mapping[str, Any],
+        adapters: Adapters,
+        upstream: Mapping[str, Mapping[str, Any]],
+        state_dir: Path,
+        templates_dir: Path,
+        project_root: Path,
+        intent_writer: Callable[[str, dict[str, Any]], None],
+        intents: list[dict[str, Any]],
+        checkpoints: Checkpoints,
+        progress_factory: Callable[..., Any],
+        logger: Callable[[str], None],
+        artifact_writer: Callable[[str, Path, str, int], None],
+        metrics_writer: Callable[[dict[str, float]], None],
+        deadline: float | None = None,
+        plan: PlanResult | None = None,
+    ) -> None:
+        self.step_id = step_id
+        self.env_name = env_name
+        self.env = env
+        self.settings = dict(settings)
+        self.adapters = adapters
+        self.upstream = upstream
+        self.state_dir = state_dir
+        self.templates_dir = templates_dir
+        self.project_root = project_root
+        self.intents = intents
+        self.checkpoints = checkpoints
+        self.deadline = deadline
+        #: the plan computed (and shown/confirmed) just before this apply, in the same run; None outside apply
+        self.plan = plan
+        self._intent_writer = intent_writer
+        self._progress_factory = progress_factory
+        self._logger = logger
+        self._artifact_writer = artifact_writer
+        self._metrics_writer = metrics_writer
+
+    @property
+    def is_sandbox(self) -> bool:
+        return self.env.kind == "sandbox"
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        return self.settings.get(key, default)
+
+    def output(self, step_id: str, key: str, default: Any = ...) -> Any:
+        """An upstream step's recorded output; raises DependencyNotReady when absent and no default is given."""
+        value = self.upstream.get(step_id, {}).get(key, default)
+        if value is ...:
+            raise DependencyNotReady(
+                f"step {self.step_id} needs output {key!r} of step {step_id}, which is not recorded",
+                f"{step_id} has not been applied in this environment ({self.env_name})",
+                f"bpmigrate apply --step {step_id} --env {self.env_name}",
+            )
+        return value
+
+    def intent(self, action: str, **details: Any) -> None:
+        """Write ahead, to the ledger, what the step is about to do (read back when a killed run is reconciled)."""
+        self._intent_writer(action, details)
+
+    @contextmanager
+    def progress(self, description: str, total: float | None = None, unit: str = "rows") -> Iterator[ProgressHandle]:
+        with self._progress_factory(description, total, unit) as handle:
+            yield handle
+
+    def log(self, message: str) -> None:
+        self._logger(message)
+
+    def artifact(self, kind: str, path: Path, sha256: str, size: int) -> None:
+        """Record a produced file (backup, plan file, report) with its checksum."""
+        self._artifact_writer(kind, path, sha256, size)
+
+    def metrics(self, **values: float) -> None:
+        """Record what was moved (bytes, rows, keys): used for estimates from rehearsal history."""
+        self._metrics_writer(dict(values))
+
+    def artifacts_dir(self) -> Path:
+        path = self.state_dir / self.env_name / "artifacts" / self.step_id
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class Step:
+    """Base class of every migration step. Subclasses set the class attributes and override the four methods."""
+
+    id: ClassVar[str] = ""
+    phase: ClassVar[int] = 0
+    title: ClassVar[str] = ""
+    depends_on: ClassVar[tuple[str, ...]] = ()
+    reversibility: ClassVar[Reversibility] = Reversibility.COMPENSABLE
+    retry: ClassVar[RetryPolicy] = RetryPolicy()
+    timeout: ClassVar[float | None] = None  # seconds for one apply/rollback attempt
+    gate: ClassVar[str | None] = None  # manual gate: operator must `bpmigrate approve STEP` before apply
+    destructive: ClassVar[bool] = False  # apply destroys/overwrites data: always needs a shown plan and --yes
+
+    # -- the contract ------------------------------------------------------------------------------------------
+    def plan(self, ctx: StepContext) -> PlanResult:
+        raise NotImplementedError
+
+    def apply(self, ctx: StepContext) -> Outputs:
+        raise NotImplementedError
+
+    def verify(self, ctx: StepContext) -> list[Check]:
+        raise NotImplementedError
+
+    def rollback(self, ctx: StepContext) -> None:
+        raise NotImplementedError
+
+    # -- optional hooks ----------------------------------------------------------------------------------------
+    def skip_reason(self, ctx: StepContext) -> str | None:
+        """Return why this step cannot run in this environment (e.g. no Kubernetes cluster), or None."""
+        return None
+
+    def reconcile(self, ctx: StepContext) -> bool:
+        """A run died while applying: is the effect in place? Default: every verify check passes."""
+        try:
+            return all(check.ok for check in self.verify(ctx))
+        except Exception:
+            return False
+
+    def reconcile_rollback(self, ctx: StepContext) -> bool:
+        """A run died while rolling back: did the rollback complete? Default: re-run the (idempotent) rollback."""
+        self.rollback(ctx)
+        return True
+
+    # -- introspection ---------------------------------------------------------------------------------------
+    @classmethod
+    def describe(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    @classmethod
+    def display_title(cls) -> str:
+        if cls.title:
+            return cls.title
+        doc = cls.describe()
+        return doc.splitlines()[0] if doc else cls.id
+
+    @classmethod
+    def definition_checksum(cls) -> str:
+        """Hash of the step's source: `status` warns when the code changed after the step was applied."""
+        try:
+            source = inspect.getsource(cls)
+        except (OSError, TypeError):
+            source = repr(sorted((k, repr(v)) for k, v in vars(cls).items() if not k.startswith("__")))
+        return hashlib.sha256(source.encode()).hexdigest()[:16]

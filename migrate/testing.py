@@ -1,0 +1,107 @@
+"""Helpers for tests of steps and adapters: a real StepContext without running the whole engine.
+
+``make_context`` builds the same StepContext the engine builds, with durable checkpoints and intents kept in a
+real ledger under ``tmp_path`` (SQLite), so step tests exercise the real code paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from migrate.adapters import Adapters
+from migrate.config import EnvConfig
+from migrate.step import PlanResult, StepContext
+
+
+class _DictCheckpoints:
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, Any]] = {}
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.data.get(key)
+
+    def put(self, key: str, data: dict[str, Any] | None = None) -> None:
+        self.data[key] = dict(data or {})
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        return dict(self.data)
+
+    def clear(self) -> None:
+        self.data.clear()
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.completed = 0.0
+        self.counters: dict[str, float] = {}
+
+    def advance(self, amount: float = 1, **counters: float) -> None:
+        self.completed += amount
+        for key, value in counters.items():
+            self.counters[key] = self.counters.get(key, 0) + value
+
+    def update(self, *, total: float | None = None, description: str | None = None) -> None:
+        pass
+
+
+class RecordingContext(StepContext):
+    """A StepContext that also keeps what the step recorded, for assertions."""
+
+    recorded_intents: list[tuple[str, dict[str, Any]]]
+    recorded_logs: list[str]
+    recorded_artifacts: list[tuple[str, Path, str, int]]
+    recorded_metrics: dict[str, float]
+
+
+def make_context(
+    tmp_path: Path,
+    env: EnvConfig,
+    step_id: str = "test-step",
+    *,
+    settings: Mapping[str, Any] | None = None,
+    upstream: Mapping[str, Mapping[str, Any]] | None = None,
+    project_root: Path | None = None,
+    plan: PlanResult | None = None,
+) -> RecordingContext:
+    root = project_root or Path(__file__).resolve().parent.parent
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    intents: list[tuple[str, dict[str, Any]]] = []
+    logs: list[str] = []
+    artifacts: list[tuple[str, Path, str, int]] = []
+    metrics: dict[str, float] = {}
+
+    @contextmanager
+    def progress(description: str, total: float | None, unit: str) -> Iterator[_Progress]:
+        yield _Progress()
+
+    def write_metrics(values: dict[str, float]) -> None:
+        metrics.update(values)
+
+    ctx = RecordingContext(
+        step_id=step_id,
+        env_name=env.name,
+        env=env,
+        settings=dict(settings or {}),
+        adapters=Adapters(env, project_root=root, state_dir=state_dir),
+        upstream=dict(upstream or {}),
+        state_dir=state_dir,
+        templates_dir=root / "templates",
+        project_root=root,
+        intent_writer=lambda action, details: intents.append((action, details)),
+        intents=[],
+        checkpoints=_DictCheckpoints(),
+        progress_factory=progress,
+        logger=logs.append,
+        artifact_writer=lambda kind, path, sha, size: artifacts.append((kind, path, sha, size)),
+        metrics_writer=write_metrics,
+        plan=plan,
+    )
+    ctx.recorded_intents = intents
+    ctx.recorded_logs = logs
+    ctx.recorded_artifacts = artifacts
+    ctx.recorded_metrics = metrics
+    return ctx

@@ -1,0 +1,241 @@
+"""TerraformModuleStep: the generic base of every step that provisions one Terraform module.
+
+Subclass it and set three class attributes; write ``verify`` with boto3 (a different mechanism than Terraform)::
+
+    class Rds(TerraformModuleStep):
+        \"\"\"RDS PostgreSQL 16 (pgvector-capable) through Terraform module.rds.\"\"\"
+        id = "rds"; phase = 2; depends_on = ("vpc",)
+        module = "module.rds"
+        output_map = {"endpoint": "rds_endpoint", "port": "rds_port", "instance_id": "rds_instance_id"}
+
+        def verify(self, ctx):
+            if self.stand_in(ctx):                       # sandbox stand-in root: nothing in AWS to read back
+                return self.verify_terraform_state(ctx)
+            ...boto3 through ctx.adapters.aws()...
+
+What the base does:
+
+* ``plan``: ``terraform plan -out`` with ``-target=<module>`` (runner in ``migrate/adapters/terraform.py``); every
+  resource change becomes a ``Change``; ``PlanResult.data`` carries ``plan_file``, ``plan_sha256``, ``summary``,
+  ``resource_changes``, ``plan_digest`` and ``engine`` so the ledger stores the plan file and its hash. The
+  fingerprint (:class:`TerraformPlanResult`) covers the plan's content (``plan_digest``), not the file's name/hash,
+  which change on every re-plan.
+* ``apply``: applies exactly the saved plan shown just before (``ctx.plan.data``), or a fresh plan when there is
+  none; writes an intent first; returns the mapped Terraform outputs (``output_map``: step key → output name) plus
+  ``terraform_workspace``/``terraform_engine``. Idempotent: re-running plans "no changes" and only reads outputs.
+* ``rollback``: targeted destroy of the module (refused for ``Reversibility.ONE_WAY`` steps).
+* the ``s3`` backend settings come from the ``tf-state-backend`` step's outputs (bucket, key, region, lock table).
+* Terraform's output is streamed to ``ctx.log`` (redacted); failures raise AdapterError/StalePlan/LockHeld.
+
+Hooks: ``targets(ctx)`` (default ``[module]``), ``extra_outputs(ctx, tf_outputs)``, ``stand_in(ctx)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from migrate.errors import FenceRefused, StalePlan
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+
+if TYPE_CHECKING:
+    from migrate.adapters.terraform import TerraformRunner, TfPlan
+
+#: the root of terraform_data stand-ins used by the sandbox when the AWS provider is not at hand
+STAND_IN_ROOT = "templates/sandbox/terraform"
+
+
+def configure_runner(ctx: StepContext) -> TerraformRunner:
+    """The environment's Terraform runner, logging to ``ctx.log`` and with the s3 backend from tf-state-backend."""
+    from migrate.adapters.terraform import root_backend
+
+    runner = ctx.adapters.terraform()
+    runner.log = ctx.log
+    if root_backend(runner.root) == "s3" and not runner.backend_config:
+        runner.set_s3_backend(
+            bucket=str(ctx.output("tf-state-backend", "bucket")),
+            key=str(ctx.output("tf-state-backend", "state_key")),
+            region=str(ctx.output("tf-state-backend", "region")),
+            dynamodb_table=str(ctx.output("tf-state-backend", "lock_table")),
+            endpoint_url=ctx.env.aws.endpoint_url,
+        )
+    return runner
+
+
+class TerraformModuleStep(Step):
+    """Provision one Terraform module through the saved-plan workflow (subclass me)."""
+
+    module: ClassVar[str] = ""  # e.g. "module.rds"
+    output_map: ClassVar[dict[str, str]] = {}  # step output key -> terraform output name
+    reversibility: ClassVar[Reversibility] = Reversibility.COMPENSABLE
+    timeout: ClassVar[float | None] = 3600.0
+
+    # -- hooks -------------------------------------------------------------------------------------------------
+    def targets(self, ctx: StepContext) -> list[str]:
+        return [self.module] if self.module else []
+
+    def extra_outputs(self, ctx: StepContext, tf_outputs: dict[str, Any]) -> dict[str, Any]:
+        """Subclasses add outputs derived from Terraform's (e.g. the sandbox's local endpoint)."""
+        return {}
+
+    def stand_in(self, ctx: StepContext) -> bool:
+        """True when the root is the sandbox's terraform_data stand-in (nothing in AWS to verify against)."""
+        runner = ctx.adapters.terraform()
+        try:
+            return runner.root == (ctx.project_root / STAND_IN_ROOT).resolve() or runner.providers().source == "builtin"
+        except Exception:
+            return False
+
+    def runner(self, ctx: StepContext) -> TerraformRunner:
+        return configure_runner(ctx)
+
+    # -- contract ----------------------------------------------------------------------------------------------
+    def plan(self, ctx: StepContext) -> PlanResult:
+        reason = self.skip_reason(ctx)
+        if reason:
+            return PlanResult(skip_reason=reason)
+        runner = self.runner(ctx)
+        tfplan = runner.plan(self.targets(ctx))
+        result = plan_result_from(tfplan, runner.engine_description())
+        if not tfplan.has_changes:
+            result.in_place.append(f"{self.module or 'root'}: Terraform state matches the configuration")
+        if self.stand_in(ctx):
+            result.findings.append(
+                Finding(
+                    "info",
+                    "stand-in: the sandbox root models this module with terraform_data resources, not AWS resources",
+                    "put the hashicorp/aws provider in a filesystem mirror (terraform.plugin_mirror) to rehearse "
+                    "the real terraform/ modules against moto",
+                )
+            )
+        result.unknown.append("attribute values Terraform marks (known after apply)")
+        return result
+
+    def saved_plan(self, ctx: StepContext) -> TfPlan | None:
+        from migrate.adapters.terraform import TfPlan
+
+        data = ctx.plan.data if ctx.plan is not None else {}
+        if data.get("plan_file") and data.get("plan_sha256"):
+            return TfPlan.from_data(data)
+        return None
+
+    def apply(self, ctx: StepContext) -> Outputs:
+        runner = self.runner(ctx)
+        tfplan = self.saved_plan(ctx)
+        if tfplan is None:
+            tfplan = runner.plan(self.targets(ctx))
+        ctx.intent(
+            "terraform-apply",
+            module=self.module,
+            plan_file=str(tfplan.path),
+            plan_sha256=tfplan.sha256,
+            summary=tfplan.summary(),
+            workspace=runner.workspace,
+        )
+        if tfplan.path.is_file():
+            ctx.artifact("terraform-plan", tfplan.path, tfplan.sha256, tfplan.path.stat().st_size)
+        try:
+            if tfplan.has_changes:
+                ctx.log(f"terraform apply {tfplan.path.name}: {tfplan.summary()}")
+                runner.apply(tfplan)
+            else:
+                runner.verify_plan_file(tfplan)
+                ctx.log(f"{self.module}: no changes ({tfplan.summary()})")
+        except StalePlan as exc:
+            raise StalePlan(
+                exc.what, exc.why, f"bpmigrate plan --step {self.id} --env {ctx.env_name}, then apply again"
+            ) from None
+        tf_outputs = runner.outputs()
+        return self.map_outputs(ctx, runner, tf_outputs)
+
+    def map_outputs(self, ctx: StepContext, runner: TerraformRunner, tf_outputs: dict[str, Any]) -> Outputs:
+        outputs: Outputs = {key: tf_outputs.get(name) for key, name in self.output_map.items()}
+        outputs["terraform_workspace"] = runner.workspace
+        outputs["terraform_root"] = str(runner.root)
+        outputs["terraform_providers"] = runner.providers().source
+        if runner.backend_config.get("bucket"):
+            outputs["terraform_state"] = (
+                f"s3://{runner.backend_config['bucket']}/env:/{runner.workspace}/{runner.backend_config['key']}"
+            )
+        else:
+            outputs["terraform_state"] = str(runner.state_dir / "workspaces" / runner.workspace / "terraform.tfstate")
+        outputs.update(self.extra_outputs(ctx, tf_outputs))
+        return outputs
+
+    def rollback(self, ctx: StepContext) -> None:
+        if self.reversibility == Reversibility.ONE_WAY:
+            raise FenceRefused(
+                f"{self.id} is one-way: its Terraform resources are not destroyed by rollback",
+                f"destroying {self.module} would lose data that no compensation restores",
+                f"if you really mean it: terraform destroy -target={self.module} in the {ctx.env_name} workspace",
+            )
+        runner = self.runner(ctx)
+        targets = self.targets(ctx)
+        ctx.intent("terraform-destroy", targets=targets, workspace=runner.workspace)
+        runner.destroy(targets)
+
+    def verify(self, ctx: StepContext) -> list[Check]:
+        """Subclasses verify against AWS with boto3; the base checks the Terraform state and outputs."""
+        return self.verify_terraform_state(ctx)
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+    def verify_terraform_state(self, ctx: StepContext) -> list[Check]:
+        """Read the workspace's state back (``terraform state list`` + ``output -json``): resources under the
+        module exist and every mapped output is set. Used for the sandbox stand-in, where AWS has nothing."""
+        runner = self.runner(ctx)
+        prefix = f"{self.module}." if self.module else ""
+        resources = [r for r in runner.state_resources() if r.startswith(prefix)]
+        stand_in = " (stand-in: verified against terraform state, not AWS)" if self.stand_in(ctx) else ""
+        checks = [
+            Check(
+                f"{self.module or 'root'} resources in Terraform state",
+                bool(resources),
+                observed=len(resources),
+                expected="> 0",
+                detail=(", ".join(resources[:8]) + stand_in),
+            )
+        ]
+        outputs = runner.outputs()
+        for key, name in self.output_map.items():
+            value = outputs.get(name)
+            checks.append(
+                Check(
+                    f"output {name} ({key})",
+                    value not in (None, "", [], {}),
+                    observed=value,
+                    expected="set",
+                    detail=stand_in.strip(),
+                )
+            )
+        return checks
+
+
+#: data keys that differ on every re-plan of an unchanged world (file name has a timestamp, the file embeds one)
+VOLATILE_KEYS = frozenset({"plan_file", "plan_sha256", "engine"})
+
+
+class TerraformPlanResult(PlanResult):
+    """A PlanResult whose fingerprint covers what the Terraform plan DOES (resource changes, before/after values:
+    ``plan_digest``) but not the saved file's name and hash, which change on every re-plan. So the engine's
+    "plan shown == plan applied" comparison holds for an unchanged world and fails when the world changed."""
+
+    def fingerprint(self) -> str:
+        stable = {k: v for k, v in self.data.items() if k not in VOLATILE_KEYS}
+        material = {"changes": [asdict(c) for c in self.changes], "data": stable, "skip": self.skip_reason}
+        return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan_result_from(tfplan: TfPlan, engine: str) -> PlanResult:
+    """A PlanResult (one Change per resource change; the saved plan in ``data``) from a runner TfPlan."""
+    changes = [
+        Change(rc.kind, rc.address, "+".join(rc.actions))
+        for rc in tfplan.changes
+        if rc.kind in ("create", "update", "delete", "replace")
+    ]
+    changes += [Change("update", f"output.{name}", "output value changes") for name in tfplan.output_changes]
+    data = tfplan.to_data()
+    data["engine"] = engine
+    findings = [Finding("info", f"terraform plan: {tfplan.summary()}", "")]
+    return TerraformPlanResult(changes=changes, findings=findings, data=data)

@@ -1,0 +1,127 @@
+# BetterPrompts on AWS: network, Kubernetes (EKS with system/application/GPU node groups), PostgreSQL 16 + pgvector
+# (RDS), Redis 7 (ElastiCache) and the container registry (ECR). One root for every environment; the differences
+# live in environments/<env>.tfvars. Apply module by module with -target, as the migration phases do.
+locals {
+  name          = "${var.project}-${var.environment}"
+  is_production = var.environment == "production"
+
+  tags = merge(var.tags, {
+    Project     = var.project
+    Environment = var.environment
+    ManagedBy   = "terraform"
+  })
+
+  # Every node carries node_group=<name>; the GPU group is tainted so only pods tolerating it land there.
+  base_node_groups = {
+    system = {
+      instance_types = var.system_node_instance_types
+      capacity_type  = "ON_DEMAND"
+      ami_type       = "AL2_x86_64"
+      disk_size      = 50
+      scaling        = var.system_node_scaling
+      labels         = { node_group = "system" }
+      taints         = []
+    }
+    application = {
+      instance_types = var.application_node_instance_types
+      capacity_type  = var.application_capacity_type
+      ami_type       = "AL2_x86_64"
+      disk_size      = 50
+      scaling        = var.application_node_scaling
+      labels         = { node_group = "application" }
+      taints         = []
+    }
+    gpu = {
+      instance_types = var.gpu_node_instance_types
+      capacity_type  = var.gpu_capacity_type
+      ami_type       = "AL2_x86_64_GPU"
+      disk_size      = 100
+      scaling        = var.gpu_node_scaling
+      labels         = { node_group = "gpu", "nvidia.com/gpu.present" = "true" }
+      taints         = [{ key = "nvidia.com/gpu", value = "true", effect = "NO_SCHEDULE" }]
+    }
+  }
+
+  spot_node_group = var.spot_node_scaling == null ? {} : {
+    spot = {
+      instance_types = var.spot_node_instance_types
+      capacity_type  = "SPOT"
+      ami_type       = "AL2_x86_64"
+      disk_size      = 50
+      scaling        = var.spot_node_scaling
+      labels         = { node_group = "spot" }
+      taints         = []
+    }
+  }
+}
+
+module "vpc" {
+  source = "./modules/vpc"
+
+  name               = local.name
+  cidr_block         = var.vpc_cidr
+  az_count           = var.az_count
+  single_nat_gateway = var.single_nat_gateway
+  cluster_name       = local.name
+}
+
+module "eks" {
+  source = "./modules/eks"
+
+  cluster_name           = local.name
+  cluster_version        = var.eks_cluster_version
+  vpc_id                 = module.vpc.vpc_id
+  private_subnet_ids     = module.vpc.private_subnet_ids
+  public_subnet_ids      = module.vpc.public_subnet_ids
+  endpoint_public_access = var.eks_endpoint_public_access
+  public_access_cidrs    = var.eks_public_access_cidrs
+  node_groups            = merge(local.base_node_groups, local.spot_node_group)
+}
+
+module "rds" {
+  source = "./modules/rds"
+
+  identifier              = "${local.name}-postgres"
+  vpc_id                  = module.vpc.vpc_id
+  subnet_ids              = module.vpc.private_subnet_ids
+  allowed_cidr_blocks     = [var.vpc_cidr]
+  engine_version          = var.rds_engine_version
+  instance_class          = var.rds_instance_class
+  allocated_storage       = var.rds_allocated_storage
+  max_allocated_storage   = var.rds_max_allocated_storage
+  multi_az                = var.rds_multi_az || local.is_production
+  deletion_protection     = var.rds_deletion_protection || local.is_production
+  skip_final_snapshot     = !local.is_production
+  backup_retention_period = var.rds_backup_retention_days
+  db_name                 = var.rds_db_name
+  master_username         = var.rds_master_username
+  parameters              = var.rds_parameters
+
+  performance_insights_enabled = var.rds_performance_insights_enabled
+}
+
+module "elasticache" {
+  source = "./modules/elasticache"
+
+  replication_group_id     = "${local.name}-redis"
+  vpc_id                   = module.vpc.vpc_id
+  subnet_ids               = module.vpc.private_subnet_ids
+  allowed_cidr_blocks      = [var.vpc_cidr]
+  engine_version           = var.redis_engine_version
+  node_type                = var.redis_node_type
+  cluster_mode_enabled     = var.redis_cluster_mode_enabled
+  num_shards               = var.redis_num_shards
+  replicas_per_shard       = var.redis_replicas_per_shard
+  snapshot_retention_limit = var.redis_snapshot_retention_days
+}
+
+module "ecr" {
+  source = "./modules/ecr"
+
+  namespace            = var.project
+  repositories         = var.ecr_repositories
+  keep_tagged_images   = var.ecr_keep_tagged_images
+  untagged_expiry_days = var.ecr_untagged_expiry_days
+  force_delete         = var.ecr_force_delete
+  image_tag_mutability = "MUTABLE"
+}

@@ -1,0 +1,116 @@
+"""Session-scoped real servers for every test file: moto (AWS), PostgreSQL 16 + pgvector (source and target), Redis.
+
+The servers are started once per pytest session by the same code the sandbox uses
+(``migrate.adapters.localservers``) and stopped by fixture finalizers (plus an atexit hook and ``PR_SET_PDEATHSIG``
+in the server processes, so nothing outlives the session even if pytest is killed).
+
+Fixtures:
+  moto_server, pg_source, pg_target, redis_source, redis_target   (session scope)
+  moto_reset           -> the moto server after ``POST /moto-api/reset``
+  fresh_pg_db(pg_x)    -> DSN of a new, empty database on that server (dropped at teardown)
+  fresh_redis          -> flushes both Redis servers; calling it, ``fresh_redis(redis_x)``, flushes that server again
+                          and returns it
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from migrate.adapters.localservers import (
+    LocalMoto,
+    LocalPostgres,
+    LocalRedis,
+    start_moto,
+    start_postgres,
+    start_redis,
+)
+
+
+@pytest.fixture(scope="session")
+def servers_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def moto_server(servers_root: Path) -> Iterator[LocalMoto]:
+    server = start_moto(servers_root / "moto")
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def moto_reset(moto_server: LocalMoto) -> LocalMoto:
+    moto_server.reset()
+    return moto_server
+
+
+@pytest.fixture(scope="session")
+def pg_source(servers_root: Path) -> Iterator[LocalPostgres]:
+    server = start_postgres(servers_root / "pg-source", fsync=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_target(servers_root: Path) -> Iterator[LocalPostgres]:
+    server = start_postgres(servers_root / "pg-target", fsync=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_source(servers_root: Path) -> Iterator[LocalRedis]:
+    server = start_redis(servers_root / "redis-source")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_target(servers_root: Path) -> Iterator[LocalRedis]:
+    server = start_redis(servers_root / "redis-target")
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def fresh_pg_db() -> Iterator[Callable[[LocalPostgres], str]]:
+    """Factory: ``dsn = fresh_pg_db(pg_source)`` creates a new empty database; all are dropped at teardown."""
+    created: list[tuple[LocalPostgres, str]] = []
+
+    def make(server: LocalPostgres) -> str:
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        dsn = server.create_database(name)
+        created.append((server, name))
+        return dsn
+
+    yield make
+    for server, name in created:
+        if server.alive():
+            server.drop_database(name)
+
+
+def _flush(server: LocalRedis) -> None:
+    import redis
+
+    client = redis.Redis(host=server.host, port=server.port, socket_timeout=10)
+    try:
+        client.flushall()
+    finally:
+        client.close()
+
+
+@pytest.fixture()
+def fresh_redis(redis_source: LocalRedis, redis_target: LocalRedis) -> Callable[[LocalRedis], LocalRedis]:
+    """Both Redis servers start empty (every DB); ``fresh_redis(server)`` flushes one again and returns it."""
+    _flush(redis_source)
+    _flush(redis_target)
+
+    def flush(server: LocalRedis) -> LocalRedis:
+        _flush(server)
+        return server
+
+    return flush

@@ -1,0 +1,455 @@
+"""Phase 1 steps: AWS steps against the moto SERVER (plan on an empty account, apply, apply again = no change, verify,
+rollback), the Terraform steps on the sandbox stand-in root with the real terraform binary, the EC2/EKS read-backs
+against moto, and the Kubernetes steps against the Kubernetes API test double (apply, wait, timeout path)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from migrate.config import EnvConfig
+from migrate.errors import GateWaiting, StepFailed
+from migrate.step import Check, PlanResult
+from migrate.testing import make_context
+from phases._terraform_step import TerraformPlanResult
+from phases.p1_foundation import (
+    AwsAccounts,
+    ClusterAddons,
+    ClusterSmoke,
+    Eks,
+    Kubeconfig,
+    SsoCheck,
+    TfStateBackend,
+    Vpc,
+)
+from tests.kube_double import KubeApiDouble, kube_api  # noqa: F401 - the fixture
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _env(moto: Any, **extra: Any) -> EnvConfig:
+    data: dict[str, Any] = {
+        "name": "sandbox",
+        "kind": "sandbox",
+        "aws": {"region": "us-east-1", "endpoint_url": moto.endpoint_url},
+        "terraform": {"root": "templates/sandbox/terraform"},
+    }
+    data.update(extra)
+    return EnvConfig.model_validate(data)
+
+
+def _failed(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if not c.ok]
+
+
+def _boto(moto: Any, service: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=moto.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+# -- aws-accounts ---------------------------------------------------------------------------------------------------
+def test_aws_accounts_create_then_adopt(moto_reset: Any, tmp_path: Path) -> None:
+    env = _env(moto_reset)
+    step = AwsAccounts()
+    ctx = make_context(tmp_path, env, step.id)
+    plan = step.plan(ctx)
+    targets = [c.target for c in plan.changes]
+    assert targets == [
+        "AWS Organization",
+        "account betterprompts-development",
+        "account betterprompts-staging",
+        "account betterprompts-production",
+    ]
+    assert not plan.blocking, "example.com e-mails are fine against an emulator"
+
+    out = step.apply(make_context(tmp_path, env, step.id, plan=plan))
+    assert set(out["accounts"]) == {"development", "staging", "production"} and out["adopted"] == []
+    assert out["organization_id"].startswith("o-")
+
+    # apply again = no change: everything adopted, nothing created
+    again_plan = step.plan(make_context(tmp_path, env, step.id))
+    assert again_plan.is_noop and len(again_plan.in_place) == 4
+    ctx2 = make_context(tmp_path, env, step.id)
+    out2 = step.apply(ctx2)
+    assert out2["accounts"] == out["accounts"] and len(out2["adopted"]) == 3
+    assert ctx2.recorded_intents == []
+
+    vctx = make_context(tmp_path, env, step.id, upstream={step.id: out})
+    assert not _failed(step.verify(vctx))
+    step.rollback(vctx)  # one-way: never closes accounts
+    assert not _failed(step.verify(vctx))
+
+
+# -- sso-check ------------------------------------------------------------------------------------------------------
+def test_sso_check_reads_identity_center(moto_reset: Any, tmp_path: Path) -> None:
+    env = _env(moto_reset)
+    step = SsoCheck()
+    plan = step.plan(make_context(tmp_path, env, step.id))
+    assert not plan.blocking and plan.in_place
+    ctx = make_context(tmp_path, env, step.id)
+    out = step.apply(ctx)
+    assert out["instance_arn"].startswith("arn:aws:sso:::instance/") and ctx.recorded_intents == []
+    assert not _failed(step.verify(make_context(tmp_path, env, step.id, upstream={step.id: out})))
+
+
+def test_sso_check_not_enabled_is_a_manual_gate(moto_reset: Any, tmp_path: Path) -> None:
+    env = _env(moto_reset)
+    ctx = make_context(tmp_path, env, "sso-check")
+    aws = ctx.adapters.get("aws_foundation")
+    aws.sso_instances = lambda: []  # an organization without Identity Center (moto always has one)
+    plan = SsoCheck().plan(ctx)
+    assert plan.blocking and "not enabled" in plan.blocking[0].message
+    assert "bpmigrate apply --step sso-check --env sandbox" in plan.blocking[0].fix
+    with pytest.raises(GateWaiting) as info:
+        SsoCheck().apply(ctx)
+    assert "console" in info.value.next_cmd
+    assert [c.name for c in _failed(SsoCheck().verify(ctx))] == ["IAM Identity Center enabled"]
+
+
+# -- tf-state-backend -----------------------------------------------------------------------------------------------
+def test_tf_state_backend_lifecycle(moto_reset: Any, tmp_path: Path) -> None:
+    env = _env(moto_reset)
+    step = TfStateBackend()
+    plan = step.plan(make_context(tmp_path, env, step.id))
+    bucket = "betterprompts-tfstate-123456789012-us-east-1"
+    assert [(c.action, c.target) for c in plan.changes] == [
+        ("create", f"s3://{bucket}"),
+        ("create", "dynamodb table betterprompts-terraform-locks"),
+    ]
+    assert _failed(step.verify(make_context(tmp_path, env, step.id))), "verify fails before apply"
+
+    ctx = make_context(tmp_path, env, step.id, plan=plan)
+    out = step.apply(ctx)
+    assert out == {
+        "bucket": bucket,
+        "lock_table": "betterprompts-terraform-locks",
+        "state_key": "betterprompts/terraform.tfstate",
+        "region": "us-east-1",
+    }
+    assert [a for a, _ in ctx.recorded_intents][0] == "create-bucket"
+
+    # verify reads the settings back with other calls than apply made
+    checks = step.verify(make_context(tmp_path, env, step.id))
+    assert not _failed(checks) and len(checks) == 6
+    s3 = _boto(moto_reset, "s3")
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+
+    # apply again = no change
+    assert step.plan(make_context(tmp_path, env, step.id)).is_noop
+    ctx2 = make_context(tmp_path, env, step.id)
+    assert step.apply(ctx2) == out and ctx2.recorded_intents == []
+
+    # drift: versioning suspended by hand -> plan shows the fix, apply converges
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"})
+    drift = step.plan(make_context(tmp_path, env, step.id))
+    assert [c.detail for c in drift.changes] == ["enable versioning"]
+    step.apply(make_context(tmp_path, env, step.id))
+    assert not _failed(step.verify(make_context(tmp_path, env, step.id)))
+
+    # rollback refuses to delete a bucket holding state, deletes when empty, and is a no-op when absent
+    s3.put_object(Bucket=bucket, Key="env:/sandbox/betterprompts/terraform.tfstate", Body=b"{}")
+    with pytest.raises(StepFailed, match="holds"):
+        step.rollback(make_context(tmp_path, env, step.id))
+    assert s3.head_bucket(Bucket=bucket)
+    for v in s3.list_object_versions(Bucket=bucket).get("Versions", []):
+        s3.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+    step.rollback(make_context(tmp_path, env, step.id))
+    assert not [b for b in s3.list_buckets()["Buckets"] if b["Name"] == bucket]
+    assert "betterprompts-terraform-locks" not in _boto(moto_reset, "dynamodb").list_tables()["TableNames"]
+    step.rollback(make_context(tmp_path, env, step.id))
+
+
+def test_tf_state_backend_refuses_a_lock_table_with_the_wrong_key(moto_reset: Any, tmp_path: Path) -> None:
+    _boto(moto_reset, "dynamodb").create_table(
+        TableName="betterprompts-terraform-locks",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    plan = TfStateBackend().plan(make_context(tmp_path, _env(moto_reset), "tf-state-backend"))
+    assert plan.blocking and "LockID" in plan.blocking[0].fix
+
+
+# -- vpc / eks on the sandbox stand-in root (real terraform) --------------------------------------------------------
+requires_terraform = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform binary not on PATH")
+
+
+def _sandbox_tfvars(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "sandbox" / "terraform.tfvars.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps(
+            {
+                "pg_target_host": "127.0.0.1",
+                "pg_target_port": 55432,
+                "redis_target_host": "127.0.0.1",
+                "redis_target_port": 56379,
+                "aws_endpoint_url": "http://127.0.0.1:1",
+                "env_name": "sandbox",
+            }
+        )
+    )
+
+
+@requires_terraform
+def test_vpc_and_eks_on_the_stand_in_root(moto_reset: Any, tmp_path: Path) -> None:
+    env = _env(moto_reset)
+    _sandbox_tfvars(tmp_path)
+    vpc = Vpc()
+    plan = vpc.plan(make_context(tmp_path, env, vpc.id))
+    assert isinstance(plan, TerraformPlanResult)
+    assert plan.data["summary"] == "7 to add, 0 to change, 0 to destroy"
+    assert Path(plan.data["plan_file"]).is_file() and len(plan.data["plan_sha256"]) == 64
+    assert all(c.target.startswith("module.vpc.") for c in plan.changes if not c.target.startswith("output."))
+    assert any("stand-in" in f.message for f in plan.findings)
+    # the engine compares the fingerprint of the plan it showed with a fresh one: equal for an unchanged world
+    assert vpc.plan(make_context(tmp_path, env, vpc.id)).fingerprint() == plan.fingerprint()
+
+    ctx = make_context(tmp_path, env, vpc.id, plan=plan)
+    out = vpc.apply(ctx)
+    assert out["vpc_id"].startswith("vpc-") and len(out["private_subnet_ids"]) == 3
+    assert out["terraform_providers"] == "builtin" and out["terraform_workspace"] == "sandbox"
+    assert ctx.recorded_intents[0][0] == "terraform-apply"
+    assert ctx.recorded_intents[0][1]["plan_sha256"] == plan.data["plan_sha256"]
+    assert ctx.recorded_artifacts and ctx.recorded_artifacts[0][0] == "terraform-plan"
+    assert any("Apply complete" in line for line in ctx.recorded_logs)
+
+    checks = vpc.verify(make_context(tmp_path, env, vpc.id, upstream={"vpc": out}))
+    assert not _failed(checks)
+    assert "stand-in: verified against terraform state, not AWS" in checks[0].detail
+
+    # apply again = no change
+    replan = vpc.plan(make_context(tmp_path, env, vpc.id))
+    assert replan.is_noop and replan.fingerprint() != plan.fingerprint()
+    assert vpc.apply(make_context(tmp_path, env, vpc.id, plan=replan))["vpc_id"] == out["vpc_id"]
+
+    eks = Eks()
+    eks_out = eks.apply(make_context(tmp_path, env, eks.id, upstream={"vpc": out}))
+    assert eks_out["node_groups"] == {
+        "application": "betterprompts-sandbox-application",
+        "gpu": "betterprompts-sandbox-gpu",
+        "system": "betterprompts-sandbox-system",
+    }
+    assert not _failed(eks.verify(make_context(tmp_path, env, eks.id, upstream={"eks": eks_out})))
+
+    # kubeconfig is skipped on a stand-in cluster, with the reason
+    kctx = make_context(tmp_path, env, "kubeconfig", upstream={"eks": eks_out})
+    reason = Kubeconfig().skip_reason(kctx)
+    assert reason and "stand-in" in reason and Kubeconfig().plan(kctx).skip_reason == reason
+
+    # rollback = targeted destroy of module.eks only
+    eks.rollback(make_context(tmp_path, env, eks.id))
+    runner = make_context(tmp_path, env, eks.id).adapters.terraform()
+    left = runner.state_resources()
+    assert left and not any(r.startswith("module.eks.") for r in left)
+    assert _failed(eks.verify(make_context(tmp_path, env, eks.id)))
+    eks.rollback(make_context(tmp_path, env, eks.id))  # absent: no-op
+
+
+@requires_terraform
+def test_stale_saved_plan_is_refused_by_the_step(moto_reset: Any, tmp_path: Path) -> None:
+    from migrate.errors import StalePlan
+
+    env = _env(moto_reset)
+    _sandbox_tfvars(tmp_path)
+    old = Vpc().plan(make_context(tmp_path, env, "vpc"))
+    Vpc().apply(make_context(tmp_path, env, "vpc"))  # someone else applied in between (fresh plan)
+    with pytest.raises(StalePlan) as info:
+        Vpc().apply(make_context(tmp_path, env, "vpc", plan=old))
+    assert "bpmigrate plan --step vpc --env sandbox" in info.value.next_cmd
+
+
+# -- vpc / eks verify with boto3 (the real-provider path reads AWS, not Terraform) -----------------------------------
+def _aws_root_env(moto: Any, tmp_path: Path) -> EnvConfig:
+    root = tmp_path / "aws-root"
+    root.mkdir()
+    (root / "main.tf").write_text('terraform {\n  backend "s3" {}\n}\nresource "aws_vpc" "x" {}\n')
+    mirror = tmp_path / "mirror" / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
+    mirror.mkdir(parents=True)
+    return _env(moto, terraform={"root": str(root), "plugin_mirror": str(tmp_path / "mirror")})
+
+
+def test_vpc_verify_reads_ec2(moto_reset: Any, tmp_path: Path) -> None:
+    env = _aws_root_env(moto_reset, tmp_path)
+    ec2 = _boto(moto_reset, "ec2")
+    vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{'abc'[i % 3]}")[
+            "Subnet"
+        ]["SubnetId"]
+        for i in range(4)
+    ]
+    out = {"vpc_id": vpc_id, "private_subnet_ids": subnets[:2], "public_subnet_ids": subnets[2:]}
+    ctx = make_context(tmp_path, env, "vpc", upstream={"vpc": out})
+    assert not Vpc().stand_in(ctx)
+    assert not _failed(Vpc().verify(ctx))
+    bad = dict(out, public_subnet_ids=["subnet-00000000000000000"])
+    failed = _failed(Vpc().verify(make_context(tmp_path, env, "vpc", upstream={"vpc": bad})))
+    assert [c.name for c in failed] == ["subnets exist in the VPC"]
+
+
+def test_eks_verify_reads_cluster_and_gpu_node_group(moto_reset: Any, tmp_path: Path) -> None:
+    env = _aws_root_env(moto_reset, tmp_path)
+    eks = _boto(moto_reset, "eks")
+    role = "arn:aws:iam::123456789012:role/eks"
+    eks.create_cluster(name="bp", roleArn=role, resourcesVpcConfig={"subnetIds": ["subnet-1", "subnet-2"]})
+    for group in ("system", "application"):
+        eks.create_nodegroup(
+            clusterName="bp", nodegroupName=f"bp-{group}", nodeRole=role, subnets=["subnet-1"], labels={"node_group": group}
+        )
+    eks.create_nodegroup(
+        clusterName="bp",
+        nodegroupName="bp-gpu",
+        nodeRole=role,
+        subnets=["subnet-1"],
+        instanceTypes=["g4dn.xlarge"],
+        labels={"node_group": "gpu"},
+        taints=[{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}],
+    )
+    out = {"cluster_name": "bp", "node_groups": {g: f"bp-{g}" for g in ("system", "application", "gpu")}}
+    checks = Eks().verify(make_context(tmp_path, env, "eks", upstream={"eks": out}))
+    assert not _failed(checks), _failed(checks)
+    assert any(c.name == "GPU node group tainted" and c.ok for c in checks)
+
+    eks.delete_nodegroup(clusterName="bp", nodegroupName="bp-gpu")
+    eks.create_nodegroup(clusterName="bp", nodegroupName="bp-gpu", nodeRole=role, subnets=["subnet-1"])
+    failed = {c.name for c in _failed(Eks().verify(make_context(tmp_path, env, "eks", upstream={"eks": out})))}
+    assert {"GPU node group tainted", "GPU node group labelled"} <= failed
+
+
+# -- kubeconfig and Kubernetes steps (Kubernetes API test double) ----------------------------------------------------
+def _kube_env(moto: Any, kube: KubeApiDouble, **extra: Any) -> EnvConfig:
+    return _env(moto, kube={"kubeconfig": str(kube.kubeconfig_path), "context": kube.context}, **extra)
+
+
+def test_kubeconfig_merges_without_touching_other_contexts(moto_server: Any, tmp_path: Path) -> None:
+    path = tmp_path / "kube" / "config"
+    path.parent.mkdir()
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "other", "cluster": {"server": "https://other.example"}}],
+                "users": [{"name": "other", "user": {"token": "keep-me"}}],
+                "contexts": [{"name": "other", "context": {"cluster": "other", "user": "other"}}],
+                "current-context": "other",
+            }
+        )
+    )
+    env = _env(moto_server)
+    eks_out = {
+        "cluster_name": "betterprompts-sandbox",
+        "cluster_endpoint": "https://ABC.gr7.us-east-1.eks.amazonaws.com",
+        "cluster_ca": "Q0EK",
+        "terraform_providers": "mirror",
+    }
+    step = Kubeconfig()
+    settings = {"path": str(path)}
+    plan = step.plan(make_context(tmp_path, env, step.id, settings=settings, upstream={"eks": eks_out}))
+    assert [c.action for c in plan.changes] == ["create"] and "other" in plan.in_place[0]
+    out = step.apply(make_context(tmp_path, env, step.id, settings=settings, upstream={"eks": eks_out}))
+    assert out == {"kubeconfig": str(path), "context": "betterprompts-sandbox"}
+    doc = yaml.safe_load(path.read_text())
+    assert {c["name"] for c in doc["contexts"]} == {"other", "betterprompts-sandbox"}
+    assert doc["current-context"] == "other" and doc["users"][0]["user"] == {"token": "keep-me"}
+    ours = next(u for u in doc["users"] if u["name"] == "betterprompts-sandbox")
+    assert ours["user"]["exec"]["args"][:4] == ["eks", "get-token", "--cluster-name", "betterprompts-sandbox"]
+    vctx = make_context(tmp_path, env, step.id, settings=settings, upstream={"eks": eks_out})
+    assert not _failed(step.verify(vctx))
+    assert step.plan(vctx).is_noop
+    # default path: under state/, never ~/.kube/config
+    default = make_context(tmp_path, env, step.id, upstream={"eks": eks_out})
+    assert step._path(default) == tmp_path / "state" / "sandbox" / "kubeconfig"
+
+
+def test_kube_steps_skip_without_a_cluster(moto_server: Any, tmp_path: Path) -> None:
+    env = _env(moto_server, kube={"kubeconfig": str(tmp_path / "nope")})
+    for step in (ClusterAddons(), ClusterSmoke()):
+        ctx = make_context(tmp_path, env, step.id)
+        reason = step.skip_reason(ctx)
+        assert reason and "no Kubernetes cluster" in reason
+        assert step.plan(ctx).skip_reason == reason
+
+
+ADDON_VALUES = {"account_id": "123456789012", "cluster_name": "bp", "vpc_id": "vpc-1"}
+
+
+def test_cluster_addons_apply_wait_verify_rollback(moto_server: Any, kube_api: KubeApiDouble, tmp_path: Path) -> None:
+    env = _kube_env(moto_server, kube_api)
+    step = ClusterAddons()
+    settings = {"values": ADDON_VALUES, "rollout_timeout": 20}
+    plan = step.plan(make_context(tmp_path, env, step.id, settings=settings))
+    assert plan.skip_reason is None and {c.action for c in plan.changes} == {"create"}
+    deployments = {c.target for c in plan.changes if c.target.startswith("Deployment/")}
+    assert len(deployments) == 3, deployments
+
+    ctx = make_context(tmp_path, env, step.id, settings=settings, plan=plan)
+    out = step.apply(ctx)
+    assert len(out["workloads"]) == 3 and ctx.recorded_intents[0][0] == "kube-apply"
+    assert not _failed(step.verify(make_context(tmp_path, env, step.id, settings=settings)))
+    # apply again converges (server-side apply)
+    step.apply(make_context(tmp_path, env, step.id, settings=settings))
+
+    step.rollback(make_context(tmp_path, env, step.id, settings=settings))
+    assert kube_api.get_object("apps/v1", "Deployment", "metrics-server", "kube-system") is None
+    assert _failed(step.verify(make_context(tmp_path, env, step.id, settings=settings)))
+
+
+def test_cluster_addons_rollout_timeout_names_the_pod_reason(
+    moto_server: Any, kube_api: KubeApiDouble, tmp_path: Path
+) -> None:
+    env = _kube_env(moto_server, kube_api)
+    kube_api.never_ready("Deployment", "kube-system", "cluster-autoscaler", reason="ImagePullBackOff")
+    settings = {"values": ADDON_VALUES, "rollout_timeout": 1}
+    with pytest.raises(StepFailed) as info:
+        ClusterAddons().apply(make_context(tmp_path, env, "cluster-addons", settings=settings))
+    assert "ImagePullBackOff" in str(info.value)
+    failed = _failed(ClusterAddons().verify(make_context(tmp_path, env, "cluster-addons", settings=settings)))
+    assert [c.name for c in failed] == ["Deployment kube-system/cluster-autoscaler available"]
+
+
+def test_cluster_smoke_scales_and_cleans_up(moto_server: Any, kube_api: KubeApiDouble, tmp_path: Path) -> None:
+    env = _kube_env(moto_server, kube_api)
+    step = ClusterSmoke()
+    plan = step.plan(make_context(tmp_path, env, step.id))
+    assert "3 then 10" in plan.changes[0].detail
+    ctx = make_context(tmp_path, env, step.id)
+    out = step.apply(ctx)
+    assert out["replicas_ready"] == [3, 10] and out["cleaned_up"] is True
+    assert [a for a, _ in ctx.recorded_intents] == ["smoke-deploy", "smoke-scale", "smoke-scale", "smoke-cleanup"]
+    assert kube_api.get_object("apps/v1", "Deployment", "nginx-smoke", "bpmigrate-smoke") is None
+    assert not _failed(step.verify(make_context(tmp_path, env, step.id, upstream={step.id: out})))
+    step.rollback(make_context(tmp_path, env, step.id))  # already clean: no-op
+
+
+def test_cluster_smoke_fails_when_pods_never_become_ready(
+    moto_server: Any, kube_api: KubeApiDouble, tmp_path: Path
+) -> None:
+    env = _kube_env(moto_server, kube_api)
+    kube_api.never_ready("Deployment", "bpmigrate-smoke", "nginx-smoke", reason="Unschedulable")
+    with pytest.raises(StepFailed):
+        ClusterSmoke().apply(make_context(tmp_path, env, "cluster-smoke", settings={"rollout_timeout": 1}))
+    ClusterSmoke().rollback(make_context(tmp_path, env, "cluster-smoke"))
+    assert kube_api.get_object("apps/v1", "Deployment", "nginx-smoke", "bpmigrate-smoke") is None
+
+
+def test_plan_result_fingerprint_ignores_only_the_volatile_keys() -> None:
+    base = {"summary": "1 to add", "plan_digest": "abc", "plan_file": "/a.tfplan", "plan_sha256": "1", "engine": "x"}
+    a = TerraformPlanResult(data=dict(base))
+    b = TerraformPlanResult(data=dict(base, plan_file="/b.tfplan", plan_sha256="2", engine="y"))
+    c = TerraformPlanResult(data=dict(base, plan_digest="other"))
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    assert PlanResult(data=dict(base)).fingerprint() != PlanResult(data=dict(base, plan_file="/b")).fingerprint()

@@ -1,0 +1,351 @@
+"""The Terraform runner end to end with the real terraform binary on terraform_data roots (no provider needed):
+init, plan -out, show -json summary, apply PLANFILE, output -json, targeted destroy, workspaces, stale and tampered
+plan refusal, failure translation with redaction, provider discovery, and the S3 backend + DynamoDB lock on moto."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.adapters.terraform import (
+    TerraformRunner,
+    TfPlan,
+    discover_providers,
+    find_engine,
+    required_providers,
+    sha256_file,
+    user_provider_setup,
+)
+from migrate.errors import AdapterError, ConfigError, LockHeld, StalePlan
+
+pytestmark = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform binary not on PATH")
+
+ROOT_TF = """
+terraform {
+  backend "local" {}
+}
+variable "greeting" {
+  type    = string
+  default = "hello"
+}
+module "net" {
+  source = "./modules/net"
+  cidr   = "10.0.0.0/16"
+}
+module "db" {
+  source   = "./modules/db"
+  greeting = var.greeting
+  net_id   = module.net.id
+}
+output "net_id" {
+  value = module.net.id
+}
+output "db_name" {
+  value = module.db.name
+}
+output "db_password" {
+  value     = "s3cr3t-pa55word"
+  sensitive = true
+}
+"""
+NET_TF = """
+variable "cidr" { type = string }
+resource "terraform_data" "vpc" {
+  input = var.cidr
+}
+resource "terraform_data" "subnet" {
+  count = 2
+  input = cidrsubnet(var.cidr, 8, count.index)
+}
+output "id" {
+  value = terraform_data.vpc.id
+}
+"""
+DB_TF = """
+variable "greeting" { type = string }
+variable "net_id" { type = string }
+resource "terraform_data" "db" {
+  input = "${var.greeting}-db"
+}
+output "name" {
+  value = terraform_data.db.output
+}
+"""
+
+
+def _write_root(root: Path, *, backend: str = "local") -> Path:
+    (root / "modules" / "net").mkdir(parents=True)
+    (root / "modules" / "db").mkdir(parents=True)
+    (root / "main.tf").write_text(ROOT_TF.replace('backend "local" {}', f'backend "{backend}" {{}}'))
+    (root / "modules" / "net" / "main.tf").write_text(NET_TF)
+    (root / "modules" / "db" / "main.tf").write_text(DB_TF)
+    return root
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    return _write_root(tmp_path / "root")
+
+
+def _runner(
+    root: Path, state: Path, *, workspace: str = "test", var_files: list[Path] | None = None, logs: list[str] | None = None
+) -> TerraformRunner:
+    sink = logs if logs is not None else []
+    return TerraformRunner(root, workspace, var_files or [], state, env_name="test", log=sink.append)
+
+
+def _tree(path: Path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*")}
+
+
+def test_engine_and_provider_discovery_say_what_was_used(root: Path, tmp_path: Path) -> None:
+    argv, desc = find_engine("auto")
+    assert Path(argv[0]).name == "terraform" and "terraform binary" in desc
+    runner = _runner(root, tmp_path / "state")
+    described = runner.engine_description()
+    assert "terraform binary" in described and "built-in providers only" in described and "workspace: test" in described
+    assert required_providers(root) == []
+
+
+def test_plan_apply_output_destroy_end_to_end(root: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    before = _tree(root)
+    logs: list[str] = []
+    runner = _runner(root, state, logs=logs)
+
+    plan = runner.plan()
+    assert plan.path.is_file() and plan.path.parent == state / "plans"
+    assert plan.sha256 == sha256_file(plan.path)
+    assert plan.summary() == "4 to add, 0 to change, 0 to destroy"
+    assert {c.address for c in plan.changes} == {
+        "module.net.terraform_data.vpc",
+        "module.net.terraform_data.subnet[0]",
+        "module.net.terraform_data.subnet[1]",
+        "module.db.terraform_data.db",
+    }
+    assert all(c.kind == "create" for c in plan.changes) and plan.has_changes
+    assert TfPlan.from_data(plan.to_data()) == plan
+
+    runner.apply(plan)
+    assert any("Apply complete" in line for line in logs), "terraform's output is streamed to the log"
+    outputs = runner.outputs()
+    assert outputs["db_name"] == "hello-db"
+    assert outputs["db_password"] == "***" and "s3cr3t-pa55word" not in json.dumps(outputs)
+    assert len(runner.state_resources()) == 4
+
+    again = runner.plan()
+    assert not again.has_changes and again.summary() == "0 to add, 0 to change, 0 to destroy"
+    assert again.digest != plan.digest
+
+    # a targeted plan touches only that module
+    vars_file = tmp_path / "v.tfvars.json"
+    vars_file.write_text(json.dumps({"greeting": "bonjour"}))
+    runner2 = _runner(root, state, var_files=[vars_file])
+    targeted = runner2.plan(["module.db"])
+    assert [(c.address, c.kind) for c in targeted.changes] == [("module.db.terraform_data.db", "update")]
+    assert targeted.summary() == "0 to add, 1 to change, 0 to destroy"
+    runner2.apply(targeted)
+    assert runner2.outputs()["db_name"] == "bonjour-db"
+
+    runner2.destroy(["module.db"])
+    remaining = runner2.state_resources()
+    assert remaining and not any(r.startswith("module.db.") for r in remaining)
+    assert all(r.startswith("module.net.") for r in remaining)
+
+    # the repository tree (the root) stays clean: state, plans and TF_DATA_DIR live under state/
+    assert _tree(root) == before
+    assert (state / "workspaces" / "test" / "terraform.tfstate").is_file()
+    assert (state / "data").is_dir()
+
+
+def test_untargeted_destroy_is_refused(root: Path, tmp_path: Path) -> None:
+    with pytest.raises(AdapterError, match="untargeted"):
+        _runner(root, tmp_path / "state").destroy([])
+
+
+def test_workspaces_keep_separate_state(root: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    a = _runner(root, state, workspace="staging")
+    a.apply(a.plan(["module.net"]))
+    b = _runner(root, state, workspace="production")
+    assert b.state_resources() == []
+    assert b.plan(["module.net"]).has_changes
+    assert len(a.state_resources()) == 3
+
+
+def test_stale_saved_plan_is_refused_with_the_next_command(root: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    runner = _runner(root, state)
+    old = runner.plan()
+    other = _runner(root, state)  # another operator applies first: the state changes under the saved plan
+    other.apply(other.plan(["module.net"]))
+    with pytest.raises(StalePlan) as info:
+        runner.apply(old)
+    assert "stale" in info.value.what and "bpmigrate plan" in info.value.next_cmd
+    assert not any(r.startswith("module.db.") for r in runner.state_resources()), "nothing of the old plan applied"
+
+
+def test_tampered_or_missing_plan_file_is_refused(root: Path, tmp_path: Path) -> None:
+    runner = _runner(root, tmp_path / "state")
+    plan = runner.plan()
+    other = runner.plan(["module.net"])
+    shutil.copyfile(other.path, plan.path)  # same name, different content
+    with pytest.raises(StalePlan, match="changed since it was planned"):
+        runner.apply(plan)
+    plan.path.unlink()
+    with pytest.raises(StalePlan, match="missing"):
+        runner.apply(plan)
+    assert runner.state_resources() == []
+
+
+def test_failed_apply_carries_terraforms_error_redacted(tmp_path: Path) -> None:
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / "main.tf").write_text(
+        """
+terraform {
+  backend "local" {}
+}
+resource "terraform_data" "boom" {
+  provisioner "local-exec" {
+    command = "echo password=hunter2hunter2 >&2; exit 3"
+  }
+}
+"""
+    )
+    logs: list[str] = []
+    runner = _runner(root, tmp_path / "state", logs=logs)
+    plan = runner.plan()
+    with pytest.raises(AdapterError) as info:
+        runner.apply(plan)
+    text = str(info.value)
+    assert "terraform apply failed" in text and "local-exec" in text
+    assert "hunter2hunter2" not in text and all("hunter2hunter2" not in line for line in logs)
+
+
+def test_missing_var_file_and_missing_backend_are_config_errors(root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="sandbox up"):
+        _runner(root, tmp_path / "s1", var_files=[tmp_path / "nope.tfvars.json"]).plan()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "main.tf").write_text('resource "terraform_data" "x" {}\n')
+    with pytest.raises(ConfigError, match="declares no backend"):
+        _runner(bare, tmp_path / "s2").init()
+    assert not (bare / "terraform.tfstate").exists()
+
+
+def test_provider_discovery_order_and_cli_config_only_in_subprocess_env(tmp_path: Path) -> None:
+    root = tmp_path / "aws"
+    root.mkdir()
+    (root / "main.tf").write_text(
+        'terraform {\n  required_providers {\n    aws = { source = "hashicorp/aws" }\n  }\n}\n'
+        'resource "aws_s3_bucket" "b" {}\n'
+    )
+    assert required_providers(root) == ["hashicorp/aws"]
+    mirror = tmp_path / "mirror"
+    (mirror / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0" / "linux_amd64").mkdir(parents=True)
+    cli_config = tmp_path / "state" / "terraform.tfrc"
+    missing_rc = {"TF_CLI_CONFIG_FILE": str(tmp_path / "does-not-exist.tfrc"), "HOME": str(tmp_path)}
+    assert user_provider_setup(missing_rc) is None, "a TF_CLI_CONFIG_FILE naming a missing file is no setup"
+
+    before = os.environ.get("TF_CLI_CONFIG_FILE")
+    setup = discover_providers(root, cli_config_path=cli_config, plugin_mirror=str(mirror), environ=missing_rc)
+    assert setup.source == "mirror" and "terraform.plugin_mirror" in setup.detail
+    assert setup.cli_config == cli_config and f'path    = "{mirror}"' in cli_config.read_text()
+    assert os.environ.get("TF_CLI_CONFIG_FILE") == before, "the user's environment is never modified"
+
+    user_rc = tmp_path / "user.tfrc"
+    user_rc.write_text("")
+    first = discover_providers(
+        root, cli_config_path=cli_config, plugin_mirror=str(mirror), environ={"TF_CLI_CONFIG_FILE": str(user_rc)}
+    )
+    assert first.source == "user", "the user's normal setup wins over a mirror"
+
+    empty_mirror = tmp_path / "empty-mirror"
+    empty_mirror.mkdir()
+    none = discover_providers(
+        root, cli_config_path=cli_config, plugin_mirror=str(empty_mirror), environ=missing_rc, registry_ok=False
+    )
+    assert none.source == "missing" and "lacks hashicorp/aws" in none.detail
+    runner = TerraformRunner(root, "w", [], tmp_path / "state2", plugin_mirror=str(empty_mirror))
+    runner._providers = none
+    with pytest.raises(AdapterError, match="not available"):
+        runner.init()
+
+
+def test_subprocess_env_gets_our_cli_config_not_the_users(root: Path, tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setenv("TF_CLI_CONFIG_FILE", str(tmp_path / "missing.tfrc"))
+    runner = _runner(root, tmp_path / "state")
+    env = runner._env()
+    assert env["TF_CLI_CONFIG_FILE"].startswith(str(tmp_path / "state"))
+    assert env["TF_DATA_DIR"] == str((tmp_path / "state" / "data").resolve())
+    assert env["TF_IN_AUTOMATION"] == "1"
+    assert os.environ["TF_CLI_CONFIG_FILE"] == str(tmp_path / "missing.tfrc")
+
+
+# -- S3 backend + DynamoDB lock against the moto server (the backend is built into terraform: no provider) --------
+def _s3_backend(moto: Any, tmp_path: Path, name: str) -> tuple[TerraformRunner, Any, str]:
+    import boto3
+
+    kw = {"endpoint_url": moto.endpoint_url, "region_name": "us-east-1"}
+    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    s3 = boto3.client("s3", **kw, **creds)
+    ddb = boto3.client("dynamodb", **kw, **creds)
+    bucket = f"tfstate-{name}"
+    s3.create_bucket(Bucket=bucket)
+    ddb.create_table(
+        TableName=f"locks-{name}",
+        KeySchema=[{"AttributeName": "LockID", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "LockID", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    root = _write_root(tmp_path / f"root-{name}", backend="s3")
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+    runner = TerraformRunner(root, "sandbox", [], tmp_path / f"state-{name}", env, env_name="sandbox", lock_timeout="2s")
+    runner.set_s3_backend(
+        bucket=bucket,
+        key="betterprompts/terraform.tfstate",
+        region="us-east-1",
+        dynamodb_table=f"locks-{name}",
+        endpoint_url=moto.endpoint_url,
+    )
+    return runner, (s3, ddb), bucket
+
+
+def test_s3_backend_state_in_moto_bucket(moto_server: Any, tmp_path: Path) -> None:
+    runner, (s3, _ddb), bucket = _s3_backend(moto_server, tmp_path, "ok")
+    runner.apply(runner.plan(["module.net"]))
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert "env:/sandbox/betterprompts/terraform.tfstate" in keys
+    assert not runner.plan(["module.net"]).has_changes
+    assert not (runner.root / "terraform.tfstate").exists()
+
+
+def test_held_dynamodb_lock_names_the_holder(moto_server: Any, tmp_path: Path) -> None:
+    runner, (_s3, ddb), bucket = _s3_backend(moto_server, tmp_path, "locked")
+    runner.init()
+    info = {
+        "ID": "7d9d2f1c-0000-4000-8000-000000000001",
+        "Operation": "OperationTypeApply",
+        "Info": "",
+        "Who": "alice@ops-laptop",
+        "Version": "1.11.4",
+        "Created": "2026-11-23T03:00:00Z",
+        "Path": f"{bucket}/env:/sandbox/betterprompts/terraform.tfstate",
+    }
+    ddb.put_item(
+        TableName="locks-locked",
+        Item={
+            "LockID": {"S": f"{bucket}/env:/sandbox/betterprompts/terraform.tfstate"},
+            "Info": {"S": json.dumps(info)},
+        },
+    )
+    with pytest.raises(LockHeld) as exc:
+        runner.plan(["module.net"])
+    assert "alice@ops-laptop" in exc.value.what
+    assert "force-unlock 7d9d2f1c-0000-4000-8000-000000000001" in exc.value.next_cmd

@@ -429,6 +429,44 @@ def ledger_check() -> None:
         raise LedgerError(f"the ledger for {env!r} has {len(problems)} problem(s)", problems[0], "restore state/ from backup, or start a new ledger")
 
 
+@ledger_app.command("migrate")
+def ledger_migrate(
+    to: str = typer.Option(..., "--to", help="SQLAlchemy URL of the new ledger, e.g. postgresql://bpm@ledger-db/bpmigrate"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Copy this environment's ledger (with its whole history) to another database, e.g. a shared PostgreSQL."""
+    from migrate.ledger import copy_ledger
+    from migrate.ledger_read import LedgerReader
+    from migrate.redact import redact
+
+    cfg = _config()
+    env = _env_name(cfg)
+    src = cfg.ledger_url(env)
+    if not yes and not _confirm(f"Copy the ledger of {env!r} from {redact(src)} to {redact(to)}?"):
+        from migrate.errors import NotConfirmed
+
+        raise NotConfirmed("ledger migrate cancelled", "not confirmed", f"bpmigrate --env {env} ledger migrate --to URL --yes")
+    engine = _engine(_command_line())  # hold the old ledger's lock so nobody writes during the copy
+    try:
+        with engine.session(_command_line()):
+            counts = copy_ledger(src, to, env)
+    finally:
+        engine.close()
+    reader = LedgerReader(to, env)
+    try:
+        chain = reader.verify_chain()
+    finally:
+        reader.close()
+    if _opts.json:
+        _print_json({"copied": counts, "chain_ok": chain.ok})
+        return
+    console = _console()
+    console.print(f"[green]copied[/green] {counts.get('bpm_events', 0)} events, {counts.get('bpm_step_state', 0)} step states "
+                  f"to {redact(to)}; hash chain {'intact' if chain.ok else 'BROKEN'}")
+    console.print(f"next: set [bold]ledger_url = \"{redact(to)}\"[/bold] under [environments.{env}] in {cfg.path} "
+                  "(password via PGPASSWORD or ~/.pgpass, never in the file)")
+
+
 @runbook_app.command("export")
 def runbook_export(out: str | None = typer.Option(None, "--out", help="Directory (default: runbooks/).")) -> None:
     """Generate runbook pages from the steps' docstrings."""

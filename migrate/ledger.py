@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, delete, event, insert, select, text, update
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
 from migrate import ledger_schema as t
 from migrate.errors import LedgerError, LockHeld
+from migrate.ledger_read import normalize_url
 from migrate.redact import redact, redact_obj
 from migrate.states import Event, State, transition
 
@@ -45,6 +46,16 @@ _CLOSES = {
     Event.RECOVER_ROLLBACK_FAILED: "interrupted",
     Event.RECOVER_VERIFY: "interrupted",
 }
+
+
+def _advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_lock from a name."""
+    digest = hashlib.sha256(f"bpmigrate:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+#: schema migrations of the ledger itself: MIGRATIONS[n] upgrades a version-n ledger to n+1 (same transaction)
+MIGRATIONS: dict[int, Any] = {}
 
 
 def _dumps(obj: Any) -> str:
@@ -123,7 +134,7 @@ class Ledger:
                 )
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.engine = create_engine(url, future=True, pool_pre_ping=path is None)
+            self.engine = create_engine(normalize_url(url), future=True, pool_pre_ping=path is None)
         except Exception as exc:  # noqa: BLE001 - bad URL / missing driver
             raise LedgerError(f"cannot open the ledger at {redact(url)}", redact(str(exc)), "check ledger_url in migrate.toml") from None
         if path is not None:
@@ -155,23 +166,61 @@ class Ledger:
             )
         return LedgerError(f"ledger error: {redact(text)}", "the ledger database rejected a statement", "bpmigrate ledger check")
 
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
     def _ensure_schema(self) -> None:
         try:
-            t.metadata.create_all(self.engine)
+            if self.is_postgres:  # two processes creating the schema at once must not collide
+                with self.engine.begin() as conn:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _advisory_key("schema")})
+                    t.metadata.create_all(conn)
+            else:
+                t.metadata.create_all(self.engine)
             with self._tx() as conn:
-                row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "schema_version")).first()
+                row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "schema_version").with_for_update()).first()
                 if row is None:
                     conn.execute(insert(t.meta).values(key="schema_version", value=str(t.SCHEMA_VERSION)))
                     conn.execute(insert(t.meta).values(key="chain_head", value=GENESIS))
                     conn.execute(insert(t.meta).values(key="created_at", value=repr(time.time())))
-                elif int(row[0]) > t.SCHEMA_VERSION:
+                    return
+                found = int(row[0])
+                if found > t.SCHEMA_VERSION:
                     raise LedgerError(
-                        f"the ledger was written by a newer bpmigrate (schema {row[0]} > {t.SCHEMA_VERSION})",
+                        f"the ledger was written by a newer bpmigrate (schema {found} > {t.SCHEMA_VERSION})",
                         "an older bpmigrate must not write a newer ledger",
                         "upgrade bpmigrate: pip install -U bpmigrate",
                     )
+                for version in range(found, t.SCHEMA_VERSION):
+                    MIGRATIONS[version](conn)  # each step in the same transaction as the version bump
+                    conn.execute(update(t.meta).where(t.meta.c.key == "schema_version").values(value=str(version + 1)))
+                    self._append(conn, "ledger_schema_migrated", {"from": version, "to": version + 1})
         except (DatabaseError, OperationalError) as exc:
             raise self._ledger_error(exc) from None
+
+    # -- PostgreSQL session lock (shared team ledger) --------------------------------------------------------
+    def try_session_lock(self) -> Connection | None:
+        """PostgreSQL only: take the environment's session advisory lock on a dedicated connection.
+
+        The lock lives exactly as long as that database session: a killed client's lock is released by the
+        server, so a stale lease row can be taken over safely. Returns the connection holding it, or None when
+        another session holds it.
+        """
+        conn = self.engine.connect()
+        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _advisory_key(self.env)}).scalar()
+        conn.commit()
+        if got:
+            return conn
+        conn.close()
+        return None
+
+    def release_session_lock(self, conn: Connection) -> None:
+        try:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _advisory_key(self.env)})
+            conn.commit()
+        finally:
+            conn.close()
 
     def _append(
         self,
@@ -182,7 +231,7 @@ class Ledger:
         run_id: int | None = None,
         step_id: str | None = None,
     ) -> None:
-        head_row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "chain_head")).first()
+        head_row = conn.execute(select(t.meta.c.value).where(t.meta.c.key == "chain_head").with_for_update()).first()
         prev = head_row[0] if head_row else GENESIS
         ts = time.time()
         payload = _dumps(data)
@@ -243,9 +292,9 @@ class Ledger:
         """Apply ``ev`` to the step: decide with states.transition, update state, append the event — atomically."""
         with self._tx() as conn:
             row = conn.execute(
-                select(t.step_state.c.state, t.step_state.c.attempt_id).where(
-                    t.step_state.c.env == self.env, t.step_state.c.step_id == step_id
-                )
+                select(t.step_state.c.state, t.step_state.c.attempt_id)
+                .where(t.step_state.c.env == self.env, t.step_state.c.step_id == step_id)
+                .with_for_update()
             ).first()
             current = State(row[0]) if row else State.PENDING
             attempt_id = row[1] if row else None
@@ -489,3 +538,48 @@ def lock_held_error(env: str, info: LockInfo) -> LockHeld:
         f"another operator's command is running (last heartbeat {age:.0f}s ago)",
         f"wait for it, or ask {info.holder}; watch it with: bpmigrate --env {env} status --watch",
     )
+
+
+def copy_ledger(src_url: str, dst_url: str, env: str) -> dict[str, int]:
+    """Copy an environment's whole ledger (history, hashes, outputs, plans, …) to another URL, e.g. SQLite → PostgreSQL.
+
+    Refuses a destination that already holds events for ``env``. Ids and hashes are kept, so the chain stays valid.
+    """
+    src = Ledger(src_url, env, create=False)
+    dst = Ledger(dst_url, env)
+    counts: dict[str, int] = {}
+    try:
+        with dst._tx() as out:
+            existing = out.execute(select(t.events.c.id).where(t.events.c.env == env).limit(1)).first()
+            if existing is not None:
+                raise LedgerError(
+                    f"the destination ledger already has history for environment {env!r}",
+                    "copying would interleave two histories and break the hash chain",
+                    "point --to at an empty database (or a new one)",
+                )
+            with src.engine.connect() as inp:
+                for table in t.metadata.sorted_tables:
+                    if table is t.locks:  # the lease belongs to the old ledger
+                        continue
+                    if table is t.meta:
+                        rows = [dict(r._mapping) for r in inp.execute(select(table))]
+                        for row in rows:
+                            out.execute(delete(t.meta).where(t.meta.c.key == row["key"]))
+                            out.execute(insert(t.meta).values(**row))
+                        counts[table.name] = len(rows)
+                        continue
+                    query = select(table).where(table.c.env == env) if "env" in table.c else select(table)
+                    rows = [dict(r._mapping) for r in inp.execute(query)]
+                    if rows:
+                        out.execute(insert(table), rows)
+                    counts[table.name] = len(rows)
+            if dst.is_postgres:  # explicit ids were inserted: move the sequences past them
+                for table in (t.runs, t.attempts, t.events, t.intents, t.artifacts):
+                    out.execute(
+                        text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {table.name}")
+                    )
+            dst._append(out, "ledger_copied", {"from": redact(src_url), "counts": counts})
+    finally:
+        src.close()
+        dst.close()
+    return counts

@@ -18,6 +18,14 @@ from migrate.errors import LedgerError
 GENESIS = "0" * 64
 
 
+def normalize_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL ledgers (``postgresql://`` would pick psycopg2, which is not installed)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 @dataclass
 class StepRow:
     step_id: str
@@ -99,7 +107,7 @@ class LedgerReader:
         else:
             from sqlalchemy import create_engine
 
-            self._sa = create_engine(url, future=True)
+            self._sa = create_engine(normalize_url(url), future=True)
             self.exists = True
 
     def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:

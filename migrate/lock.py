@@ -11,8 +11,13 @@ import os
 import threading
 import uuid
 from types import TracebackType
+from typing import Any
 
-from migrate.ledger import Ledger, LockInfo
+from sqlalchemy import Connection
+
+from migrate.errors import LockHeld
+from migrate.ledger import Ledger, LockInfo, lock_held_error
+from migrate.ledger_read import LedgerReader
 
 
 def pid_alive(pid: int) -> bool:
@@ -31,7 +36,18 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def _takeover_reason(ledger: Ledger) -> object:
+def _current(ledger: Ledger) -> LockInfo | None:
+    reader = LedgerReader(ledger.url, ledger.env)
+    try:
+        row = reader.lock()
+    finally:
+        reader.close()
+    if row is None:
+        return None
+    return LockInfo("", row["holder"], row["host"], row["pid"], row["command"], row["acquired_at"], row["heartbeat_at"], row["expires_at"])
+
+
+def _takeover_reason(ledger: Ledger) -> Any:
     def decide(info: LockInfo) -> str | None:
         if info.host == ledger.host and not pid_alive(info.pid):
             return f"holder pid {info.pid} on this host ({info.host}) is no longer running"
@@ -50,9 +66,26 @@ class LeaseLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = False
+        self._session: Connection | None = None
 
     def acquire(self) -> None:
-        self.previous = self.ledger.acquire_lock(self.token, self.command, self.ttl, takeover_if=_takeover_reason(self.ledger))
+        takeover = _takeover_reason(self.ledger)
+        if self.ledger.is_postgres:
+            self._session = self.ledger.try_session_lock()
+            if self._session is None:
+                info = _current(self.ledger)
+                if info is not None:
+                    raise lock_held_error(self.ledger.env, info)
+                raise LockHeld(
+                    f"environment {self.ledger.env!r} is locked by another session",
+                    "another bpmigrate process holds the ledger's advisory lock",
+                    f"bpmigrate --env {self.ledger.env} status",
+                )
+
+            def takeover(info: LockInfo) -> str | None:  # we hold the advisory lock: the row's holder is gone
+                return f"the previous holder's database session ({info.holder}@{info.host} pid {info.pid}) has ended"
+
+        self.previous = self.ledger.acquire_lock(self.token, self.command, self.ttl, takeover_if=takeover)
         self._thread = threading.Thread(target=self._beat, name="bpmigrate-heartbeat", daemon=True)
         self._thread.start()
 
@@ -74,6 +107,12 @@ class LeaseLock:
             self.ledger.release_lock(self.token)
         except Exception:  # noqa: BLE001 - never mask the command's own outcome
             pass
+        if self._session is not None:
+            try:
+                self.ledger.release_session_lock(self._session)
+            except Exception:  # noqa: BLE001
+                pass
+            self._session = None
 
     def __enter__(self) -> LeaseLock:
         self.acquire()

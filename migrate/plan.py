@@ -121,6 +121,10 @@ def _import(path: Path) -> list[type[Step]]:
     for value in vars(module).values():
         if isinstance(value, type) and issubclass(value, Step) and value.__module__ == module.__name__ and value.id:
             found.append(value)
+    # steps defined in a helper module (phases/_x.py) join a phase by being listed in its __steps__
+    for value in getattr(module, "__steps__", ()):
+        if isinstance(value, type) and issubclass(value, Step) and value.id and value not in found:
+            found.append(value)
     return found
 
 

@@ -190,7 +190,7 @@ class TerraformModuleStep(Step):
         stand_in = " (stand-in: verified against terraform state, not AWS)" if self.stand_in(ctx) else ""
         checks = [
             Check(
-                f"{self.module or 'root'} resources in Terraform state",
+                f"{self.module or 'root'} resources in Terraform state{stand_in}",
                 bool(resources),
                 observed=len(resources),
                 expected="> 0",
@@ -203,7 +203,7 @@ class TerraformModuleStep(Step):
             checks.append(
                 Check(
                     f"output {name} ({key})",
-                    value not in (None, "", [], {}),
+                    value is not None,
                     observed=value,
                     expected="set",
                     detail=stand_in.strip(),

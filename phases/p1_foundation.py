@@ -41,6 +41,7 @@ class AwsAccounts(Step):
     """
 
     id = "aws-accounts"
+    title = "AWS Organization + dev/staging/prod accounts"
     phase = 1
     reversibility = Reversibility.ONE_WAY
     retry = RetryPolicy(attempts=3)
@@ -161,6 +162,7 @@ class SsoCheck(Step):
     """IAM Identity Center (SSO) is enabled in the organization (read-only; a manual gate when it is not)."""
 
     id = "sso-check"
+    title = "IAM Identity Center enabled"
     phase = 1
     depends_on = ("aws-accounts",)
     reversibility = Reversibility.REVERSIBLE
@@ -224,6 +226,7 @@ class TfStateBackend(Step):
     """
 
     id = "tf-state-backend"
+    title = "Terraform state bucket + lock table"
     phase = 1
     reversibility = Reversibility.COMPENSABLE
     retry = RetryPolicy(attempts=3)
@@ -347,6 +350,7 @@ class Vpc(TerraformModuleStep):
     """VPC with public and private subnets in each AZ (Terraform module.vpc; verified with EC2 describe calls)."""
 
     id = "vpc"
+    title = "VPC and subnets (Terraform)"
     phase = 1
     depends_on = ("tf-state-backend",)
     module = "module.vpc"
@@ -391,6 +395,7 @@ class Eks(TerraformModuleStep):
     """EKS cluster with system, application and GPU node groups (Terraform module.eks; verified with the EKS API)."""
 
     id = "eks"
+    title = "EKS cluster + node groups (Terraform)"
     phase = 1
     depends_on = ("vpc",)
     module = "module.eks"
@@ -470,6 +475,7 @@ class Kubeconfig(Step):
     """
 
     id = "kubeconfig"
+    title = "kubeconfig context for the cluster"
     phase = 1
     depends_on = ("eks",)
     reversibility = Reversibility.COMPENSABLE
@@ -599,6 +605,7 @@ class ClusterAddons(_KubeStep):
     manifests in templates/k8s/addons), verified by their Deployments becoming available."""
 
     id = "cluster-addons"
+    title = "Cluster add-ons"
     phase = 1
     depends_on = ("kubeconfig",)
     reversibility = Reversibility.COMPENSABLE
@@ -694,6 +701,7 @@ class ClusterSmoke(_KubeStep):
     """Cluster smoke test (the guide's nginx test): deploy nginx, scale to 3 then 10, check readiness, clean up."""
 
     id = "cluster-smoke"
+    title = "Cluster smoke test (nginx)"
     phase = 1
     depends_on = ("cluster-addons",)
     reversibility = Reversibility.REVERSIBLE

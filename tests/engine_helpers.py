@@ -19,7 +19,9 @@ def make_project(tmp_path: Path) -> Path:
     return project
 
 
-def run_cli(project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    project: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ)
     full_env.pop("BPM_TEST_KILL", None)
     full_env["PYTHONPATH"] = str(REPO)

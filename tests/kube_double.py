@@ -239,7 +239,12 @@ class _DoubleHandler(kmock.KubernetesEmulator):
         if method == "GET" and request.name is None:
             return self._json(await self._list(request))
         if method == "GET":
-            return await super()._handle(request)
+            key = self._key(request)
+            async with self._lock:
+                found = self._current(key)
+            if found is None:
+                raise kmock.KubernetesObjectNotFoundError()
+            return self._json(found)
         if method == "POST" and request.name is None:
             return self._json(await self._create(request), status=201)
         if method == "PATCH" and request.name:

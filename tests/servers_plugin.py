@@ -6,6 +6,8 @@ in the server processes, so nothing outlives the session even if pytest is kille
 
 Fixtures:
   moto_server, pg_source, pg_target, redis_source, redis_target   (session scope)
+  servers_root         -> the session's server data directory (outside pytest's 0700 basetemp)
+  server_dir           -> a fresh directory for a test's own servers (use it, not tmp_path, for PostgreSQL data)
   moto_reset           -> the moto server after ``POST /moto-api/reset``
   fresh_pg_db(pg_x)    -> DSN of a new, empty database on that server (dropped at teardown)
   fresh_redis          -> flushes both Redis servers; calling it, ``fresh_redis(redis_x)``, flushes that server again
@@ -14,6 +16,8 @@ Fixtures:
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,8 +35,21 @@ from migrate.adapters.localservers import (
 
 
 @pytest.fixture(scope="session")
-def servers_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("servers")
+def servers_root() -> Iterator[Path]:
+    """Where server data lives: NOT under pytest's basetemp, which every new pytest session chmods back to 0700
+    (PostgreSQL runs as the unprivileged ``pgserver`` user when we are root and must traverse the path)."""
+    root = Path(tempfile.mkdtemp(prefix="bpm-test-servers-"))
+    root.chmod(0o711)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture()
+def server_dir(servers_root: Path) -> Path:
+    """A fresh directory for a test's own servers (same location rules as the session servers)."""
+    path = Path(tempfile.mkdtemp(prefix="t-", dir=servers_root))
+    path.chmod(0o711)
+    return path
 
 
 @pytest.fixture(scope="session")

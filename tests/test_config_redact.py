@@ -20,7 +20,7 @@ GOOD_HEAD = '[project]\nname = "x"\nphases_dir = "testphases"\ndefault_env = "te
         ("[project\n", "TOML syntax error"),
         (GOOD_HEAD + '[environments.test]\nkind = "moon"\n', "environments.test.kind"),
         (GOOD_HEAD + "[environments.test]\nlock_ttl_seconds = 1\n", "lock_ttl_seconds"),
-        (GOOD_HEAD + '[environments.test]\nfrobnicate = 1\n', "frobnicate"),
+        (GOOD_HEAD + "[environments.test]\nfrobnicate = 1\n", "frobnicate"),
         (GOOD_HEAD + '[environments.test.postgres.source]\npassword = "hunter2"\n', "literal secret"),
         (GOOD_HEAD + '[environments.test]\nledger_url = "postgresql://bp:hunter2@db/ledger"\n', "embedded password"),
         ('[project]\nphases_dir = "../../etc"\ndefault_env = "test"\n[environments.test]\n', "outside the project"),

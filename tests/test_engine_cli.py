@@ -179,7 +179,7 @@ def test_hash_chain_detects_tampering(project: Path) -> None:
     db = project / "state" / "test.db"
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE bpm_events SET data = replace(data, 'apply_fail', 'apply_ok') WHERE id = 5")
-        conn.execute("UPDATE bpm_events SET data = '{\"to\":\"verified\"}' WHERE id = 7")
+        conn.execute('UPDATE bpm_events SET data = \'{"to":"verified"}\' WHERE id = 7')
     bad = run_cli(project, "history", "--verify-chain")
     assert bad.returncode == 4
     assert "event 7" in bad.stderr and "modified" in bad.stderr
@@ -258,7 +258,12 @@ def test_other_host_lock_needs_forced_unlock(project: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "migrate.cli", "apply", "--step", "touch-a", "--yes"],
         cwd=project,
-        env={**os.environ, "PYTHONPATH": str(REPO), "BPM_TEST_SLEEP": "touch-a:30", "BPMIGRATE_HOST_ID": "laptop-of-ana"},
+        env={
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "BPM_TEST_SLEEP": "touch-a:30",
+            "BPMIGRATE_HOST_ID": "laptop-of-ana",
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -311,7 +316,13 @@ def _wait_for_lock(project: Path) -> None:
 
 @pytest.mark.parametrize(
     "kill_at",
-    ["touch-b:before-intent", "touch-b:after-intent", "touch-b:after-effect", "flaky:after-effect", "touch-c:after-intent"],
+    [
+        "touch-b:before-intent",
+        "touch-b:after-intent",
+        "touch-b:after-effect",
+        "flaky:after-effect",
+        "touch-c:after-intent",
+    ],
 )
 def test_crash_during_apply_resumes_without_double_effects(project: Path, kill_at: str) -> None:
     first = run_cli(project, "apply", "--phase", "1", "--yes", env={"BPM_TEST_KILL": kill_at})

@@ -133,7 +133,7 @@ def test_get_translates_connection_errors() -> None:
 
 def test_refuses_targets_that_are_not_loopback_or_configured() -> None:
     http = HttpAdapter(allowed_hosts=["api.example.test"], allowed_suffixes=["betterprompts.example.com"])
-    with pytest.raises(AdapterError, match="refusing to send HTTP requests to example.org"):
+    with pytest.raises(AdapterError, match=r"refusing to send HTTP requests to example\.org"):
         http.get("http://example.org/")
     with pytest.raises(AdapterError, match="refusing"):
         http.load("http://10.1.2.3/", rps=1, duration_s=1, max_requests=1, timeout=1)
@@ -156,7 +156,9 @@ def test_from_config_allows_hosts_from_step_settings_and_the_domain() -> None:
     )
     http = from_config(env)
     assert http.check_target("https://gw.internal.test:8443/health") == "gw.internal.test"
-    assert http.check_target("https://api.staging.betterprompts.example.com/") == "api.staging.betterprompts.example.com"
+    assert (
+        http.check_target("https://api.staging.betterprompts.example.com/") == "api.staging.betterprompts.example.com"
+    )
     with pytest.raises(AdapterError):
         http.check_target("https://other.test/")
     sandbox = from_config(EnvConfig(name="sandbox", kind="sandbox", domain="betterprompts.sandbox.local"))

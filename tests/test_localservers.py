@@ -128,7 +128,8 @@ def test_session_moto_answers_and_resets(moto_reset: ls.LocalMoto) -> None:
 
 
 @pytest.mark.slow
-def test_start_stop_leaves_no_process(tmp_path: Path) -> None:
+def test_start_stop_leaves_no_process(server_dir: Path) -> None:
+    tmp_path = server_dir
     pg = ls.start_postgres(tmp_path / "pg")
     rd = ls.start_redis(tmp_path / "rd", persist=True)
     mt = ls.start_moto(tmp_path / "mt")
@@ -167,9 +168,9 @@ def test_second_server_on_same_data_dir_is_refused(pg_source: ls.LocalPostgres) 
         ls.start_postgres(pg_source.data_dir)
 
 
-def test_busy_port_is_reported(tmp_path: Path, redis_source: ls.LocalRedis) -> None:
+def test_busy_port_is_reported(server_dir: Path, redis_source: ls.LocalRedis) -> None:
     with pytest.raises(AdapterError, match="busy"):
-        ls.start_redis(tmp_path / "rd", port=redis_source.port, timeout=10)
+        ls.start_redis(server_dir / "rd", port=redis_source.port, timeout=10)
 
 
 @pytest.mark.slow

@@ -131,7 +131,9 @@ def test_manifest_validates_against_openapi_schema(
         )
     except kubernetes_validate.ValidationError as exc:
         location = "/".join(str(p) for p in exc.path)
-        pytest.fail(f"{path}: {doc['kind']} {doc['metadata'].get('name')} invalid for {version} at {location}: {exc.message}")
+        pytest.fail(
+            f"{path}: {doc['kind']} {doc['metadata'].get('name')} invalid for {version} at {location}: {exc.message}"
+        )
 
 
 # -- ML manifests: what phase 4 promises ------------------------------------------------------------------------

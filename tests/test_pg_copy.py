@@ -149,8 +149,10 @@ def test_validation_catches_a_corrupted_row_naming_table_and_chunk(
     chunks = validation_chunks(src, tables, chunk_rows=30, chunk_bytes=1 << 40)
     assert all(v.ok for v in validate_chunks(src, dst, tables, chunks))
     # one float in one embedding, one byte of text: invisible to row counts
-    dst.execute("UPDATE public.prompts SET embedding = embedding + array_fill(0.0001, ARRAY[768])::vector "
-                "WHERE id = md5('p78')::uuid")
+    dst.execute(
+        "UPDATE public.prompts SET embedding = embedding + array_fill(0.0001, ARRAY[768])::vector "
+        "WHERE id = md5('p78')::uuid"
+    )
     bad = [v for v in validate_chunks(src, dst, tables, chunks) if not v.ok]
     assert len(bad) == 1
     assert bad[0].chunk.table == "public.prompts"
@@ -172,6 +174,8 @@ def test_copy_chunks_worker_counts(
     tmp_path: Path, pg_source: Any, pg_target: Any, fresh_pg_db: Callable[[Any], str], workers: int
 ) -> None:
     src, dst = make_pair(pg_source, pg_target, fresh_pg_db, users=40, prompts=80, events=30)
-    stats = pgcopy.run_restore(src, dst, tmp_path, _opts(workers=workers, chunk_rows=7, consistent_snapshot=workers > 1))
+    stats = pgcopy.run_restore(
+        src, dst, tmp_path, _opts(workers=workers, chunk_rows=7, consistent_snapshot=workers > 1)
+    )
     assert stats.rows == 40 + 80 + 30 + 50
     _same_content(src, dst)

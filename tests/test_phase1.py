@@ -27,7 +27,10 @@ from phases.p1_foundation import (
     TfStateBackend,
     Vpc,
 )
-from tests.kube_double import KubeApiDouble, kube_api  # noqa: F401 - the fixture
+from tests import kube_double
+from tests.kube_double import KubeApiDouble
+
+kube_api = kube_double.kube_api  # the fixture: a fresh Kubernetes API test double per test
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -138,7 +141,7 @@ def test_tf_state_backend_lifecycle(moto_reset: Any, tmp_path: Path) -> None:
         "state_key": "betterprompts/terraform.tfstate",
         "region": "us-east-1",
     }
-    assert [a for a, _ in ctx.recorded_intents][0] == "create-bucket"
+    assert ctx.recorded_intents[0][0] == "create-bucket"
 
     # verify reads the settings back with other calls than apply made
     checks = step.verify(make_context(tmp_path, env, step.id))
@@ -307,7 +310,11 @@ def test_eks_verify_reads_cluster_and_gpu_node_group(moto_reset: Any, tmp_path: 
     eks.create_cluster(name="bp", roleArn=role, resourcesVpcConfig={"subnetIds": ["subnet-1", "subnet-2"]})
     for group in ("system", "application"):
         eks.create_nodegroup(
-            clusterName="bp", nodegroupName=f"bp-{group}", nodeRole=role, subnets=["subnet-1"], labels={"node_group": group}
+            clusterName="bp",
+            nodegroupName=f"bp-{group}",
+            nodeRole=role,
+            subnets=["subnet-1"],
+            labels={"node_group": group},
         )
     eks.create_nodegroup(
         clusterName="bp",
@@ -412,8 +419,10 @@ def test_cluster_addons_rollout_timeout_names_the_pod_reason(
     moto_server: Any, kube_api: KubeApiDouble, tmp_path: Path
 ) -> None:
     env = _kube_env(moto_server, kube_api)
-    kube_api.never_ready("Deployment", "kube-system", "cluster-autoscaler", reason="ImagePullBackOff")
     settings = {"values": ADDON_VALUES, "rollout_timeout": 1}
+    ClusterAddons().apply(make_context(tmp_path, env, "cluster-addons", settings=settings))
+    # the autoscaler's new pod cannot pull its image: the re-apply waits, times out and names the reason
+    kube_api.never_ready("Deployment", "kube-system", "cluster-autoscaler", reason="ImagePullBackOff")
     with pytest.raises(StepFailed) as info:
         ClusterAddons().apply(make_context(tmp_path, env, "cluster-addons", settings=settings))
     assert "ImagePullBackOff" in str(info.value)

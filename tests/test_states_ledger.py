@@ -118,7 +118,9 @@ def test_ledger_is_wal_and_redacts(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'w.db'}"
     ledger = Ledger(url, "e")
     ledger.transition("s", Event.BEGIN_APPLY, run_id=None)
-    ledger.transition("s", Event.APPLY_FAIL, run_id=None, error="connect failed: postgresql://u:topsecretpw@h/db password=alsosecret")
+    ledger.transition(
+        "s", Event.APPLY_FAIL, run_id=None, error="connect failed: postgresql://u:topsecretpw@h/db password=alsosecret"
+    )
     ledger.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("w.db"))
     assert b"topsecretpw" not in raw and b"alsosecret" not in raw

@@ -93,7 +93,12 @@ def root(tmp_path: Path) -> Path:
 
 
 def _runner(
-    root: Path, state: Path, *, workspace: str = "test", var_files: list[Path] | None = None, logs: list[str] | None = None
+    root: Path,
+    state: Path,
+    *,
+    workspace: str = "test",
+    var_files: list[Path] | None = None,
+    logs: list[str] | None = None,
 ) -> TerraformRunner:
     sink = logs if logs is not None else []
     return TerraformRunner(root, workspace, var_files or [], state, env_name="test", log=sink.append)
@@ -306,7 +311,9 @@ def _s3_backend(moto: Any, tmp_path: Path, name: str) -> tuple[TerraformRunner, 
     )
     root = _write_root(tmp_path / f"root-{name}", backend="s3")
     env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
-    runner = TerraformRunner(root, "sandbox", [], tmp_path / f"state-{name}", env, env_name="sandbox", lock_timeout="2s")
+    runner = TerraformRunner(
+        root, "sandbox", [], tmp_path / f"state-{name}", env, env_name="sandbox", lock_timeout="2s"
+    )
     runner.set_s3_backend(
         bucket=bucket,
         key="betterprompts/terraform.tfstate",

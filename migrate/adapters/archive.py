@@ -68,6 +68,13 @@ class ArchiveAdapter:
             raise _fail(f"cannot write {path}", exc) from None
         return hashlib.sha256(data).hexdigest(), len(data)
 
+    def restrict(self, path: Path) -> None:
+        """Make a file readable by its owner only (archives of old configuration hold plaintext credentials)."""
+        try:
+            path.chmod(0o600)
+        except OSError as exc:
+            raise _fail(f"cannot chmod {path}", exc) from None
+
     def exists(self, path: Path) -> bool:
         return path.exists()
 

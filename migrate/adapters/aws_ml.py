@@ -42,8 +42,15 @@ class AwsMl:
         text = f"{exc.what} {exc.why}"
         return any(
             code in text
-            for code in ("404", "NoSuchKey", "NoSuchBucket", "Not Found", "NotFound", "ValidationException",
-                         "Could not find")
+            for code in (
+                "404",
+                "NoSuchKey",
+                "NoSuchBucket",
+                "Not Found",
+                "NotFound",
+                "ValidationException",
+                "Could not find",
+            )
         )
 
     # -- S3 ------------------------------------------------------------------------------------------------------
@@ -79,7 +86,9 @@ class AwsMl:
             "s3",
             "put_bucket_encryption",
             Bucket=bucket,
-            ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]},
+            ServerSideEncryptionConfiguration={
+                "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]
+            },
         )
         self.aws.call("s3", "put_bucket_versioning", Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
         return True
@@ -185,7 +194,9 @@ class AwsMl:
         if self.describe("model", name) is not None:
             return False
         container: dict[str, Any] = {"Image": image, "ModelDataUrl": model_data_url, "Environment": dict(env or {})}
-        self.aws.call("sagemaker", "create_model", ModelName=name, PrimaryContainer=container, ExecutionRoleArn=role_arn)
+        self.aws.call(
+            "sagemaker", "create_model", ModelName=name, PrimaryContainer=container, ExecutionRoleArn=role_arn
+        )
         return True
 
     def ensure_endpoint_config(self, name: str, *, model_name: str, instance_type: str, instance_count: int) -> bool:

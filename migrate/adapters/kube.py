@@ -22,6 +22,9 @@ from migrate.redact import redact, register
 if TYPE_CHECKING:
     from migrate.config import EnvConfig
 
+StrList = list[str]
+DocList = list[dict[str, Any]]
+
 FIELD_MANAGER = "bpmigrate"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
@@ -100,7 +103,7 @@ class KubeAdapter:
         self.poll_interval = poll_interval
         self._api: Any = None
         self._resources: dict[tuple[str, str], tuple[str, bool]] = {}
-        self._unreachable: str | None | bool = False  # False = not probed yet
+        self._unreachable: str | bool | None = False  # False = not probed yet
 
     # -- connection --------------------------------------------------------------------------------------------
     def _next(self) -> str:
@@ -120,7 +123,7 @@ class KubeAdapter:
                 )
             cfg = client.Configuration()
             try:
-                config.load_kube_config(
+                config.load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=str(self.kubeconfig),
                     context=self.context,
                     client_configuration=cfg,
@@ -145,7 +148,7 @@ class KubeAdapter:
         env = self.env_name or "<env>"
         return (
             f"provide a cluster: run `bpmigrate apply --step kubeconfig --env {env}` (EKS), or point "
-            f"[environments.{env}] kube = {{ kubeconfig = \"...\", context = \"...\" }} in migrate.toml (or export "
+            f'[environments.{env}] kube = {{ kubeconfig = "...", context = "..." }} in migrate.toml (or export '
             "KUBECONFIG) at a reachable cluster (e.g. one made with `kind create cluster`), then re-run"
         )
 
@@ -272,7 +275,7 @@ class KubeAdapter:
         return out
 
     def _normalise(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        out = json.loads(json.dumps(dict(doc)))  # deep copy, JSON-able
+        out: dict[str, Any] = json.loads(json.dumps(dict(doc)))  # deep copy, JSON-able
         if not out.get("apiVersion") or not out.get("kind") or not (out.get("metadata") or {}).get("name"):
             raise AdapterError(
                 "a manifest lacks apiVersion, kind or metadata.name",
@@ -299,11 +302,11 @@ class KubeAdapter:
         dry_run: bool = False,
         field_manager: str = FIELD_MANAGER,
         force: bool = True,
-    ) -> list[str]:
+    ) -> StrList:
         """Server-side apply each document (Namespaces and CRDs first); returns ``Kind/namespace/name`` refs."""
         normalised = [self._normalise(d) for d in docs]
         ordered = sorted(enumerate(normalised), key=lambda p: (_APPLY_ORDER.get(p[1]["kind"], 9), p[0]))
-        refs: list[str] = []
+        refs: StrList = []
         for _, doc in ordered:
             meta = doc["metadata"]
             query = [("fieldManager", field_manager)]
@@ -316,6 +319,26 @@ class KubeAdapter:
             refs.append(ref_of(doc))
         return refs
 
+    def diff(self, docs: Iterable[Mapping[str, Any]], *, field_manager: str = FIELD_MANAGER) -> list[tuple[str, str]]:
+        """What an apply would do, per document: ("create" | "update" | "unchanged", ref).
+
+        Read-only: a server-side dry-run apply (``dryRun=All``) returns the object as it would be stored, defaults
+        included, and is compared with the live object (metadata bookkeeping and status ignored).
+        """
+        out: list[tuple[str, str]] = []
+        for raw in docs:
+            doc = self._normalise(raw)
+            meta = doc["metadata"]
+            live = self.get(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace"))
+            if live is None:
+                out.append(("create", ref_of(doc)))
+                continue
+            path = self.path(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace"))
+            query = [("fieldManager", field_manager), ("force", "true"), ("dryRun", "All")]
+            would = self._request("PATCH", path, query=query, body=doc, content_type=APPLY_CONTENT_TYPE) or {}
+            out.append(("unchanged" if _comparable(would) == _comparable(live) else "update", ref_of(doc)))
+        return out
+
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         return self._request("GET", self.path(api_version, kind, name, namespace), allow_404=True)
 
@@ -327,7 +350,7 @@ class KubeAdapter:
         label_selector: str | None = None,
         *,
         all_namespaces: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> DocList:
         plural, namespaced = self.resource_info(api_version, kind)
         if namespaced and all_namespaces:
             base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
@@ -336,7 +359,7 @@ class KubeAdapter:
             path = self.path(api_version, kind, None, namespace)
         query = [("labelSelector", label_selector)] if label_selector else []
         data = self._request("GET", path, query=query, allow_404=True) or {}
-        items: list[dict[str, Any]] = []
+        items: DocList = []
         for item in data.get("items") or []:
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)
@@ -361,7 +384,7 @@ class KubeAdapter:
         path = self.path("apps/v1", kind, name, namespace, sub="scale")
         self._request("PATCH", path, body={"spec": {"replicas": int(replicas)}}, content_type=MERGE_CONTENT_TYPE)
 
-    def nodes(self, label_selector: str | None = None) -> list[dict[str, Any]]:
+    def nodes(self, label_selector: str | None = None) -> DocList:
         return self.list("v1", "Node", None, label_selector)
 
     def rollout_state(self, kind: str, name: str, namespace: str) -> tuple[bool, str]:
@@ -395,14 +418,14 @@ class KubeAdapter:
             f"`bpmigrate apply{env}` again (or `bpmigrate rollback --step <step>{env}`)",
         )
 
-    def pod_problems(self, kind: str, name: str, namespace: str) -> list[str]:
+    def pod_problems(self, kind: str, name: str, namespace: str) -> StrList:
         """Why pods of a workload are not ready: container waiting/terminated reasons, unschedulable conditions."""
         obj = self.get("apps/v1", kind, name, namespace) or {}
         match = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
         if not match:
             return []
         selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
-        problems: list[str] = []
+        problems: StrList = []
         for pod in self.list("v1", "Pod", namespace, selector):
             pname = (pod.get("metadata") or {}).get("name", "?")
             status = pod.get("status") or {}
@@ -428,7 +451,7 @@ class KubeAdapter:
         cluster: str,
         server: str,
         ca_data: str,
-        exec_args: list[str],
+        exec_args: StrList,
         command: str = "aws",
         namespace: str | None = None,
         set_current: bool = False,
@@ -445,6 +468,16 @@ class KubeAdapter:
             namespace=namespace,
             set_current=set_current,
         )
+
+
+_BOOKKEEPING = ("resourceVersion", "generation", "managedFields", "uid", "creationTimestamp", "selfLink")
+
+
+def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in obj.items() if k != "status"}
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _BOOKKEEPING}
+    out["metadata"] = meta
+    return out
 
 
 def rollout_status(obj: Mapping[str, Any]) -> tuple[bool, str]:

@@ -286,6 +286,39 @@ class RedisAdapter:
         )
         return result.decode() if isinstance(result, bytes) else str(result)
 
+    def migrate_then_scan(
+        self,
+        db: int,
+        keys: Sequence[bytes],
+        *,
+        host: str,
+        port: int,
+        dest_db: int,
+        timeout_ms: int,
+        password: str | None,
+        cursor: int,
+        count: int,
+    ) -> tuple[int, list[bytes]]:
+        """MIGRATE ``keys`` and SCAN from ``cursor`` in ONE round trip (pipelined); returns the SCAN result.
+
+        A failed MIGRATE raises (translated) even though the SCAN in the same pipeline succeeded.
+        """
+        args: list[Any] = ["MIGRATE", host, port, "", dest_db, timeout_ms, "COPY", "REPLACE"]
+        if password:
+            args += ["AUTH", password]
+        args += ["KEYS", *keys]
+        with self.translated(f"MIGRATE (db {db} -> {host}:{port}/{dest_db})"):
+            pipe = self.client(db).pipeline(transaction=False)
+            pipe.execute_command(*args)
+            pipe.scan(cursor=cursor, count=count)
+            migrated, scanned = pipe.execute(raise_on_error=False)
+            if isinstance(migrated, Exception):
+                raise migrated
+            if isinstance(scanned, Exception):
+                raise scanned
+        next_cursor, found = scanned
+        return int(next_cursor), list(found)
+
     def dump_many(self, db: int, keys: Sequence[bytes]) -> list[tuple[bytes, bytes | None, int]]:
         """(key, DUMP payload or None when gone, PTTL) in one pipelined round trip."""
         with self.translated(f"DUMP (db {db})"):

@@ -111,14 +111,25 @@ def copy_db(
     """Copy every key of ``route.source_db``. ``on_batch(cursor_after, keys_in_batch)`` after each batch landed."""
     result = DbCopyResult(method=method)
     started = time.monotonic()
-    cursor = start_cursor
-    first = True
-    while first or cursor != 0:
-        first = False
-        cursor, keys = source.scan(route.source_db, cursor, batch)
-        if keys:
-            if result.method == "migrate":
-                try:
+    cursor, keys = source.scan(route.source_db, start_cursor, batch)
+    while True:
+        # ``cursor`` is where the scan continues after ``keys``: recorded only once ``keys`` landed
+        next_scan: tuple[int, list[bytes]] | None = None
+        if keys and result.method == "migrate":
+            try:
+                if cursor != 0:
+                    next_scan = source.migrate_then_scan(
+                        route.source_db,
+                        keys,
+                        host=migrate_host or target.host,
+                        port=migrate_port or target.port,
+                        dest_db=route.target_db,
+                        timeout_ms=timeout_ms,
+                        password=migrate_password,
+                        cursor=cursor,
+                        count=batch,
+                    )
+                else:
                     source.migrate_keys(
                         route.source_db,
                         keys,
@@ -128,17 +139,22 @@ def copy_db(
                         timeout_ms=timeout_ms,
                         password=migrate_password,
                     )
-                except AdapterError as exc:
-                    if "IOERR" not in exc.what and "Connection" not in exc.what:
-                        raise
-                    result.method = "dump"
-                    result.fell_back = f"MIGRATE failed ({exc.what}); switched to DUMP/RESTORE"
-            if result.method == "dump":
-                dump_restore(source, target, route, keys)
+            except AdapterError as exc:
+                if "IOERR" not in exc.what and "Connection" not in exc.what:
+                    raise
+                result.method = "dump"
+                result.fell_back = f"MIGRATE failed ({exc.what}); switched to DUMP/RESTORE"
+                next_scan = None
+        if keys and result.method == "dump":
+            dump_restore(source, target, route, keys)
+        if keys:
             result.keys += len(keys)
             result.batches += 1
         if on_batch:
             on_batch(cursor, len(keys))
+        if cursor == 0:
+            break
+        cursor, keys = next_scan if next_scan is not None else source.scan(route.source_db, cursor, batch)
     result.seconds = time.monotonic() - started
     return result
 

@@ -146,7 +146,10 @@ def _copy_table(
 ) -> int:
     cols = ", ".join(f'"{c}"' for c in columns)
     count = 0
-    with conn.cursor() as cur, cur.copy(f'COPY "{schema}"."{table}" ({cols}) FROM STDIN (FORMAT BINARY)'.encode()) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy(f'COPY "{schema}"."{table}" ({cols}) FROM STDIN (FORMAT BINARY)'.encode()) as copy,
+    ):
         copy.set_types(oids)
         for row in rows:
             copy.write_row(row)
@@ -344,8 +347,7 @@ def seed_redis(
             client.flushdb()
             pipes[db] = client.pipeline(transaction=False)
         pending = dict.fromkeys(clients, 0)
-        written = 0
-        for item in ds.redis_keys(keys, seed):
+        for written, item in enumerate(ds.redis_keys(keys, seed), start=1):
             pipe = pipes[item.db]
             _write_key(pipe, item)
             pending[item.db] += 1
@@ -355,7 +357,6 @@ def seed_redis(
             if pending[item.db] >= 500:
                 pipe.execute()
                 pending[item.db] = 0
-            written += 1
             if progress is not None and written % 10_000 == 0:
                 progress("redis", written)
         for pipe in pipes.values():
@@ -401,7 +402,13 @@ def _write_key(pipe: Any, item: ds.RedisKey) -> None:
         pipe.pexpire(key, item.ttl_ms)
 
 
-def redis_checksums(host: str, port: int, dbs: Iterable[int] = (0, 1, 2), password: str | None = None) -> dict[int, tuple[int, str]]:
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def redis_checksums(
+    host: str, port: int, dbs: Iterable[int] = (0, 1, 2), password: str | None = None
+) -> dict[int, tuple[int, str]]:
     """{db: (key count, sha256 over sorted (key, type, canonical value, has-TTL))}."""
     import redis as redis_lib
 
@@ -412,7 +419,7 @@ def redis_checksums(host: str, port: int, dbs: Iterable[int] = (0, 1, 2), passwo
             digest = hashlib.sha256()
             keys = sorted(client.scan_iter(count=1000))
             for key in keys:
-                kind = client.type(key).decode()
+                kind = _text(client.type(key))
                 if kind == "string":
                     value: Any = client.get(key)
                 elif kind == "hash":
@@ -424,7 +431,7 @@ def redis_checksums(host: str, port: int, dbs: Iterable[int] = (0, 1, 2), passwo
                 elif kind == "zset":
                     value = client.zrange(key, 0, -1, withscores=True)
                 elif kind == "stream":
-                    value = [(i, sorted(f.items())) for i, f in client.xrange(key)]
+                    value = [(i, sorted((f or {}).items())) for i, f in (client.xrange(key) or [])]
                 else:
                     value = None
                 has_ttl = client.pttl(key) > 0

@@ -592,9 +592,10 @@ class TerraformRunner:
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = ["init", "-input=false", "-no-color", "-reconfigure", f"-lock-timeout={self.lock_timeout}"]
-        self._run([*args, *self._backend_args()], what="terraform init", pin_workspace=False)
+        self._run([*args, *self._backend_args()], stream=False, what="terraform init", pin_workspace=False)
         self._run(
             ["workspace", "select", "-or-create", "-no-color", self.workspace],
+            stream=False,
             what="terraform workspace select",
             pin_workspace=False,
         )
@@ -625,7 +626,8 @@ class TerraformRunner:
             args.append("-destroy")
         args += [f"-target={t}" for t in targets]
         args += self._var_args()
-        self._run(args, what="terraform plan")
+        # the human-readable plan is not echoed (the step renders the show -json summary); stderr still is
+        self._run(args, stream=False, what="terraform plan")
         changes, outputs, digest = self.show_plan(path)
         self._prune_plans()
         return TfPlan(path, sha256_file(path), changes, list(targets), destroy, outputs, digest)

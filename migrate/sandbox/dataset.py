@@ -255,7 +255,19 @@ TABLES: tuple[tuple[str, str, tuple[str, ...], tuple[str, ...]], ...] = (
     (
         "prompts",
         "templates",
-        ("id", "slug", "name", "technique", "body", "variables", "tags", "is_public", "version", "created_by", "created_at"),
+        (
+            "id",
+            "slug",
+            "name",
+            "technique",
+            "body",
+            "variables",
+            "tags",
+            "is_public",
+            "version",
+            "created_by",
+            "created_at",
+        ),
         ("int4", "text", "text", "text", "text", "jsonb", "text[]", "bool", "int4", "uuid", "timestamptz"),
     ),
     (
@@ -337,12 +349,67 @@ SEQUENCES = (
     ("analytics.events_id_seq", "analytics.events", "id"),
 )
 
-_WORDS = (
-    "explain write summarize translate refactor analyze compare generate improve design classify list outline "
-    "the a an of for with about into from using without between across step by careful concise detailed "
-    "python golang sql kubernetes prompt model answer question essay story poem email report function test "
-    "customer data pipeline latency budget migration database cache vector embedding token context example"
-).split()
+_WORDS = [
+    "explain",
+    "write",
+    "summarize",
+    "translate",
+    "refactor",
+    "analyze",
+    "compare",
+    "generate",
+    "improve",
+    "design",
+    "classify",
+    "list",
+    "outline",
+    "the",
+    "a",
+    "an",
+    "of",
+    "for",
+    "with",
+    "about",
+    "into",
+    "from",
+    "using",
+    "without",
+    "between",
+    "across",
+    "step",
+    "by",
+    "careful",
+    "concise",
+    "detailed",
+    "python",
+    "golang",
+    "sql",
+    "kubernetes",
+    "prompt",
+    "model",
+    "answer",
+    "question",
+    "essay",
+    "story",
+    "poem",
+    "email",
+    "report",
+    "function",
+    "test",
+    "customer",
+    "data",
+    "pipeline",
+    "latency",
+    "budget",
+    "migration",
+    "database",
+    "cache",
+    "vector",
+    "embedding",
+    "token",
+    "context",
+    "example",
+]
 _SPICE = (
     "\t",
     "\n",
@@ -624,7 +691,7 @@ class Dataset:
                 i + 1,
                 None if i % 12 == 0 else self._user_ids[rng.randrange(nusers)],
                 kind,
-                None if i % 10 == 0 else {"k": kind, "n": i, "path": "/api/v1/enhance", "note": "tab\there \\ \"q\""},
+                None if i % 10 == 0 else {"k": kind, "n": i, "path": "/api/v1/enhance", "note": 'tab\there \\ "q"'},
                 None if i % 3 else rng.randbytes(rng.randrange(1, 64)),
                 _ts(rng),
             )
@@ -689,7 +756,9 @@ def redis_keys(total: int = DEFAULT_REDIS_KEYS, seed: int = DEFAULT_SEED) -> Ite
         if slot in (0, 1, 2):  # DB 0 cache: JSON strings, hashes, lists, a stream
             if slot == 0:
                 payload = {"enhanced": corpus.slice(rng, 20, 800), "techniques": rng.sample(TECHNIQUES, 2), "i": i}
-                yield RedisKey(0, f"cache:enhance:{rng.getrandbits(64):016x}".encode(), "string", json.dumps(payload).encode(), ttl)
+                yield RedisKey(
+                    0, f"cache:enhance:{rng.getrandbits(64):016x}".encode(), "string", json.dumps(payload).encode(), ttl
+                )
             elif slot == 1:
                 fields = {f"f{j}".encode(): corpus.slice(rng, 1, 60).encode() for j in range(rng.randrange(1, 12))}
                 yield RedisKey(0, f"cache:technique:{i}".encode(), "hash", fields, ttl)
@@ -715,13 +784,26 @@ def redis_keys(total: int = DEFAULT_REDIS_KEYS, seed: int = DEFAULT_SEED) -> Ite
                 members = {str(_uuid(rng)).encode() for _ in range(rng.randrange(1, 8))}
                 yield RedisKey(1, f"user_sessions:{i}".encode(), "set", members, ttl)
             else:
-                yield RedisKey(1, b"csrf:" + rng.randbytes(12).hex().encode(), "string", rng.randbytes(32), 3_600_000 + i)
+                yield RedisKey(
+                    1, b"csrf:" + rng.randbytes(12).hex().encode(), "string", rng.randbytes(32), 3_600_000 + i
+                )
         else:  # DB 2 rate limits: counters with TTLs, sliding-window zsets, sets of blocked IPs
             if slot in (7, 8):
-                yield RedisKey(2, f"ratelimit:{i}:{rng.randrange(10**6)}".encode(), "string", str(rng.randrange(1, 600)).encode(), 60_000 * 60 + i)
+                yield RedisKey(
+                    2,
+                    f"ratelimit:{i}:{rng.randrange(10**6)}".encode(),
+                    "string",
+                    str(rng.randrange(1, 600)).encode(),
+                    60_000 * 60 + i,
+                )
             elif i % 20 == 9:
-                members = {f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}".encode() for _ in range(5)}
+                members = {
+                    f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}".encode() for _ in range(5)
+                }
                 yield RedisKey(2, f"blocked_ips:{i}".encode(), "set", members, None)
             else:
-                zs = {f"req:{rng.getrandbits(40):010x}".encode(): float(1_700_000_000 + rng.randrange(10**6)) for _ in range(rng.randrange(1, 25))}
+                zs = {
+                    f"req:{rng.getrandbits(40):010x}".encode(): float(1_700_000_000 + rng.randrange(10**6))
+                    for _ in range(rng.randrange(1, 25))
+                }
                 yield RedisKey(2, f"ratelimit:sw:{i}".encode(), "zset", zs, ttl)

@@ -26,19 +26,19 @@ resource "terraform_data" "node_group" {
 }
 
 output "cluster_name" {
-  value = var.name
+  value = terraform_data.cluster.output.name
 }
 
 output "cluster_endpoint" {
-  value = "https://stand-in.${var.name}.eks.invalid"
+  value = "https://stand-in.${terraform_data.cluster.output.name}.eks.invalid"
 }
 
 output "cluster_certificate_authority" {
-  value = ""
+  value = base64encode("stand-in CA for ${terraform_data.cluster.output.name}")
 }
 
 output "oidc_provider_arn" {
-  value = ""
+  value = "arn:aws:iam::123456789012:oidc-provider/stand-in/${terraform_data.cluster.output.name}"
 }
 
 output "node_group_names" {

@@ -6,17 +6,24 @@ variable "host" { type = string }
 variable "port" { type = number }
 
 resource "terraform_data" "replication_group" {
-  input = { id = "${var.name}-redis", engine = "redis", engine_version = "7.1", vpc_id = var.vpc_id }
+  input = {
+    id             = "${var.name}-redis"
+    engine         = "redis"
+    engine_version = "7.1"
+    vpc_id         = var.vpc_id
+    host           = var.host
+    port           = var.port
+  }
 }
 
 output "endpoint" {
-  value = var.host
+  value = terraform_data.replication_group.output.host
 }
 
 output "port" {
-  value = var.port
+  value = terraform_data.replication_group.output.port
 }
 
 output "replication_group_id" {
-  value = terraform_data.replication_group.input.id
+  value = terraform_data.replication_group.output.id
 }

@@ -6,21 +6,29 @@ variable "host" { type = string }
 variable "port" { type = number }
 
 resource "terraform_data" "instance" {
-  input = { identifier = "${var.name}-postgres", engine = "postgres", engine_version = "16", vpc_id = var.vpc_id }
+  input = {
+    identifier     = "${var.name}-postgres"
+    engine         = "postgres"
+    engine_version = "16"
+    vpc_id         = var.vpc_id
+    host           = var.host
+    port           = var.port
+  }
 }
 
 output "endpoint" {
-  value = var.host
+  value = terraform_data.instance.output.host
 }
 
 output "port" {
-  value = var.port
+  value = terraform_data.instance.output.port
 }
 
 output "instance_id" {
-  value = terraform_data.instance.input.identifier
+  value = terraform_data.instance.output.identifier
 }
 
 output "master_user_secret_arn" {
-  value = ""
+  description = "stand-in: none (the sandbox's target PostgreSQL trusts loopback; no Secrets Manager secret)"
+  value       = ""
 }

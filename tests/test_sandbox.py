@@ -1,0 +1,316 @@
+"""The local sandbox: dataset determinism, seeding real servers, and up/status/down/reset through the CLI.
+
+CLI tests run in subprocesses against a temporary project (a copy of migrate.toml with its own state/), never the
+repository's state/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.adapters import localservers as ls
+from migrate.adapters import sandbox_seed
+from migrate.sandbox import dataset as ds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the dataset (pure)
+# ---------------------------------------------------------------------------------------------------------------
+def _take(rows: Iterator[tuple[Any, ...]], n: int) -> list[tuple[Any, ...]]:
+    out = []
+    for row in rows:
+        out.append(row)
+        if len(out) == n:
+            break
+    return out
+
+
+def test_dataset_is_deterministic_and_seed_sensitive() -> None:
+    a, b, c = ds.Dataset(1, 7), ds.Dataset(1, 7), ds.Dataset(1, 8)
+    for schema, table, columns, types in ds.TABLES:
+        first = _take(a.rows(schema, table), 50)
+        assert first == _take(b.rows(schema, table), 50), table
+        assert all(len(row) == len(columns) == len(types) for row in first)
+        if table != "daily_stats" or True:
+            assert first != _take(c.rows(schema, table), 50), table
+
+
+def test_dataset_has_the_values_that_bite() -> None:
+    data = ds.Dataset(1, 42)
+    history = list(data.rows("prompts", "history"))
+    assert len(history) == data.counts.history
+    texts = [r[5] for r in history] + [r[6] for r in history if r[6]]
+    for needle in ("\t", "\n", "\\", "\\N", "中文", "🚀", "'", '"'):
+        assert any(needle in t for t in texts), needle
+    assert max(len(t) for t in texts) > 100_000  # TOASTed values
+    assert any(r[2] is None for r in history) and any(r[15] is None for r in history)  # NULLs
+    assert len({r[1] for r in history}) == len(history)  # request_id unique
+    users = list(data.rows("auth", "users"))
+    assert len({u[1] for u in users}) == len(users) and len({u[2] for u in users}) == len(users)
+    emb = list(data.rows("prompts", "ml_embeddings"))
+    vectors = [e[3] for e in emb if e[3] is not None]
+    assert len(ds.decode_vector(vectors[0])) == ds.EMBEDDING_DIM
+    assert len(set(vectors)) == len(vectors)
+    assert all(1 <= e[1] <= data.counts.history for e in emb)  # FK into history
+
+
+def test_counts_scale_linearly() -> None:
+    one, ten = ds.counts_for(1), ds.counts_for(10)
+    assert ten.history == 10 * one.history and ten.users == 10 * one.users
+    with pytest.raises(ValueError):
+        ds.counts_for(0)
+
+
+def test_redis_keys_cover_every_type_db_and_ttls() -> None:
+    keys = list(ds.redis_keys(2000, 3))
+    assert keys == list(ds.redis_keys(2000, 3))
+    assert keys != list(ds.redis_keys(2000, 4))
+    assert len({(k.db, k.key) for k in keys}) == 2000
+    assert {k.kind for k in keys} == {"string", "hash", "list", "set", "zset", "stream"}
+    assert {k.db for k in keys} == {0, 1, 2}
+    with_ttl = sum(k.ttl_ms is not None for k in keys)
+    assert 0 < with_ttl < len(keys)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# seeding real servers
+# ---------------------------------------------------------------------------------------------------------------
+def test_seed_postgres_is_deterministic(pg_source: ls.LocalPostgres, fresh_pg_db: Any) -> None:
+    first, second, other = fresh_pg_db(pg_source), fresh_pg_db(pg_source), fresh_pg_db(pg_source)
+    report = sandbox_seed.seed_postgres(first, 1, 7)
+    assert not report.skipped and report.total_rows == sum(ds.counts_for(1).table_rows().values())
+    assert report.rows == ds.counts_for(1).table_rows()
+    assert set(report.extensions_missing) == {"uuid-ossp", "pgcrypto"}  # pgserver ships neither
+    sandbox_seed.seed_postgres(second, 1, 7)
+    sandbox_seed.seed_postgres(other, 1, 8)
+    sums = sandbox_seed.pg_checksums(first)
+    assert sums == sandbox_seed.pg_checksums(second)
+    different = sandbox_seed.pg_checksums(other)
+    assert all(sums[t][1] != different[t][1] for t in sums)
+    assert sandbox_seed.pg_seed_info(first) is not None
+    # idempotent: the same inputs are a no-op; other inputs are refused unless forced
+    assert sandbox_seed.seed_postgres(first, 1, 7).skipped
+    with pytest.raises(Exception, match="already seeded"):
+        sandbox_seed.seed_postgres(first, 1, 9)
+    assert sandbox_seed.pg_checksums(first) == sums
+    forced = sandbox_seed.seed_postgres(first, 1, 8, force=True)
+    assert not forced.skipped
+    assert sandbox_seed.pg_checksums(first) == different
+
+
+def test_seeded_postgres_has_the_betterprompts_shape(pg_target: ls.LocalPostgres, fresh_pg_db: Any) -> None:
+    import psycopg
+
+    dsn = fresh_pg_db(pg_target)
+    sandbox_seed.seed_postgres(dsn, 1, 42)
+    with psycopg.connect(dsn) as conn:
+        q = conn.execute
+        assert {r[0] for r in q("SELECT nspname FROM pg_namespace").fetchall()} >= {"auth", "prompts", "analytics"}
+        assert q("SELECT extversion IS NOT NULL FROM pg_extension WHERE extname = 'vector'").fetchone() == (True,)
+        assert q(
+            "SELECT vector_dims(embedding) FROM prompts.ml_embeddings WHERE embedding IS NOT NULL LIMIT 1"
+        ).fetchone() == (768,)
+        assert q("SELECT count(*) FROM pg_indexes WHERE indexname = 'ml_embeddings_ivfflat'").fetchone() == (1,)
+        assert (
+            q(
+                "SELECT count(*) FROM prompts.history WHERE original_input LIKE E'%\\t%' AND original_input LIKE E'%\\n%'"
+            ).fetchone()[0]
+            > 0
+        )  # type: ignore[index]
+        assert q("SELECT count(*) FROM prompts.history WHERE enhanced_output LIKE '%🚀%'").fetchone()[0] > 0  # type: ignore[index]
+        assert q("SELECT count(*) FROM prompts.history WHERE strpos(original_input, E'\\\\') > 0").fetchone()[0] > 0  # type: ignore[index]
+        assert q("SELECT count(*) FROM prompts.history WHERE enhanced_output IS NULL").fetchone()[0] > 0  # type: ignore[index]
+        # generated column computed by the server, identity column and sequences positioned after the data
+        assert q(
+            "SELECT count(*) FROM auth.users WHERE email_domain <> lower(split_part(email, '@', 2))"
+        ).fetchone() == (0,)
+        assert q(
+            "SELECT attidentity FROM pg_attribute WHERE attrelid = 'auth.api_keys'::regclass AND attname = 'id'"
+        ).fetchone() == ("a",)
+        nxt = q(
+            "INSERT INTO auth.api_keys (user_id, name, key_prefix, key_hash, scopes, created_at) "
+            "SELECT id, 'n', 'p', '\\x00', '{a}', now() FROM auth.users LIMIT 1 RETURNING id"
+        ).fetchone()
+        assert nxt == (ds.counts_for(1).api_keys + 1,)
+        conn.rollback()
+        assert (
+            q(
+                "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace IN "
+                "('auth'::regnamespace, 'prompts'::regnamespace, 'analytics'::regnamespace)"
+            ).fetchone()[0]
+            >= 8
+        )  # type: ignore[index]
+        types = {
+            r[0]
+            for r in q(
+                "SELECT DISTINCT data_type FROM information_schema.columns WHERE table_schema IN ('auth','prompts','analytics')"
+            ).fetchall()
+        }
+        assert {
+            "jsonb",
+            "ARRAY",
+            "uuid",
+            "inet",
+            "timestamp with time zone",
+            "bytea",
+            "USER-DEFINED",
+            "numeric",
+        } <= types
+
+
+def test_seed_redis_is_deterministic(redis_source: ls.LocalRedis, fresh_redis: Any) -> None:
+    import redis
+
+    report = sandbox_seed.seed_redis(redis_source.host, redis_source.port, 1500, 5)
+    assert sum(report.per_db.values()) == 1500 and set(report.per_db) == {0, 1, 2}
+    assert set(report.per_type) == {"string", "hash", "list", "set", "zset", "stream"}
+    sums = sandbox_seed.redis_checksums(redis_source.host, redis_source.port)
+    assert {db: n for db, (n, _) in sums.items()} == report.per_db
+    client = redis.Redis(host=redis_source.host, port=redis_source.port, db=1)
+    assert any(client.pttl(k) > 0 for k in client.scan_iter(count=500))
+    assert sandbox_seed.seed_redis(redis_source.host, redis_source.port, 1500, 5).skipped
+    fresh_redis(redis_source)
+    sandbox_seed.seed_redis(redis_source.host, redis_source.port, 1500, 5)
+    assert sandbox_seed.redis_checksums(redis_source.host, redis_source.port) == sums
+    sandbox_seed.seed_redis(redis_source.host, redis_source.port, 1500, 6)
+    assert sandbox_seed.redis_checksums(redis_source.host, redis_source.port) != sums
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the CLI against a temporary project
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def project(servers_root: Path) -> Iterator[Path]:
+    """A throw-away project: the repo's migrate.toml, links to its phases/templates, and an empty state/ (outside
+    pytest's basetemp, which other pytest sessions chmod to 0700 while our PostgreSQL runs as ``pgserver``)."""
+    root = servers_root / "proj"
+    root.mkdir()
+    shutil.copy(ROOT / "migrate.toml", root / "migrate.toml")
+    ignore = shutil.ignore_patterns("__pycache__", ".terraform", "*.tfstate*")
+    for name in ("phases", "templates", "runbooks", "terraform"):
+        if (ROOT / name).exists():
+            shutil.copytree(ROOT / name, root / name, ignore=ignore)
+    yield root
+    _cli(root, "down", check=False)  # never leave servers behind
+
+
+def _cli(project: Path, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, "-m", "migrate.sandbox.cli", *args, "--config", str(project / "migrate.toml")],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"sandbox {args} exited {done.returncode}\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def _status(project: Path) -> dict[str, Any]:
+    done = _cli(project, "status", "--json", check=False)
+    assert done.returncode in (0, 3), done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_up_status_seed_down_through_the_cli(project: Path) -> None:
+    up = json.loads(_cli(project, "up", "--json").stdout)
+    assert up["state"] == "up" and not up["already_up"]
+    endpoints = json.loads((project / "state/sandbox/endpoints.json").read_text())
+    pids = endpoints["sandbox"]["pids"]
+    assert set(pids) == {"moto", "pg-source", "pg-target", "redis-source", "redis-target"}
+    assert all(ls.is_alive(pid) for pid in pids.values())
+    assert endpoints["postgres"]["source"]["port"] != endpoints["postgres"]["target"]["port"]
+    assert endpoints["redis"]["source"]["dbs"] == [0, 1, 2] and endpoints["redis"]["target"]["cluster_mode"] is False
+    tfvars = json.loads((project / "state/sandbox/terraform.tfvars.json").read_text())
+    assert tfvars["pg_target_port"] == endpoints["postgres"]["target"]["port"]
+    assert tfvars["redis_target_port"] == endpoints["redis"]["target"]["port"]
+    assert tfvars["aws_endpoint_url"] == endpoints["aws"]["endpoint_url"] and tfvars["env_name"] == "sandbox"
+
+    # the config loader merges the endpoints over the sandbox environment
+    from migrate import config
+
+    env = config.load(project / "migrate.toml").env("sandbox")
+    assert env.aws.endpoint_url == endpoints["aws"]["endpoint_url"]
+    assert env.postgres["target"].port == endpoints["postgres"]["target"]["port"]
+    assert env.postgres["source"].bin_dir and Path(env.postgres["source"].bin_dir, "pg_dump").is_file()
+
+    # idempotent: a second `up` adopts everything, changes nothing
+    again = json.loads(_cli(project, "up", "--json").stdout)
+    assert again["already_up"] and [c["pid"] for c in again["components"]] == [c["pid"] for c in up["components"]]
+    human = _cli(project, "up").stdout
+    assert "already up" in human
+
+    st = _status(project)
+    assert st["state"] == "up" and all(c["ok"] for c in st["components"]) and st["seeded"] is None
+
+    seeded = json.loads(_cli(project, "seed", "--json").stdout)
+    assert not seeded["skipped"] and seeded["postgres"]["total_rows"] == 40300
+    assert json.loads(_cli(project, "seed", "--json").stdout)["skipped"]
+    assert "already seeded" in _cli(project, "seed").stdout
+    assert _status(project)["seeded"]["postgres"]["seed"] == 42
+
+    # a dead server is reported and `up` restarts only that one
+    victim = pids["redis-target"]
+    os.kill(victim, signal.SIGKILL)
+    st = _status(project)
+    assert st["state"] == "degraded"
+    repaired = json.loads(_cli(project, "up", "--json").stdout)
+    actions = {c["name"]: c["action"] for c in repaired["components"]}
+    assert actions["redis-target"] == "started" and actions["pg-source"] == "adopted"
+    port_now = json.loads((project / "state/sandbox/endpoints.json").read_text())["redis"]["target"]["port"]
+    assert port_now == endpoints["redis"]["target"]["port"]  # same port reused
+
+    # down: no process left, data kept, status says down (exit 3)
+    pids = json.loads((project / "state/sandbox/endpoints.json").read_text())["sandbox"]["pids"]
+    down = json.loads(_cli(project, "down", "--json").stdout)
+    assert down["state"] == "down"
+    assert not any(ls.is_alive(pid) for pid in pids.values())
+    assert all(not ls.descendants(pid) for pid in pids.values())
+    assert _cli(project, "status", check=False).returncode == 3
+    assert (project / "state/sandbox/pg-source/pgdata/PG_VERSION").is_file()
+    assert "nothing" in _cli(project, "down").stdout or "was not running" in _cli(project, "down").stdout
+
+    # up again: the data survived (PostgreSQL cluster and Redis RDB), the seed is a no-op
+    _cli(project, "up")
+    assert json.loads(_cli(project, "seed", "--json").stdout)["skipped"]
+
+    # reset: wipes and starts clean (unseeded)
+    (project / "state" / "sandbox.db").write_text("ledger stand-in")
+    reset = json.loads(_cli(project, "reset", "--yes", "--json").stdout)
+    assert reset["state"] == "up" and reset["seeded"] is None
+    assert not (project / "state" / "sandbox.db").exists()
+    assert list((project / "state" / "archive").glob("sandbox-*.db"))
+    pids = json.loads((project / "state/sandbox/endpoints.json").read_text())["sandbox"]["pids"]
+    _cli(project, "down", "--wipe")
+    assert not any(ls.is_alive(pid) for pid in pids.values())
+    assert not (project / "state/sandbox/pg-source").exists()
+    assert _status(project)["state"] == "absent"
+
+
+def test_sandbox_commands_refuse_a_non_sandbox_env(project: Path) -> None:
+    done = _cli(project, "up", "--env", "production", check=False)
+    assert done.returncode == 2
+    assert "not a sandbox" in done.stderr
+
+
+def test_seed_needs_a_running_sandbox(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "migrate.toml", tmp_path / "migrate.toml")
+    done = _cli(tmp_path, "seed", check=False)
+    assert done.returncode == 2 and "sandbox up" in done.stderr

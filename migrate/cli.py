@@ -294,8 +294,9 @@ def verify(selector: str | None = typer.Argument(None, help="phase-N, a phase na
     """Re-run the read-only verification of applied steps."""
     engine = _engine(_command_line())
     try:
+        selected = engine.graph.select(selector)
         with engine.session(_command_line()):
-            result = engine.verify(engine.graph.select(selector))
+            result = engine.verify(selected)
         _finish(engine, result)
     finally:
         engine.close()
@@ -316,8 +317,12 @@ def rollback(
         raise UsageError("choose one of --step, --phase, --to", "they select different sets of steps", "bpmigrate rollback --help")
     engine = _engine(_command_line())
     try:
+        phase_no = parse_phase(phase) if phase else None
+        for named in (step, to):
+            if named:
+                engine.graph.get(named)  # unknown step: usage error before anything is written
         with engine.session(_command_line()):
-            targets = engine.rollback_targets(step=step, phase=parse_phase(phase) if phase else None, to=to)
+            targets = engine.rollback_targets(step=step, phase=phase_no, to=to)
             what = f"step {step}" if step else f"phase {phase}" if phase else f"everything after {to}" if to else "the last applied step"
             result = engine.rollback(targets, confirm=_confirm, assume_yes=yes, force_past_fence=force_past_fence, what=what)
         _finish(engine, result)
@@ -334,6 +339,7 @@ def mark(
     """Audited escape hatch: record a step as verified or skipped without running it."""
     engine = _engine(_command_line())
     try:
+        engine.check_mark(step, as_, reason)
         with engine.session(_command_line()):
             state = engine.mark(step, as_, reason)
         _console().print(f"[yellow]marked[/yellow] {step} as {state.value} (audited)")
@@ -346,6 +352,7 @@ def approve(step: str = typer.Argument(..., help="Gated step id."), reason: str 
     """Approve a step's manual gate (audited)."""
     engine = _engine(_command_line())
     try:
+        engine.check_approve(step)
         with engine.session(_command_line()):
             engine.approve(step, reason)
         _console().print(f"[green]approved[/green] the gate of {step} (audited)")
@@ -502,21 +509,33 @@ def _fail(exc: BpmError) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
-def main() -> None:
-    import click
+def _click_exceptions() -> tuple[type[BaseException], type[BaseException]]:
+    """(ClickException, Abort) of the click typer runs on (typer ≥ 0.16 vendors its own copy)."""
+    try:
+        from typer import exceptions as typer_exc
+        from typer._click import exceptions as exc  # type: ignore[attr-defined]
 
+        return exc.ClickException, typer_exc.Abort  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):  # pragma: no cover - older typer on upstream click
+        from click import exceptions as click_exc
+
+        return click_exc.ClickException, click_exc.Abort
+
+
+def main() -> None:
+    click_error, abort = _click_exceptions()
     try:
         rv = app(standalone_mode=False)
     except BpmError as exc:
         if _opts.traceback:
             raise
         _fail(exc)
-    except click.exceptions.Abort:
+    except abort:
         _fail(Interrupted("interrupted", "Ctrl-C", "re-run the command; the ledger is consistent"))
     except KeyboardInterrupt:
         _fail(Interrupted("interrupted", "Ctrl-C; the ledger is consistent", "re-run the same command to resume"))
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except click_error as exc:
+        exc.show()  # type: ignore[attr-defined]
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - last-resort boundary: never a raw traceback by default
         if _opts.traceback:

@@ -29,7 +29,7 @@ _SAFE_SECRET_SUFFIXES = ("_env", "_secret", "_ref", "_arn", "_file")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class PgEndpoint(_Model):
@@ -101,6 +101,8 @@ class ProjectSettings(_Model):
 
 
 class Config(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, arbitrary_types_allowed=True)
+
     project: ProjectSettings = Field(default_factory=ProjectSettings)
     steps: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-step defaults for every environment
     environments: dict[str, EnvConfig]
@@ -132,7 +134,7 @@ class Config(_Model):
         return _inside(self.root, self.project.runbooks_dir, "project.runbooks_dir", self.path)
 
     def env(self, name: str | None) -> EnvConfig:
-        env_name = name or self.project.default_env
+        env_name = self.project.default_env if name is None else name
         if env_name not in self.environments:
             known = ", ".join(sorted(self.environments))
             raise ConfigError(

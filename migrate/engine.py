@@ -612,21 +612,31 @@ class Engine:
         return result
 
     # -- escape hatches ----------------------------------------------------------------------------------
-    def mark(self, step_id: str, as_state: str, reason: str) -> State:
-        step_cls = self.graph.get(step_id)
+    def check_mark(self, step_id: str, as_state: str, reason: str) -> Event:
+        """Validate a mark request before anything is written (the CLI calls this before taking the lock)."""
+        self.graph.get(step_id)
         if not reason.strip():
             raise UsageError("mark needs --reason", "escape hatches are audited", f"bpmigrate mark {step_id} --as {as_state} --reason '...'")
         ev = {"verified": Event.MARK_VERIFIED, "skipped": Event.MARK_SKIPPED}.get(as_state)
         if ev is None:
             raise UsageError(f"cannot mark as {as_state!r}", "mark accepts --as verified or --as skipped", f"bpmigrate mark {step_id} --as skipped --reason '...'")
+        return ev
+
+    def mark(self, step_id: str, as_state: str, reason: str) -> State:
+        ev = self.check_mark(step_id, as_state, reason)
+        step_cls = self.graph.get(step_id)
         return self.ledger.transition(
             step_cls.id, ev, run_id=self.run_id, reason=f"marked by operator: {reason}", skip_kind="manual", data={"audited": True}
         )
 
-    def approve(self, step_id: str, reason: str) -> None:
+    def check_approve(self, step_id: str) -> type[Step]:
         step_cls = self.graph.get(step_id)
         if not step_cls.gate:
             raise UsageError(f"step {step_id} has no manual gate", "only gated steps need approval", f"bpmigrate show {step_id}")
+        return step_cls
+
+    def approve(self, step_id: str, reason: str) -> None:
+        step_cls = self.check_approve(step_id)
         self.ledger.audit("gate_approved", {"reason": reason, "gate": step_cls.gate}, step_id=step_id, run_id=self.run_id)
 
     # -- internals ---------------------------------------------------------------------------------------

@@ -61,11 +61,11 @@ def _description(cls: type[Step]) -> str:
 
 def commands(cls: type[Step], env: str = "<env>") -> list[str]:
     base = f"bpmigrate --env {env}"
-    out = [f"{base} plan --step {cls.id}"]
+    out = [f"{base} plan {cls.id}"]
     if cls.gate:
         out.append(f"{base} approve {cls.id} --reason '<why, who decided>'")
     out.append(f"{base} apply --step {cls.id}" + (" --yes" if cls.destructive else ""))
-    out.append(f"{base} verify --step {cls.id}")
+    out.append(f"{base} verify {cls.id}")
     fence = " --force-past-fence" if cls.reversibility == Reversibility.ONE_WAY else ""
     out.append(f"{base} rollback --step {cls.id}{fence}")
     return out

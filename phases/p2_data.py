@@ -596,7 +596,7 @@ class DataValidate(Step):
         from migrate.adapters.postgres import (
             INTERNAL_SCHEMA,
             ChunkVerdict,
-            nearest_ids,
+            nearest_ids_background,
             validate_chunks,
             vector_columns,
         )
@@ -625,6 +625,17 @@ class DataValidate(Step):
         tag = hashlib.sha256(marker.encode()).hexdigest()[:8]
         done = ctx.checkpoints.all()
         todo = [c for c in chunks if f"ok:{tag}:{c.key}" not in done]
+        # the pgvector nearest-neighbour query (exact scan, both sides) runs alongside the chunk checksums
+        vec_table, vec_col = ctx.setting("vector_table"), ctx.setting("vector_column")
+        candidates = vector_columns(present)
+        if vec_table:
+            candidates = [(t, c) for t, c in candidates if t.qualified == vec_table and (not vec_col or c == vec_col)]
+        nn_join = None
+        nn_target = ("", "")
+        if candidates:
+            table, column = candidates[0]
+            nn_target = (table.qualified, column)
+            nn_join = nearest_ids_background(source, target, table, column, int(ctx.setting("nn_k", 10)))
         verdicts: list[ChunkVerdict] = []
         with ctx.progress("validate chunks (source + target)", total=float(len(chunks)), unit="chunks") as bar:
             bar.advance(len(chunks) - len(todo))
@@ -662,17 +673,12 @@ class DataValidate(Step):
             if dst_ext.get(name) != version:
                 problems.append(f"extension {name}: source {version} vs target {dst_ext.get(name, 'missing')}")
         nn: dict[str, Any] = {}
-        vec_table, vec_col = ctx.setting("vector_table"), ctx.setting("vector_column")
-        candidates = vector_columns(present)
-        if vec_table:
-            candidates = [(t, c) for t, c in candidates if t.qualified == vec_table and (not vec_col or c == vec_col)]
-        for table, column in candidates[:1]:
-            k = int(ctx.setting("nn_k", 10))
-            s_ids, t_ids = nearest_ids(source, table, column, k), nearest_ids(target, table, column, k)
-            nn = {"table": table.qualified, "column": column, "ids": s_ids, "match": s_ids == t_ids}
+        if nn_join is not None:
+            s_ids, t_ids = nn_join()
+            nn = {"table": nn_target[0], "column": nn_target[1], "ids": s_ids, "match": s_ids == t_ids}
             if s_ids != t_ids:
                 problems.append(
-                    f"pgvector nearest-neighbour query on {table.qualified}.{column}: source {s_ids} vs target {t_ids}"
+                    f"pgvector nearest-neighbour query on {nn_target[0]}.{nn_target[1]}: source {s_ids} vs target {t_ids}"
                 )
         seconds = time.monotonic() - started
         ctx.metrics(rows=float(sum(rows.values())), seconds=seconds)

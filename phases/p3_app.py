@@ -18,11 +18,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from migrate.errors import AdapterError, BpmError, ConfigError, DependencyNotReady, StepFailed
 from migrate.redact import is_secret_key, register
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, RetryPolicy, Reversibility, Step, StepContext
 
 if TYPE_CHECKING:
     from migrate.adapters.aws_app import AwsAppAdapter
@@ -45,6 +45,8 @@ HPA_FILE = "30-hpa.yaml"
 INGRESS_FILE = "40-ingress.yaml"
 DEFAULT_COMPOSE = "templates/compose/docker-compose.yml"
 MANAGED_TAG = {"managed-by": "bpmigrate"}
+#: AWS / Kubernetes API blips (throttling, 5xx, connection resets) are retried; every step here is idempotent
+AWS_RETRY = RetryPolicy(attempts=3, wait_initial=2.0, wait_max=20.0)
 _URL_CRED_RE = re.compile(r"://[^/@\s]*:[^@/\s]+@")
 
 
@@ -218,6 +220,7 @@ class EcrRepos(Step):
     """
 
     id = "ecr-repos"
+    retry = AWS_RETRY
     phase = PHASE
     depends_on = ()
     reversibility = Reversibility.COMPENSABLE
@@ -324,6 +327,7 @@ class Images(Step):
     """
 
     id = "images"
+    retry = AWS_RETRY
     phase = PHASE
     depends_on = ("ecr-repos",)
     reversibility = Reversibility.COMPENSABLE
@@ -405,7 +409,7 @@ class Images(Step):
         app = aws_app(ctx)
         mode, builder_desc = self.mode(ctx)
         tags = self.tags(ctx)
-        images: dict[str, dict[str, str]] = {}
+        images: dict[str, dict[str, Any]] = {}
         logged_in = False
         for svc, repo_name in self.repo_names(ctx).items():
             tag = tags.get(svc)
@@ -456,6 +460,7 @@ class Images(Step):
                 "tag": tag,
                 "digest": str(manifest["digest"]),
                 "image": f"{uri}:{tag}",
+                "stand_in": ctx.is_sandbox and app.is_emulated and mode == "pushed-tags" and app.is_standin(manifest),
             }
         return {"mode": mode, "builder": builder_desc, "images": images}
 
@@ -477,7 +482,21 @@ class Images(Step):
         return checks
 
     def rollback(self, ctx: StepContext) -> None:
-        ctx.log("images: pushed images are kept (ECR lifecycle policy expires old ones); nothing to undo")
+        """Pushed images are kept; sandbox stand-in manifests (not images) are removed so ecr-repos can go too."""
+        app = aws_app(ctx)
+        recorded = ctx.output(self.id, "images", None) or {}
+        removed = 0
+        if ctx.is_sandbox and app.is_emulated:
+            for svc, image in sorted(recorded.items()):
+                manifest = app.image_manifest(str(image["repository"]), str(image["tag"]))
+                if manifest is not None and app.is_standin(manifest):
+                    ctx.intent("ecr-delete-standin-manifest", service=svc, image=image["image"])
+                    app.delete_image(str(image["repository"]), str(image["tag"]))
+                    removed += 1
+        ctx.log(
+            f"images: {removed} sandbox stand-in manifest(s) removed; pushed images are kept "
+            "(the ECR lifecycle policy expires old ones)"
+        )
 
 
 # -- compose credentials -------------------------------------------------------------------------------------------
@@ -527,6 +546,27 @@ def compose_credentials(text: str, *, source: str = "docker-compose.yml") -> dic
     return found
 
 
+DB_PASSWORD_KEYS = ("DATABASE_PASSWORD", "DB_PASSWORD", "POSTGRES_PASSWORD", "PGPASSWORD")
+
+
+def with_database_login(data: Mapping[str, str], login: tuple[str, str], db_hosts: set[str]) -> dict[str, str]:
+    """Replace the Compose database credentials with the target database's (password keys and database URLs)."""
+    user, password = login
+    out = dict(data)
+    for key, value in data.items():
+        if key in DB_PASSWORD_KEYS:
+            out[key] = password
+        elif "://" in value:
+            parts = urlsplit(value)
+            hostport = parts.netloc.rpartition("@")[2]
+            if parts.scheme.startswith("postgres") and (hostport in db_hosts or parts.hostname in db_hosts):
+                login_part = f"{quote(user or parts.username or '', safe='')}:{quote(password, safe='')}"
+                out[key] = urlunsplit(
+                    (parts.scheme, f"{login_part}@{hostport}", parts.path, parts.query, parts.fragment)
+                )
+    return out
+
+
 def rewrite_url_hosts(value: str, host_map: Mapping[str, str]) -> str:
     """Point a Compose URL (``postgres://u:p@postgres:5432/db``) at the AWS endpoint mapped for its host."""
     if "://" not in value:
@@ -544,7 +584,7 @@ class K8sConfig(Step):
     """Namespace, ConfigMaps, and Kubernetes Secrets whose values come from AWS Secrets Manager.
 
     Reads the Compose file (`compose_file`), moves every plaintext credential it carries into Secrets Manager FIRST
-    (one JSON secret per service, `<secret_prefix>/<service>`), then builds `<service>-secrets` Kubernetes Secrets
+    (one JSON secret per service, `<sm_prefix>/<service>`), then builds `<service>-secrets` Kubernetes Secrets
     from Secrets Manager (Compose hostnames in URLs are pointed at the RDS/ElastiCache endpoints). Values are never
     printed, logged or stored in outputs (only key names). Verify reads the Secrets back from the cluster and
     compares them (by hash) with Secrets Manager.
@@ -552,6 +592,7 @@ class K8sConfig(Step):
     """
 
     id = "k8s-config"
+    retry = AWS_RETRY
     phase = PHASE
     depends_on = ()
     reversibility = Reversibility.COMPENSABLE
@@ -574,13 +615,36 @@ class K8sConfig(Step):
         return compose_credentials(path.read_text(), source=str(path))
 
     def secret_name(self, ctx: StepContext, svc: str) -> str:
-        prefix = str(ctx.setting("secret_prefix", f"betterprompts/{ctx.env_name}/compose")).strip("/")
+        prefix = str(ctx.setting("sm_prefix", f"betterprompts/{ctx.env_name}/compose")).strip("/")
         return f"{prefix}/{svc}"
 
     def values(self, ctx: StepContext) -> tuple[dict[str, Any], list[str]]:
         values, unknown = data_endpoints(ctx)
         values.update(base_values(ctx))
         return values, unknown
+
+    def rds_login(self, ctx: StepContext) -> tuple[str, str] | None:
+        """(user, password) of the target database when it has its own secret (RDS), else None (keep Compose's).
+
+        From `database_password_secret` or the environment's postgres.target.password_secret (Secrets Manager; JSON
+        key "password", or the whole string).
+        """
+        target = ctx.env.postgres.get("target")
+        ref = ctx.setting("database_password_secret") or (target.password_secret if target is not None else None)
+        if not ref:
+            return None
+        got = aws_app(ctx).get_secret(str(ref))
+        if got is None:
+            raise DependencyNotReady(
+                f"the target database secret {ref} does not exist in Secrets Manager",
+                "the services' database password is taken from it (the RDS master/app credentials)",
+                f"create it (Terraform / data phase) or fix postgres.target.password_secret, then re-run "
+                f"`bpmigrate apply --step k8s-config --env {ctx.env_name}`",
+            )
+        password = got.get("password", got.get("value", ""))
+        user = got.get("username") or (target.user if target is not None else "") or ""
+        register(password)
+        return user, password
 
     def host_map(self, values: Mapping[str, Any], ctx: StepContext) -> dict[str, str]:
         mapping: dict[str, str] = {}
@@ -595,9 +659,12 @@ class K8sConfig(Step):
         self, ctx: StepContext, stored: Mapping[str, Mapping[str, str]], values: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
         hosts = self.host_map(values, ctx)
+        rds_login = self.rds_login(ctx)
         docs = []
         for svc in services(ctx):
             data = {k: rewrite_url_hosts(v, hosts) for k, v in sorted((stored.get(svc) or {}).items())}
+            if rds_login is not None:
+                data = with_database_login(data, rds_login, {hosts.get("postgres", ""), "postgres"})
             for value in data.values():
                 register(value)
             docs.append(
@@ -613,7 +680,7 @@ class K8sConfig(Step):
                             "app.kubernetes.io/part-of": "betterprompts",
                             "app.kubernetes.io/managed-by": "bpmigrate",
                         },
-                        "annotations": {"bpmigrate/source": f"secretsmanager:{self.secret_name(ctx, svc)}"},
+                        "annotations": {"bpmigrate.io/source": f"AWS Secrets Manager {self.secret_name(ctx, svc)}"},
                     },
                     "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
                 }
@@ -641,11 +708,11 @@ class K8sConfig(Step):
             current = app.get_secret(name)
             keys = ", ".join(sorted(found))
             if current is None:
-                result.changes.append(Change("create", f"secretsmanager:{name}", f"keys {keys}"))
+                result.changes.append(Change("create", f"Secrets Manager {name}", f"keys {keys}"))
             elif dict(current) != found:
-                result.changes.append(Change("update", f"secretsmanager:{name}", f"keys {keys}"))
+                result.changes.append(Change("update", f"Secrets Manager {name}", f"keys {keys}"))
             else:
-                result.in_place.append(f"secretsmanager:{name}")
+                result.in_place.append(f"Secrets Manager {name}")
         if creds:
             count = sum(len(c) for c in creds.values())
             result.findings.append(
@@ -692,7 +759,7 @@ class K8sConfig(Step):
                 description=f"BetterPrompts {svc} credentials moved from docker-compose ({ctx.env_name})",
                 tags={**MANAGED_TAG, "service": svc},
             )
-            moved[svc] = {"secretsmanager": name, "arn": res["arn"], "keys": sorted(found), "changed": res["changed"]}
+            moved[svc] = {"sm_name": name, "keys": sorted(found), "changed": res["changed"]}
             ctx.log(f"{svc}: {len(found)} credential(s) {'stored in' if res['changed'] else 'already in'} {name}")
         # 2. namespace + ConfigMaps
         docs = render(ctx, CONFIG_FILES, values)
@@ -725,7 +792,7 @@ class K8sConfig(Step):
                 for svc in services(ctx)
             },
             "kubernetes_secrets": secret_refs,
-            "moved_credentials": sum(len(c) for c in creds.values()),
+            "moved_count": sum(len(c) for c in creds.values()),
         }
 
     def verify(self, ctx: StepContext) -> list[Check]:
@@ -748,7 +815,7 @@ class K8sConfig(Step):
         for svc, found in creds.items():
             in_sm = set(stored[svc]) == set(found)
             checks.append(
-                Check(f"secretsmanager:{self.secret_name(ctx, svc)}", in_sm, sorted(stored[svc]), sorted(found))
+                Check(f"Secrets Manager {self.secret_name(ctx, svc)}", in_sm, sorted(stored[svc]), sorted(found))
             )
         for doc in self.k8s_secret_docs(ctx, stored, values):
             live = kube.get("v1", "Secret", doc["metadata"]["name"], ns)
@@ -820,6 +887,7 @@ class K8sDeploy(Step):
     """
 
     id = "k8s-deploy"
+    retry = AWS_RETRY
     phase = PHASE
     depends_on = ("images", "k8s-config")
     reversibility = Reversibility.REVERSIBLE
@@ -1031,6 +1099,7 @@ class Hpa(Step):
     """
 
     id = "hpa"
+    retry = AWS_RETRY
     phase = PHASE
     depends_on = ("k8s-deploy",)
     reversibility = Reversibility.REVERSIBLE
@@ -1108,6 +1177,7 @@ class Ingress(Step):
     """
 
     id = "ingress"
+    retry = AWS_RETRY
     phase = PHASE
     depends_on = ("k8s-deploy",)
     reversibility = Reversibility.COMPENSABLE
@@ -1240,7 +1310,7 @@ class AppSmoke(Step):
 
     id = "app-smoke"
     phase = PHASE
-    depends_on = ()
+    depends_on = ("k8s-deploy",)
     reversibility = Reversibility.REVERSIBLE
 
     def skip_reason(self, ctx: StepContext) -> str | None:

@@ -824,7 +824,7 @@ class MlConfig(_Ml):
     """
 
     id = "ml-config"
-    depends_on = ("models",)
+    depends_on = ("models", "k8s-deploy")
     reversibility = Reversibility.REVERSIBLE
     timeout = 1200.0
 

@@ -479,7 +479,7 @@ def security_scan(ctx: StepContext) -> tuple[list[Any], int]:
             raise StepFailed(
                 f"security check: cannot render {shown}",
                 str(exc),
-                f"fix {shown} and re-run `bpmigrate plan --step security-hardening`",
+                f"fix {shown} and re-run `bpmigrate plan security-hardening`",
             ) from None
         docs.extend((str(shown), d) for d in rendered if isinstance(d, dict))
     return check_manifests(docs), len(docs)

@@ -98,7 +98,11 @@ class FinalBackup(Step):
         sidecar = path.with_name(path.name + ".sha256")
         expected = recorded.get("sha256") or (sidecar.read_text().strip() if sidecar.is_file() else None)
         source = ctx.adapters.postgres("source")
-        toc = source.restore_list(path)
+        try:
+            toc = source.restore_list(path)
+        except AdapterError as exc:  # a damaged archive is a failing check, not a crash of verify
+            toc = []
+            ctx.log(f"pg_restore --list failed: {exc.why or exc.what}")
         data_entries = sum(1 for line in toc if " TABLE DATA " in line)
         want_tables = recorded.get("tables")
         return [
@@ -167,7 +171,11 @@ class Decommission(Step):
         except AdapterError as exc:
             return exc.what
         if res.returncode != 0:
-            return f"no Docker engine answers (docker info: {(res.stderr or res.stdout).strip().splitlines()[-1:] or ['?']})"
+            last = ((res.stderr or res.stdout).strip().splitlines() or ["?"])[-1]
+            return f"no Docker engine answers here (docker info: {last})"
+        plugin = proc.run(["docker", "compose", "version"], env=self.docker_env(ctx), check=False, timeout=20)
+        if plugin.returncode != 0:
+            return "the docker compose plugin is not installed on this machine"
         return None
 
     def manual_command(self, ctx: StepContext) -> str:
@@ -232,7 +240,7 @@ class Decommission(Step):
                 "decommission refused: "
                 + "; ".join(f"{c.name} (observed {c.observed}, expected {c.expected})" for c in failed),
                 "the old stack is the only way back until these hold",
-                "bpmigrate verify --step final-backup; bpmigrate status --step dns-cutover",
+                f"bpmigrate --env {ctx.env_name} verify final-backup; bpmigrate --env {ctx.env_name} show dns-cutover",
             )
         reason = self.docker_unavailable(ctx)
         if reason:
@@ -313,7 +321,7 @@ class Archive(Step):
         return ctx.state_dir / ctx.env_name / "artifacts" / self.id / f"old-config-{ctx.env_name}.tar.gz"
 
     def plan(self, ctx: StepContext) -> PlanResult:
-        found, missing = files(ctx).resolve_inputs(self.inputs(ctx))
+        found, missing = files(ctx).resolve_inputs(self.inputs(ctx), ctx.project_root)
         result = PlanResult(data={"inputs": self.inputs(ctx)})
         result.changes.append(Change("create", str(self.path(ctx)), f"tar.gz of {len(found)} path(s)"))
         for item in missing:
@@ -333,10 +341,10 @@ class Archive(Step):
 
     def apply(self, ctx: StepContext) -> Outputs:
         adapter = files(ctx)
-        found, missing = adapter.resolve_inputs(self.inputs(ctx))
+        found, missing = adapter.resolve_inputs(self.inputs(ctx), ctx.project_root)
         out = self.path(ctx)
         ctx.intent("write-archive", path=str(out), inputs=[str(p) for p in found])
-        result = adapter.make_tar_gz(out, found)
+        result = adapter.make_tar_gz(out, found, ctx.project_root)
         adapter.restrict(out)
         adapter.write_text(out.with_name(out.name + ".sha256"), result.sha256 + "\n")
         ctx.artifact("config-archive", out, result.sha256, result.size)

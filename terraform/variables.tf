@@ -24,7 +24,7 @@ variable "aws_region" {
 }
 
 variable "aws_endpoint_url" {
-  description = "Send every AWS API call to this endpoint (an AWS-compatible emulator such as the sandbox's moto server). null = real AWS."
+  description = "Send every AWS API call to this endpoint (an AWS-compatible emulator, e.g. the local rehearsal's). null = real AWS."
   type        = string
   default     = null
 }

@@ -14,7 +14,10 @@ from migrate.adapters.kube import KubeAdapter, from_config, rollout_status, writ
 from migrate.config import EnvConfig
 from migrate.errors import AdapterError, StepFailed, TransientError
 from migrate.redact import redact
-from tests.kube_double import KubeApiDouble, kube_api, match_label_selector  # noqa: F401
+from tests import kube_double
+from tests.kube_double import KubeApiDouble, match_label_selector
+
+kube_api = kube_double.kube_api  # the fixture (a no-op duplicate once conftest registers tests.kube_double)
 
 
 def deployment(name: str = "web", replicas: int = 2, image: str = "nginx:1.27", **extra: Any) -> dict[str, Any]:
@@ -114,7 +117,7 @@ def test_reapply_by_same_manager_drops_fields_it_no_longer_sets(kube: KubeAdapte
 
 
 def test_apply_rejects_manifest_without_name(kube: KubeAdapter) -> None:
-    with pytest.raises(AdapterError, match="metadata.name"):
+    with pytest.raises(AdapterError, match=r"metadata\.name"):
         kube.apply([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}])
 
 
@@ -279,8 +282,12 @@ def test_daemonset_and_statefulset_rollouts(kube: KubeAdapter, kube_api: KubeApi
             {
                 "kind": "DaemonSet",
                 "metadata": {"generation": 1},
-                "status": {"observedGeneration": 1, "desiredNumberScheduled": 2, "updatedNumberScheduled": 2,
-                           "numberAvailable": 1},
+                "status": {
+                    "observedGeneration": 1,
+                    "desiredNumberScheduled": 2,
+                    "updatedNumberScheduled": 2,
+                    "numberAvailable": 1,
+                },
             },
             False,
             "1 of 2",
@@ -315,8 +322,12 @@ def test_pod_problems_reports_unschedulable(kube: KubeAdapter, kube_api: KubeApi
             "status": {
                 "phase": "Pending",
                 "conditions": [
-                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                     "message": "0/3 nodes: insufficient nvidia.com/gpu"}
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes: insufficient nvidia.com/gpu",
+                    }
                 ],
             },
         }
@@ -354,7 +365,12 @@ def test_write_kubeconfig_context_merges_and_keeps_others(tmp_path: Path) -> Non
     assert doc["current-context"] == "other"  # not switched unless asked
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     write_kubeconfig_context(
-        path, context="bp-dev", cluster="arn:eks:bp-dev", server="https://eks-2", ca_data="", exec_args=args,
+        path,
+        context="bp-dev",
+        cluster="arn:eks:bp-dev",
+        server="https://eks-2",
+        ca_data="",
+        exec_args=args,
         set_current=True,
     )
     assert yaml.safe_load(path.read_text())["current-context"] == "bp-dev"
@@ -372,8 +388,17 @@ def test_from_config_resolves_relative_kubeconfig(tmp_path: Path, monkeypatch: p
 
 @pytest.mark.parametrize(
     ("selector", "expected"),
-    [("a=1", True), ("a!=1", False), ("a", True), ("!a", False), ("a in (1,2),b", True), ("a notin (1)", False),
-     ("c in (x)", False), ("a=1,b=2", True), ("", True)],
+    [
+        ("a=1", True),
+        ("a!=1", False),
+        ("a", True),
+        ("!a", False),
+        ("a in (1,2),b", True),
+        ("a notin (1)", False),
+        ("c in (x)", False),
+        ("a=1,b=2", True),
+        ("", True),
+    ],
 )
 def test_double_label_selector(selector: str, expected: bool) -> None:
     assert match_label_selector({"a": "1", "b": "2"}, selector) is expected

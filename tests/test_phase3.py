@@ -21,7 +21,7 @@ from migrate.adapters.builder import Builder
 from migrate.adapters.proc import ProcRunner
 from migrate.config import EnvConfig
 from migrate.errors import DependencyNotReady, StepFailed
-from migrate.redact import redact
+from migrate.redact import redact, redact_obj
 from migrate.step import Check
 from migrate.testing import make_context
 from phases.p3_app import (
@@ -246,6 +246,12 @@ def test_images_sandbox_without_builder_puts_stand_in_manifests(tmp_path: Path, 
     up2 = {**up, "images": out}
     assert not failed(step.verify(make_context(tmp_path, env, step.id, settings=settings, upstream=up2)))
     assert step.plan(make_context(tmp_path, env, step.id, settings=settings, upstream=up)).is_noop
+    assert all(i["stand_in"] for i in out["images"].values())
+    # rollback removes the stand-ins (they are not images), so ecr-repos can delete its empty repositories
+    step.rollback(make_context(tmp_path, env, step.id, settings=settings, upstream=up2))
+    assert ecr(moto_reset).list_images(repositoryName="betterprompts/frontend")["imageIds"] == []
+    EcrRepos().rollback(make_context(tmp_path, env, "ecr-repos"))
+    assert ecr(moto_reset).describe_repositories()["repositories"] == []
 
 
 def test_images_outside_the_sandbox_require_pushed_tags(tmp_path: Path, moto_reset: Any) -> None:
@@ -273,6 +279,10 @@ def test_images_outside_the_sandbox_require_pushed_tags(tmp_path: Path, moto_res
     ecr(moto_reset).batch_delete_image(repositoryName="betterprompts/frontend", imageIds=[{"imageTag": "v3"}])
     bad = failed(step.verify(make_context(tmp_path, env, step.id, settings=settings, upstream=up2)))
     assert [c.name for c in bad] == ["image betterprompts/frontend:v3 in ECR"]
+    # rollback never deletes pushed images
+    assert not any(i["stand_in"] for i in out["images"].values())
+    step.rollback(make_context(tmp_path, env, step.id, settings=settings, upstream=up2))
+    assert len(ecr(moto_reset).list_images(repositoryName="betterprompts/api-gateway")["imageIds"]) == 1
     plan = step.plan(make_context(tmp_path, env, step.id, settings={}, upstream=up))
     assert len(plan.blocking) == 5 and "no image tag configured" in plan.blocking[0].message
 
@@ -300,14 +310,17 @@ def test_k8s_config_moves_compose_credentials_to_secrets_manager(
     plan = step.plan(pctx)
     blob = json.dumps(plan.to_dict())
     assert all(v not in blob for v in FAKE_SECRETS), "plan must not carry secret values"
-    assert "secretsmanager:betterprompts/sandbox/compose/api-gateway" in {c.target for c in plan.changes}
+    assert "Secrets Manager betterprompts/sandbox/compose/api-gateway" in {c.target for c in plan.changes}
     assert f"Secret/{NS}/api-gateway-secrets" in {c.target for c in plan.changes}
     ctx = make_context(tmp_path, env, step.id, upstream=up, plan=plan)
     out = step.apply(ctx)
     # nothing secret in outputs, logs or intents
     recorded = json.dumps([out, ctx.recorded_logs, ctx.recorded_intents], default=str)
     assert all(v not in recorded for v in FAKE_SECRETS)
-    assert out["moved_credentials"] == 15
+    assert out["moved_count"] == 15
+    # the outputs survive the ledger's redaction intact (no secret-looking keys hiding useful values)
+    assert redact_obj(out) == out
+    assert redact(json.dumps([c.target for c in plan.changes])) == json.dumps([c.target for c in plan.changes])
     assert out["secrets"]["api-gateway"]["keys"] == [
         "DATABASE_PASSWORD",
         "DATABASE_URL",
@@ -359,6 +372,37 @@ def test_k8s_config_moves_compose_credentials_to_secrets_manager(
     assert kube.get_object("v1", "ConfigMap", "betterprompts-config", NS) is None
     assert sm.describe_secret(SecretId="betterprompts/sandbox/compose/api-gateway")["Name"]
     step.rollback(make_context(tmp_path, env, step.id, upstream=up))
+
+
+def test_k8s_config_uses_the_target_database_secret(tmp_path: Path, moto_reset: Any, kube: KubeApiDouble) -> None:
+    body = make_env(moto_reset, kube).model_dump()
+    body["postgres"] = {"target": {"host": "db.rds.test", "user": "bp_app", "password_secret": "bp/sandbox/rds"}}
+    env = EnvConfig.model_validate(body)
+    step = K8sConfig()
+    with pytest.raises(DependencyNotReady, match="bp/sandbox/rds"):
+        step.plan(make_context(tmp_path, env, step.id))
+    sm = boto3.client(
+        "secretsmanager",
+        region_name="us-east-1",
+        endpoint_url=moto_reset.endpoint_url,
+        aws_access_key_id="t",
+        aws_secret_access_key="t",
+    )
+    sm.create_secret(Name="bp/sandbox/rds", SecretString=json.dumps({"password": "rds-Pa$$word-91x"}))
+    out = step.apply(make_context(tmp_path, env, step.id))
+    assert "rds-Pa$$word-91x" not in json.dumps(out)
+    secret = kube.get_object("v1", "Secret", "api-gateway-secrets", NS)
+    assert secret is not None
+    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    assert data["DATABASE_PASSWORD"] == "rds-Pa$$word-91x"
+    assert (
+        data["DATABASE_URL"] == "postgres://bp_app:rds-Pa%24%24word-91x@db.rds.test:5432/betterprompts?sslmode=disable"
+    )
+    assert data["REDIS_PASSWORD"] == "fake-redis-password-77c0d3"  # not a database credential: unchanged
+    pg = kube.get_object("v1", "Secret", "prompt-generator-secrets", NS)
+    assert pg is not None
+    assert "rds-Pa%24%24word-91x@db.rds.test" in base64.b64decode(pg["data"]["DATABASE_URL"]).decode()
+    assert not failed(step.verify(make_context(tmp_path, env, step.id)))
 
 
 def test_k8s_config_needs_the_data_endpoints(tmp_path: Path, moto_reset: Any, kube: KubeApiDouble) -> None:

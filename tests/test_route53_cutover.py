@@ -338,3 +338,113 @@ def test_plan_blocks_without_target_and_with_bad_stages(moto_reset: Any, tmp_pat
     assert "new target" in messages and "stages" in messages
     plan = step.plan(make_context(tmp_path, env, "dns-cutover", settings=settings("http://203.0.113.9/health")))
     assert any("probe URL not allowed" in f.message for f in plan.blocking)
+
+
+# -- through the real engine and CLI: the ledger shows the revert and its evidence -------------------------------------
+class WeightAwareHealthServer(HealthServer):
+    """The new stack, modelled as breaking once it carries ``fail_at`` % of the traffic (read from Route53)."""
+
+    def __init__(self, env: EnvConfig) -> None:
+        super().__init__()
+        self.env = env
+        self.zone_id = ""
+        self.fail_at: int | None = None
+        outer = self
+        handler = self.server.RequestHandlerClass
+        original = handler.do_GET  # type: ignore[attr-defined]
+
+        def do_get(inner: BaseHTTPRequestHandler) -> None:
+            if outer.fail_at is not None and outer.zone_id:
+                current = r53(outer.env).weights(outer.zone_id, RECORD, "CNAME").get("new-stack")
+                outer.healthy = current != outer.fail_at
+            original(inner)
+
+        handler.do_GET = do_get  # type: ignore[attr-defined]
+
+
+def _project(tmp_path: Path, endpoint: str, probe_url: str) -> Path:
+    project = tmp_path / "project"
+    (project / "cutphases").mkdir(parents=True)
+    (project / "cutphases" / "p5_cutover.py").write_text(
+        "import phases.p5_cutover as base\n\n\n"
+        "class DnsCutover(base.DnsCutover):\n"
+        "    depends_on = ()  # the rest of the plan is exercised elsewhere\n"
+    )
+    (project / "migrate.toml").write_text(
+        f"""[project]
+name = "cutover-test"
+phases_dir = "cutphases"
+state_dir = "state"
+default_env = "rehearsal"
+
+[environments.rehearsal]
+kind = "sandbox"
+domain = "{DOMAIN}"
+aws = {{ region = "us-east-1", endpoint_url = "{endpoint}" }}
+
+[steps.dns-cutover]
+new_target = "k8s-alb-123.us-east-1.elb.amazonaws.com"
+stages = [10, 50, 100]
+low_ttl = 30
+soak_s = 0.3
+probe_interval_s = 0.1
+probe_urls = ["{probe_url}"]
+probe_requests = 4
+probe_concurrency = 2
+probe_timeout_s = 2
+max_error_rate = 0.0
+max_p95_ms = 2000
+insync_poll_s = 0.05
+bake_time_s = 3600
+"""
+    )
+    return project
+
+
+def test_cli_cutover_revert_is_ledgered_and_resume_continues(moto_reset: Any, tmp_path: Path) -> None:
+    import sqlite3
+
+    from tests.engine_helpers import run_cli
+
+    env = sandbox_env(moto_reset.endpoint_url)
+    zone_id = seed_zone(env, ttl=1)
+    server = WeightAwareHealthServer(env)
+    try:
+        server.zone_id, server.fail_at = zone_id, 50
+        project = _project(tmp_path, moto_reset.endpoint_url, server.url)
+        first = run_cli(project, "apply", "--step", "dns-cutover", "--yes", timeout=120)
+        assert first.returncode == 1, first.stdout + first.stderr
+        assert "REVERTED" in first.stdout + first.stderr
+        assert weights(env, zone_id) == {"old-stack": 100, "new-stack": 0}
+        db = sqlite3.connect(project / "state" / "rehearsal.db")
+        state, reason = db.execute("SELECT state, reason FROM bpm_step_state WHERE step_id = 'dns-cutover'").fetchone()
+        assert state == "apply_failed" and "stage 50%" in reason and "error rate" in reason
+        revert = json.loads(
+            db.execute("SELECT data FROM bpm_checkpoints WHERE step_id = 'dns-cutover' AND key = 'revert'").fetchone()[0]
+        )
+        assert revert["failed_stage"] == 50 and revert["stages"]["50"]["probes"]["worst_error_rate"] == 1.0
+        assert revert["stages"]["10"]["passed"] is True
+        [(kind, path)] = db.execute("SELECT kind, path FROM bpm_artifacts WHERE step_id = 'dns-cutover'").fetchall()
+        assert kind == "cutover-evidence" and json.loads(Path(path).read_text())["failed_stage"] == 50
+        first_intents = [r[0] for r in db.execute("SELECT action FROM bpm_intents WHERE step_id = 'dns-cutover' ORDER BY id")]
+        assert first_intents == ["route53-lower-ttl", "route53-shift-weight", "route53-shift-weight", "route53-revert"]
+        db.close()
+
+        server.fail_at = None
+        server.healthy = True
+        second = run_cli(project, "apply", "--step", "dns-cutover", "--yes", timeout=120)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert weights(env, zone_id) == {"old-stack": 0, "new-stack": 100}
+        db = sqlite3.connect(project / "state" / "rehearsal.db")
+        rows = db.execute("SELECT action, data FROM bpm_intents WHERE step_id = 'dns-cutover' ORDER BY id").fetchall()
+        resumed = [json.loads(d)["weights"]["new-stack"] for a, d in rows[len(first_intents) :] if a == "route53-shift-weight"]
+        assert resumed == [50, 100]  # continued from the stage it reached; no TTL change again
+        assert "route53-lower-ttl" not in [a for a, _ in rows[len(first_intents) :]]
+        assert db.execute("SELECT state FROM bpm_step_state WHERE step_id = 'dns-cutover'").fetchone()[0] == "verified"
+        db.close()
+
+        back = run_cli(project, "rollback", "--phase", "cutover", "--yes", timeout=120)
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert weights(env, zone_id) == {"old-stack": 100, "new-stack": 0}
+    finally:
+        server.stop()

@@ -138,7 +138,9 @@ def test_shipped_cutover_templates_are_clean() -> None:
     assert blocking(check_manifests(docs)) == []
     kinds = {d["kind"] for _, d in docs}
     assert {"DaemonSet", "ResourceQuota", "NetworkPolicy", "VerticalPodAutoscaler", "CronJob"} <= kinds
-    assert all(d["spec"]["updatePolicy"]["updateMode"] == "Off" for _, d in docs if d["kind"] == "VerticalPodAutoscaler")
+    assert all(
+        d["spec"]["updatePolicy"]["updateMode"] == "Off" for _, d in docs if d["kind"] == "VerticalPodAutoscaler"
+    )
     deny = next(d for _, d in docs if d["metadata"]["name"] == "default-deny-all")
     assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 

@@ -88,34 +88,36 @@ class ArchiveAdapter:
             raise _fail(f"cannot remove {path}", exc) from None
 
     # -- tar.gz --------------------------------------------------------------------------------------------------
-    def resolve_inputs(self, paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
-        """(existing paths, missing ones as given), relative paths taken from the project root."""
+    def resolve_inputs(self, paths: Iterable[str | Path], base: Path | None = None) -> tuple[list[Path], list[str]]:
+        """(existing paths, missing ones as given), relative paths taken from ``base`` (default: the project root)."""
+        root = base or self.project_root
         found: list[Path] = []
         missing: list[str] = []
         for item in paths:
             p = Path(item)
-            full = p if p.is_absolute() else self.project_root / p
+            full = p if p.is_absolute() else root / p
             (found if full.exists() else missing).append(full if full.exists() else str(item))  # type: ignore[arg-type]
         return found, missing
 
-    def _arcname(self, path: Path) -> str:
+    def _arcname(self, path: Path, base: Path | None = None) -> str:
         try:
-            return str(path.resolve().relative_to(self.project_root.resolve()))
+            return str(path.resolve().relative_to((base or self.project_root).resolve()))
         except ValueError:
             return str(path.resolve()).lstrip("/")
 
-    def files_under(self, paths: Sequence[Path]) -> list[Path]:
+    def files_under(self, paths: Sequence[Path], base: Path | None = None) -> list[Path]:
         out: list[Path] = []
         for p in paths:
             if p.is_dir():
                 out.extend(sorted(f for f in p.rglob("*") if f.is_file()))
             elif p.is_file():
                 out.append(p)
-        return sorted(set(out), key=self._arcname)
+        return sorted(set(out), key=lambda f: self._arcname(f, base))
 
-    def make_tar_gz(self, out: Path, inputs: Sequence[Path]) -> ArchiveResult:
-        """Write ``out`` (tar.gz) holding every file under ``inputs``; returns its sha256, size and members."""
-        files = self.files_under(inputs)
+    def make_tar_gz(self, out: Path, inputs: Sequence[Path], base: Path | None = None) -> ArchiveResult:
+        """Write ``out`` (tar.gz) holding every file under ``inputs`` (member names relative to ``base``, default the
+        project root); returns its sha256, size and members."""
+        files = self.files_under(inputs, base)
         if not files:
             raise AdapterError(
                 f"nothing to archive into {out.name}",
@@ -135,7 +137,7 @@ class ArchiveAdapter:
             out.parent.mkdir(parents=True, exist_ok=True)
             with tarfile.open(part, "w:gz", compresslevel=6) as tar:
                 for f in files:
-                    name = self._arcname(f)
+                    name = self._arcname(f, base)
                     tar.add(str(f), arcname=name, recursive=False, filter=normalise)
                     members.append(name)
             os.replace(part, out)

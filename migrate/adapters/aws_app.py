@@ -48,6 +48,7 @@ def lifecycle_policy(keep: int = 30, untagged_days: int = 7) -> dict[str, Any]:
 
 _OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 _DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+_STANDIN_MARK = "bpmigrate sandbox stand-in (no image built)"
 
 
 def _code(exc: AdapterError) -> str:
@@ -200,7 +201,7 @@ class AwsAppAdapter:
                 "size": len(config_blob),
             },
             "layers": [],
-            "annotations": {"org.opencontainers.image.description": "bpmigrate sandbox stand-in (no image built)"},
+            "annotations": {"org.opencontainers.image.description": _STANDIN_MARK},
         }
         image = self.aws.call(
             "ecr",
@@ -211,6 +212,20 @@ class AwsAppAdapter:
             imageTag=tag,
         )["image"]
         return str(image.get("imageId", {}).get("imageDigest", ""))
+
+    @staticmethod
+    def is_standin(manifest: Mapping[str, Any]) -> bool:
+        """True for a manifest written by :meth:`put_standin_manifest` (no real image behind it)."""
+        return _STANDIN_MARK in str(manifest.get("manifest", ""))
+
+    def delete_image(self, repository: str, tag: str) -> bool:
+        try:
+            resp = self.aws.call("ecr", "batch_delete_image", repositoryName=repository, imageIds=[{"imageTag": tag}])
+        except AdapterError as exc:
+            if _code(exc) == "RepositoryNotFoundException":
+                return False
+            raise
+        return bool(resp.get("imageIds"))
 
     def registry_login(self) -> tuple[str, str, str]:
         """(registry host, username, password) for ``docker login``; the password is registered for redaction."""

@@ -92,6 +92,7 @@ class KubeAdapter:
         context: str | None = None,
         namespace: str = "default",
         env_name: str = "",
+        sandbox: bool = False,
         request_timeout: float = 30.0,
         poll_interval: float = 0.5,
     ) -> None:
@@ -99,6 +100,7 @@ class KubeAdapter:
         self.context = context
         self.namespace = namespace
         self.env_name = env_name
+        self.sandbox = sandbox
         self.request_timeout = request_timeout
         self.poll_interval = poll_interval
         self._api: Any = None
@@ -146,6 +148,12 @@ class KubeAdapter:
 
     def _provide_hint(self) -> str:
         env = self.env_name or "<env>"
+        if self.sandbox:
+            return (
+                f"the local sandbox has no Kubernetes API (it is never simulated); to rehearse these steps point "
+                f'[environments.{env}] kube = {{ kubeconfig = "..." }} in migrate.toml (or export KUBECONFIG) at a '
+                "local cluster (e.g. `kind create cluster` or `k3d cluster create`), then re-run"
+            )
         return (
             f"provide a cluster: run `bpmigrate apply --step kubeconfig --env {env}` (EKS), or point "
             f'[environments.{env}] kube = {{ kubeconfig = "...", context = "..." }} in migrate.toml (or export '
@@ -601,4 +609,10 @@ def from_config(env: EnvConfig, *, project_root: Path, state_dir: Path, **_: Any
             path = project_root / path
     else:
         path = default_kubeconfig_path()
-    return KubeAdapter(path, context=env.kube.context, namespace=env.kube.namespace, env_name=env.name)
+    return KubeAdapter(
+        path,
+        context=env.kube.context,
+        namespace=env.kube.namespace,
+        env_name=env.name,
+        sandbox=env.kind == "sandbox",
+    )

@@ -467,25 +467,26 @@ class PostgresAdapter:
 
     # -- checksums (data-validate) -----------------------------------------------------------------------------
     def chunk_checksum(self, table: TableInfo, lo: str | None, hi: str | None) -> tuple[int, str]:
-        """(row count, order-independent sum of per-row md5) of the rows with lo <= key < hi.
-
-        Each row is hashed from the binary send form of every column (cheap for vectors, exact for floats),
-        NULLs included; rows are combined with a 64-bit sum so no sort or big aggregate is needed.
-        """
+        """(row count, order-independent sum of per-row hashes) of the rows with lo <= key < hi."""
         with self.session() as conn:
             return checksum_on(conn, table, lo, hi)
 
 
 def checksum_sql(table: TableInfo, lo: str | None, hi: str | None) -> str:
+    """(count, sum of per-row 64-bit hashes) of a key range.
+
+    Each row is hashed from the binary send form of every column (exact for floats, cheap for vectors: no text
+    formatting), through ``hash_record_extended`` over a row of bytea values (PostgreSQL's hash_any, ~2x faster
+    than md5 here; NULLs are hashed by position). Rows combine by a numeric sum: no sort, no big aggregate.
+    """
     parts = []
     for c in table.columns:
         col = qident(c.name)
-        expr = f"{c.send_fn}({col})" if c.send_fn and c.send_fn != "-" else f"convert_to({col}::text, 'UTF8')"
-        parts.append(f"coalesce({expr}, '\\x00ff'::bytea)")
-    row = " || '\\x1f'::bytea || ".join(parts) if parts else "'\\x'::bytea"
+        parts.append(f"{c.send_fn}({col})" if c.send_fn and c.send_fn != "-" else f"convert_to({col}::text, 'UTF8')")
+    row = f"ROW({', '.join(parts)})" if len(parts) > 1 else f"ROW({parts[0] if parts else 'NULL::bytea'}, NULL::bytea)"
     where = range_where(table, lo, hi)
     return (
-        f"SELECT count(*), coalesce(sum(('x' || left(md5({row}), 16))::bit(64)::bigint::numeric), 0)::text "
+        f"SELECT count(*), coalesce(sum(hash_record_extended({row}, 0)::numeric), 0)::text "
         f"FROM {qident(table.schema, table.name)} {where}"
     )
 
@@ -713,3 +714,21 @@ def nearest_ids(adapter: PostgresAdapter, table: TableInfo, column: str, k: int 
 
 def vector_columns(tables: Sequence[TableInfo]) -> list[tuple[TableInfo, str]]:
     return [(t, c.name) for t in tables for c in t.columns if c.type.startswith("vector")]
+
+
+def nearest_ids_background(
+    source: PostgresAdapter, target: PostgresAdapter, table: TableInfo, column: str, k: int = 10
+) -> Any:
+    """Start the nearest-neighbour query on both sides in background threads; call the result to join:
+    ``(source_ids, target_ids)`` (errors are re-raised, translated, by the call)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgnn")
+    fs = pool.submit(nearest_ids, source, table, column, k)
+    ft = pool.submit(nearest_ids, target, table, column, k)
+    pool.shutdown(wait=False)
+
+    def join() -> tuple[list[str], list[str]]:
+        return fs.result(), ft.result()
+
+    return join

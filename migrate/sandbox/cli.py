@@ -29,7 +29,9 @@ err_console = Console(stderr=True)
 ConfigOpt = Annotated[
     str | None, typer.Option("--config", "-c", help="Path to migrate.toml (default: search upwards).")
 ]
-EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Sandbox environment name in migrate.toml.")]
+EnvOpt = Annotated[
+    str | None, typer.Option("--env", "-e", help="Sandbox environment name in migrate.toml [default: sandbox].")
+]
 T = TypeVar("T")
 
 
@@ -53,6 +55,16 @@ def _load(config_path: str | None) -> Any:
     from migrate import config
 
     return config.load(config_path)
+
+
+def _resolve(ctx: typer.Context, config: str | None, env: str | None, json_out: bool) -> tuple[str | None, str, bool]:
+    """Options given here win; else those given to ``bpmigrate`` itself (``bpmigrate --env x sandbox up``)."""
+    root = ctx.find_root().params if ctx.parent is not None else {}
+    return (
+        config or root.get("config"),
+        env or root.get("env") or "sandbox",
+        json_out or bool(root.get("json_out")),
+    )
 
 
 def _progress(quiet: bool) -> Callable[[str], None] | None:
@@ -95,13 +107,15 @@ def _render_status(st: Any, title: str) -> None:
 
 @app.command()
 def up(
+    ctx: typer.Context,
     config: ConfigOpt = None,
-    env: EnvOpt = "sandbox",
+    env: EnvOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Start moto, source/target PostgreSQL and source/target Redis (idempotent: adopts what already runs)."""
     from migrate.sandbox import orchestrate
 
+    config, env, json_out = _resolve(ctx, config, env, json_out)
     st = _run(lambda: orchestrate.up(_load(config), env, progress=_progress(json_out)), json_out=json_out)
     if json_out:
         print(json.dumps(st.to_dict()))
@@ -115,8 +129,9 @@ def up(
 
 @app.command()
 def down(
+    ctx: typer.Context,
     config: ConfigOpt = None,
-    env: EnvOpt = "sandbox",
+    env: EnvOpt = None,
     wipe: Annotated[
         bool, typer.Option("--wipe", help="Also delete the data, the stand-in Terraform state and archive the ledger.")
     ] = False,
@@ -125,6 +140,7 @@ def down(
     """Stop every sandbox process (verified by PID). Data is kept unless --wipe."""
     from migrate.sandbox import orchestrate
 
+    config, env, json_out = _resolve(ctx, config, env, json_out)
     st = _run(lambda: orchestrate.down(_load(config), env, wipe=wipe, progress=_progress(json_out)), json_out=json_out)
     if json_out:
         print(json.dumps(st.to_dict()))
@@ -135,13 +151,15 @@ def down(
 
 @app.command()
 def status(
+    ctx: typer.Context,
     config: ConfigOpt = None,
-    env: EnvOpt = "sandbox",
+    env: EnvOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show each server: PID alive, answering, endpoint; and whether the source is seeded. Exit 3 unless fully up."""
     from migrate.sandbox import orchestrate
 
+    config, env, json_out = _resolve(ctx, config, env, json_out)
     st = _run(lambda: orchestrate.status(_load(config), env), json_out=json_out)
     if json_out:
         print(json.dumps(st.to_dict()))
@@ -153,8 +171,9 @@ def status(
 
 @app.command()
 def seed(
+    ctx: typer.Context,
     config: ConfigOpt = None,
-    env: EnvOpt = "sandbox",
+    env: EnvOpt = None,
     scale: Annotated[int, typer.Option("--scale", min=1, help="Dataset size: 1 ≈ 60 MB (default), 35 ≈ 2 GB.")] = 1,
     seed_value: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")] = 42,
     redis_keys: Annotated[
@@ -166,6 +185,7 @@ def seed(
     """Fill the source PostgreSQL and Redis with a deterministic BetterPrompts-shaped dataset (no-op if already)."""
     from migrate.sandbox import orchestrate
 
+    config, env, json_out = _resolve(ctx, config, env, json_out)
     result = _run(
         lambda: orchestrate.seed(
             _load(config),
@@ -212,14 +232,16 @@ def seed(
 
 @app.command()
 def reset(
+    ctx: typer.Context,
     config: ConfigOpt = None,
-    env: EnvOpt = "sandbox",
+    env: EnvOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """down --wipe + up: delete every sandbox server's data, archive the ledger, start clean (unseeded)."""
     from migrate.sandbox import orchestrate
 
+    config, env, json_out = _resolve(ctx, config, env, json_out)
     if not yes and sys.stdin.isatty() and not typer.confirm(f"wipe sandbox {env!r} (data, Terraform state, ledger)?"):
         raise typer.Exit(3)
     st = _run(lambda: orchestrate.reset(_load(config), env, progress=_progress(json_out)), json_out=json_out)

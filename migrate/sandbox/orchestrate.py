@@ -2,7 +2,7 @@
 layer (:mod:`migrate.sandbox.cli`) only parses, calls and renders.
 
 Layout (``<state>`` = the project's state dir, ``<data>`` = ``[environments.<env>] sandbox.data_dir`` or
-``<state>/<env>``)::
+``<state>/<env>``; ``sandbox.fsync = false`` trades crash safety of the sandbox's PostgreSQL for speed — tests only)::
 
     <state>/<env>/endpoints.json         endpoints + PIDs (merged over the env by migrate.config.load)
     <state>/<env>/terraform.tfvars.json  variables of the stand-in Terraform root (templates/sandbox/terraform)
@@ -312,12 +312,12 @@ def _seed_info(st: SandboxStatus) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------------------------
 # up
 # ---------------------------------------------------------------------------------------------------------------
-def _start(comp: Component, folder: Path, port: int | None) -> tuple[int, int]:
+def _start(comp: Component, folder: Path, port: int | None, *, fsync: bool = True) -> tuple[int, int]:
     if comp.kind == "moto":
         moto = ls.start_moto(folder, port=port, keep_running=True)
         return moto.pid, moto.port
     if comp.kind == "postgres":
-        pg = ls.start_postgres(folder, port=port, fsync=True, keep_running=True)
+        pg = ls.start_postgres(folder, port=port, fsync=fsync, keep_running=True)
         return pg.pid, pg.port
     rd = ls.start_redis(folder, port=port, persist=True, keep_running=True)
     return rd.pid, rd.port
@@ -418,7 +418,7 @@ def up(config: Config, env_name: str, *, progress: Progress | None = None) -> Sa
                 actions[comp.name] = "started"
             reuse = int(port) if port and ls.port_is_free(int(port)) else None
             say(f"starting {comp.role} ...")
-            new_pid, new_port = _start(comp, p.data_dir / comp.name, reuse)
+            new_pid, new_port = _start(comp, p.data_dir / comp.name, reuse, fsync=bool(env.sandbox.get("fsync", True)))
             pids[comp.name], ports[comp.name] = new_pid, new_port
             # record after every start: a crash of this command leaves nothing unrecorded
             _write_json(p.endpoints, _endpoints_doc(config, env, p, pids, ports, "starting", started_at))

@@ -128,9 +128,10 @@ resource "aws_eks_node_group" "this" {
     "k8s.io/cluster-autoscaler/${var.cluster_name}" = "owned"
   }
 
-  # The cluster autoscaler owns the current size.
+  # The cluster autoscaler owns the current size. remote_access is never set here (nodes are reached through SSM)
+  # and can only be set at creation: a value appearing out of band must not make Terraform replace (drain) a group.
   lifecycle {
-    ignore_changes = [scaling_config[0].desired_size]
+    ignore_changes = [scaling_config[0].desired_size, remote_access]
   }
 
   depends_on = [aws_iam_role_policy_attachment.node]

@@ -1,0 +1,251 @@
+"""Phase 6: final backup (real PostgreSQL), decommission preconditions and manual gate, archive, Cost Explorer report
+(moto server, seeded), performance review."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.adapters.aws_route53 import RecordSet
+from migrate.config import EnvConfig
+from migrate.errors import AdapterError, GateWaiting, StepFailed
+from migrate.testing import RecordingContext, make_context
+from phases.p6_cleanup import Archive, CostReport, Decommission, FinalBackup, PerfReview
+from tests.test_route53_cutover import FakeClock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_with(**fields: Any) -> EnvConfig:
+    return EnvConfig(name="sandbox", kind="sandbox", domain="betterprompts.test", **fields)
+
+
+def ctx(tmp_path: Path, env: EnvConfig, step_id: str, **kw: Any) -> RecordingContext:
+    c = make_context(tmp_path, env, step_id, **kw)
+    c.project_root = tmp_path / "project"  # reports and archives land in the test's directory
+    return c
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    (root / "templates/compose").mkdir(parents=True)
+    (root / "templates/compose/docker-compose.yml").write_text((ROOT / "templates/compose/docker-compose.yml").read_text())
+    (root / "docker/nginx").mkdir(parents=True)
+    (root / "docker/nginx/nginx.conf").write_text("server { listen 80; }\n")
+    return root
+
+
+# -- final-backup ----------------------------------------------------------------------------------------------------
+def test_final_backup_is_checksummed_and_verified(pg_source: Any, fresh_pg_db: Any, tmp_path: Path, project: Path) -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    db = str(conninfo_to_dict(fresh_pg_db(pg_source))["dbname"])
+    ep = {"host": pg_source.host, "port": pg_source.port, "user": pg_source.user, "dbname": db, "bin_dir": str(pg_source.bin_dir)}
+    env = env_with(postgres={"source": ep})
+    c = ctx(tmp_path, env, "final-backup")
+    src = c.adapters.postgres("source")
+    for table in ("users", "prompts"):
+        src.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
+        src.execute(f"INSERT INTO {table} SELECT g, md5(g::text) FROM generate_series(1, 200) g")
+    step = FinalBackup()
+    assert step.plan(c).changes[0].action == "create"
+    out = step.apply(c)
+    path = Path(out["path"])
+    assert path.is_file() and out["tables"] == 2 and len(out["sha256"]) == 64
+    assert path.with_name(path.name + ".sha256").read_text().strip() == out["sha256"]
+    [(kind, apath, sha, size)] = c.recorded_artifacts
+    assert kind == "final-backup" and apath == path and sha == out["sha256"] and size == out["size"]
+    assert [a for a, _ in c.recorded_intents] == ["pg-dump"]
+    vctx = ctx(tmp_path, env, "final-backup", upstream={"final-backup": out})
+    assert all(ch.ok for ch in step.verify(vctx)), step.verify(vctx)
+    with path.open("r+b") as fh:  # damage the backup: verify must notice
+        fh.seek(200)
+        fh.write(b"\x00" * 64)
+    failed = {ch.name for ch in step.verify(vctx) if not ch.ok}
+    assert "sha256 re-read matches the recorded one" in failed
+    step.rollback(vctx)
+    assert path.exists()  # a backup is never deleted by a rollback
+
+
+# -- archive ---------------------------------------------------------------------------------------------------------
+def test_archive_tars_old_configuration_with_checksum(tmp_path: Path, project: Path) -> None:
+    env = env_with()
+    step = Archive()
+    settings = {"paths": ["docker", "missing-dir"]}
+    c = ctx(tmp_path, env, "archive", settings=settings)
+    plan = step.plan(c)
+    assert any("missing-dir" in f.message for f in plan.findings) and not plan.blocking
+    out = step.apply(c)
+    path = Path(out["path"])
+    assert out["members"] == ["docker/nginx/nginx.conf", "templates/compose/docker-compose.yml"]
+    assert out["missing"] == ["missing-dir"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    with tarfile.open(path) as tar:
+        compose = tar.extractfile("templates/compose/docker-compose.yml")
+        assert compose is not None and b"api-gateway" in compose.read()
+    vctx = ctx(tmp_path, env, "archive", settings=settings, upstream={"archive": out})
+    assert all(ch.ok for ch in step.verify(vctx))
+    again = step.apply(c)  # idempotent: same inputs, same members
+    assert again["members"] == out["members"]
+    path.write_bytes(path.read_bytes()[:-40])  # truncated archive
+    with pytest.raises(AdapterError):
+        step.verify(ctx(tmp_path, env, "archive", settings=settings, upstream={"archive": again}))
+    step.rollback(c)
+    assert not path.exists()
+    step.rollback(c)  # absent: no-op
+
+
+# -- decommission ----------------------------------------------------------------------------------------------------
+def test_decommission_preconditions_and_manual_gate(moto_reset: Any, tmp_path: Path, project: Path) -> None:
+    from migrate.adapters.aws_route53 import from_config as r53_config
+
+    env = env_with(aws={"endpoint_url": moto_reset.endpoint_url})
+    backup = tmp_path / "final.dump"
+    backup.write_bytes(b"PGDMP" + b"x" * 1000)
+    c0 = ctx(tmp_path, env, "decommission")
+    sha, _ = c0.adapters.get("archive").sha256(backup)
+    r53 = r53_config(env)
+    zone = r53.create_zone("betterprompts.test", caller_reference="decom")
+    name = "api.betterprompts.test"
+    r53.change(
+        zone,
+        upserts=[
+            RecordSet(name, "CNAME", 60, ("compose.host",), "old-stack", 50),
+            RecordSet(name, "CNAME", 60, ("alb.host",), "new-stack", 50),
+        ],
+    )
+    upstream = {
+        "final-backup": {"path": str(backup), "sha256": sha},
+        "dns-cutover": {"zone_id": zone, "record": name, "record_type": "CNAME", "old_set_id": "old-stack"},
+    }
+    step = Decommission()
+    assert step.destructive and step.gate and step.reversibility.value == "one-way"
+    c = ctx(tmp_path, env, "decommission", upstream=upstream)
+    plan = step.plan(c)
+    assert any("Route53 sends nothing to the old stack" in f.message for f in plan.blocking)
+    with pytest.raises(StepFailed, match="Route53 sends nothing to the old stack"):
+        step.apply(c)
+    r53.change(
+        zone,
+        upserts=[
+            RecordSet(name, "CNAME", 60, ("compose.host",), "old-stack", 0),
+            RecordSet(name, "CNAME", 60, ("alb.host",), "new-stack", 100),
+        ],
+    )
+    assert not step.plan(c).blocking
+    reason = step.docker_unavailable(c)
+    if reason is None:  # pragma: no cover - a machine with a running Docker engine
+        pytest.skip("a Docker engine answers here; the manual-gate path needs a machine without one")
+    with pytest.raises(GateWaiting) as info:
+        step.apply(c)
+    assert "docker compose -f templates/compose/docker-compose.yml -p betterprompts down --remove-orphans" in info.value.next_cmd
+    assert "mark decommission --as verified" in info.value.next_cmd
+    assert c.recorded_intents == []  # nothing was attempted
+    backup.write_bytes(b"PGDMP" + b"y" * 1000)  # the final backup changed after it was verified
+    with pytest.raises(StepFailed, match="final backup sha256 unchanged"):
+        step.apply(c)
+
+
+# -- cost-report -----------------------------------------------------------------------------------------------------
+def seed_costs(endpoint: str, start: str, end: str, groups: dict[str, float]) -> None:
+    result = {
+        "ResultsByTime": [
+            {
+                "TimePeriod": {"Start": start, "End": end},
+                "Total": {},
+                "Groups": [
+                    {"Keys": [svc], "Metrics": {"UnblendedCost": {"Amount": f"{amount:.4f}", "Unit": "USD"}}}
+                    for svc, amount in groups.items()
+                ],
+                "Estimated": True,
+            }
+        ]
+    }
+    req = urllib.request.Request(
+        f"{endpoint}/moto-api/static/ce/cost-and-usage-results",
+        data=json.dumps({"results": [result]}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 201
+
+
+def test_cost_report_groups_by_service_against_target(
+    moto_reset: Any, tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock(start=datetime(2026, 11, 15, 12, tzinfo=UTC).timestamp())
+    monkeypatch.setattr(CostReport, "clock", clock)
+    env = env_with(aws={"endpoint_url": moto_reset.endpoint_url})
+    seed_costs(
+        moto_reset.endpoint_url,
+        "2026-11-01",
+        "2026-11-16",
+        {"Amazon Elastic Compute Cloud - Compute": 1500.0, "Amazon Relational Database Service": 600.0, "Amazon ElastiCache": 150.0},
+    )
+    step = CostReport()
+    c = ctx(tmp_path, env, "cost-report", settings={"monthly_target_usd": 5000})
+    out = step.apply(c)
+    assert out["period"] == {"start": "2026-11-01", "end": "2026-11-16", "month_to_date": True}
+    assert out["total_usd"] == 2250.0
+    assert out["by_service"]["Amazon Relational Database Service"] == 600.0
+    assert out["projected_usd"] == 4500.0 and out["within_target"] is True  # 2250 over 15 of 30 days
+    report = Path(out["report"])
+    assert report == project / "runbooks/reports/cost-report-sandbox-2026-11.md"
+    text = report.read_text()
+    assert "| Amazon Elastic Compute Cloud - Compute | 1,500.00 | 66.7 % |" in text and "within target" in text
+    assert any("TOTAL" in line and "2,250.00" in line for line in c.recorded_logs)
+    vctx = ctx(tmp_path, env, "cost-report", settings={"monthly_target_usd": 5000}, upstream={"cost-report": out})
+    assert all(ch.ok for ch in step.verify(vctx))
+    # over target: the verify says so
+    c2 = ctx(tmp_path, env, "cost-report", settings={"monthly_target_usd": 4000})
+    out2 = step.apply(c2)
+    assert out2["within_target"] is False and "OVER target" in Path(out2["report"]).read_text()
+    failed = [ch for ch in step.verify(ctx(tmp_path, env, "cost-report", upstream={"cost-report": out2})) if not ch.ok]
+    assert [ch.name for ch in failed] == ["monthly cost within target"]
+    step.rollback(ctx(tmp_path, env, "cost-report", upstream={"cost-report": out2}))
+    assert not report.exists()
+
+
+def test_cost_report_with_no_cost_data(moto_reset: Any, tmp_path: Path, project: Path) -> None:
+    env = env_with(aws={"endpoint_url": moto_reset.endpoint_url})
+    out = CostReport().apply(ctx(tmp_path, env, "cost-report", settings={"monthly_target_usd": 100, "period": "previous"}))
+    assert out["total_usd"] == 0 and out["within_target"] is True
+    assert "(no cost data returned)" in Path(out["report"]).read_text()
+
+
+# -- perf-review -----------------------------------------------------------------------------------------------------
+def test_perf_review_against_recorded_gates(tmp_path: Path, project: Path) -> None:
+    env = env_with()
+    upstream = {
+        "load-test": {"stats": {"p95_ms": 142.5}, "passed": True},
+        "ml-perf": {"p95_ms": 610.0},
+        "post-cutover-watch": {"p95_ms": 120.0, "availability": 0.9995},
+    }
+    step = PerfReview()
+    c = ctx(tmp_path, env, "perf-review", upstream=upstream)
+    out = step.apply(c)
+    results = {r["name"]: r["ok"] for r in out["criteria"]}
+    assert results == {
+        "API p95 (load-test gate)": True,
+        "API p95 (post-cutover watch)": True,
+        "ML p95 (ml-perf)": False,
+        "availability (post-cutover watch)": True,
+    }
+    assert out["passed"] is False
+    text = Path(out["report"]).read_text()
+    assert "| ML p95 (ml-perf) | 610 ms | < 500 ms | FAIL |" in text
+    assert [ch.name for ch in step.verify(c) if not ch.ok] == ["ML p95 (ml-perf)"]
+    missing = step.verify(ctx(tmp_path, env, "perf-review", upstream={"load-test": upstream["load-test"]}))
+    assert {ch.name for ch in missing if not ch.ok} == {
+        "API p95 (post-cutover watch)",
+        "ML p95 (ml-perf)",
+        "availability (post-cutover watch)",
+    }

@@ -395,6 +395,49 @@ def unlock(
         ledger.close()
 
 
+@app.command()
+def doctor() -> None:
+    """Preflight: what will fail before anything runs (engines, credentials, servers, parity, disk, cluster, clock)."""
+    from migrate.adapters import Adapters
+    from migrate.doctor import DoctorContext, run_checks
+    from migrate.ledger_read import LedgerReader
+
+    cfg = _config()
+    env = cfg.env(_opts.env)
+    reader = LedgerReader(cfg.ledger_url(env.name), env.name)
+    try:
+        outputs = reader.outputs()
+    finally:
+        reader.close()
+    adapters = Adapters(env, project_root=cfg.root, state_dir=cfg.state_dir)
+    try:
+        results = run_checks(DoctorContext(cfg, env, adapters, outputs))
+    finally:
+        adapters.close()
+    blocking = [r for r in results if r.status == "fail" and r.blocking]
+    if _opts.json:
+        _print_json({"env": env.name, "ok": not blocking, "checks": [r.to_dict() for r in results]})
+    else:
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=f"bpmigrate doctor · env {env.name}", title_justify="left", show_lines=False)
+        for col in ("check", "status", "detail", "fix"):
+            table.add_column(col, overflow="fold")
+        style = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+        for r in results:
+            table.add_row(escape(r.check), f"[{style[r.status]}]{r.status}[/]", escape(r.detail), escape(r.fix))
+        _console().print(table)
+    if blocking:
+        from migrate.errors import StepFailed
+
+        raise StepFailed(
+            f"doctor: {len(blocking)} blocking check(s) failed: {', '.join(r.check for r in blocking)}",
+            blocking[0].detail,
+            blocking[0].fix or f"fix them, then: bpmigrate --env {env.name} doctor",
+        )
+
+
 @ledger_app.command("check")
 def ledger_check() -> None:
     """Check the ledger file: integrity, schema version, hash chain, steps mid-transition."""

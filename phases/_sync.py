@@ -182,7 +182,7 @@ class PgSyncStep(Step):
     def apply(self, ctx: StepContext) -> Outputs:
         if self._driver(ctx) == "aws-dms":
             return _dms_apply(ctx)
-        from migrate.adapters.pgsync import CopyChunk
+        from migrate.adapters.pgsync import CopyChunk, Problem
         from phases.p2_data import extension_findings
 
         sync = _pgsync(ctx)
@@ -196,7 +196,7 @@ class PgSyncStep(Step):
                 sync.set_replica_identity(changed_identity, full=True)
         blocking = [p for p in sync.prerequisites(tables) if p.level == "block"]
         blocking += [
-            f for f in extension_findings(source, target) if f.level == "block"  # type: ignore[misc]
+            Problem(f.level, f.message, f.fix) for f in extension_findings(source, target) if f.level == "block"
         ]
         if blocking:
             first = blocking[0]
@@ -786,7 +786,9 @@ class DataSwitch(Step):
         reason = hook.unavailable()
         if reason:
             return f"maintenance hook 'scale' needs a cluster: {reason}"
-        pg_on = bool(ctx.upstream.get("pg-sync", {}).get("subscription") or ctx.upstream.get("pg-sync", {}).get("driver"))
+        pg_on = bool(
+            ctx.upstream.get("pg-sync", {}).get("subscription") or ctx.upstream.get("pg-sync", {}).get("driver")
+        )
         redis_on = bool(ctx.upstream.get("redis-sync", {}).get("workdir"))
         if not pg_on and not redis_on:
             return "no continuous sync is running (pg-sync and redis-sync not applied): nothing to switch"
@@ -802,7 +804,9 @@ class DataSwitch(Step):
         if done:
             result.in_place.append(f"switched at {done.get('at')}: the app uses the target")
             return result
-        result.changes.append(Change("run", f"maintenance on ({hook.kind})", ", ".join(hook.deployments) or hook.on_url))
+        result.changes.append(
+            Change("run", f"maintenance on ({hook.kind})", ", ".join(hook.deployments) or hook.on_url)
+        )
         if hook.kind == "none":
             result.findings.append(
                 Finding(

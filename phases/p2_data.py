@@ -596,7 +596,8 @@ class DataValidate(Step):
         from migrate.adapters.postgres import (
             INTERNAL_SCHEMA,
             ChunkVerdict,
-            nearest_ids_background,
+            merge_nearest,
+            nn_probe,
             validate_chunks,
             vector_columns,
         )
@@ -630,12 +631,7 @@ class DataValidate(Step):
         candidates = vector_columns(present)
         if vec_table:
             candidates = [(t, c) for t, c in candidates if t.qualified == vec_table and (not vec_col or c == vec_col)]
-        nn_join = None
-        nn_target = ("", "")
-        if candidates:
-            table, column = candidates[0]
-            nn_target = (table.qualified, column)
-            nn_join = nearest_ids_background(source, target, table, column, int(ctx.setting("nn_k", 10)))
+        probe = nn_probe(source, *candidates[0], int(ctx.setting("nn_k", 10))) if candidates else None
         verdicts: list[ChunkVerdict] = []
         with ctx.progress("validate chunks (source + target)", total=float(len(chunks)), unit="chunks") as bar:
             bar.advance(len(chunks) - len(todo))
@@ -673,12 +669,26 @@ class DataValidate(Step):
             if dst_ext.get(name) != version:
                 problems.append(f"extension {name}: source {version} vs target {dst_ext.get(name, 'missing')}")
         nn: dict[str, Any] = {}
-        if nn_join is not None:
-            s_ids, t_ids = nn_join()
-            nn = {"table": nn_target[0], "column": nn_target[1], "ids": s_ids, "match": s_ids == t_ids}
+        if probe is not None:
+            # exact k-NN by L2 distance to the first row's vector, computed in the same scan as the checksums
+            src_lists: list[tuple[int, list[tuple[float, str]]]] = []
+            dst_lists: list[tuple[int, list[tuple[float, str]]]] = []
+            for c in chunks:
+                if c.table != probe.table:
+                    continue
+                cp = done.get(f"ok:{tag}:{c.key}")
+                found = next((x for x in verdicts if x.chunk == c), None)
+                if found is not None:
+                    src_lists.append((c.index, found.source_nn))
+                    dst_lists.append((c.index, found.target_nn))
+                elif cp:
+                    src_lists.append((c.index, [(float(d), str(k)) for d, k in cp.get("nn", [])]))
+                    dst_lists.append((c.index, [(float(d), str(k)) for d, k in cp.get("tnn", [])]))
+            s_ids, t_ids = merge_nearest(src_lists, probe.k), merge_nearest(dst_lists, probe.k)
+            nn = {"table": probe.table, "column": probe.column, "ids": s_ids, "match": s_ids == t_ids}
             if s_ids != t_ids:
                 problems.append(
-                    f"pgvector nearest-neighbour query on {nn_target[0]}.{nn_target[1]}: source {s_ids} vs target {t_ids}"
+                    f"pgvector nearest-neighbour query on {probe.table}.{probe.column}: source {s_ids} vs target {t_ids}"
                 )
         seconds = time.monotonic() - started
         ctx.metrics(rows=float(sum(rows.values())), seconds=seconds)

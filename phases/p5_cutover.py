@@ -227,6 +227,7 @@ class KubeTemplateStep(Step):
         return kube_verify(ctx, self.docs(ctx))
 
     def rollback(self, ctx: StepContext) -> None:
+        """Delete the objects this step applied (absent ones are skipped)."""
         if kube_unreachable(ctx):
             return
         kube_delete(ctx, self.docs(ctx))
@@ -351,6 +352,7 @@ class CostControls(KubeTemplateStep):
         return checks
 
     def rollback(self, ctx: StepContext) -> None:
+        """Delete the spot handler, quotas and cost-monitoring objects, and the AWS budget."""
         super().rollback(ctx)
         name = self.budget_name(ctx)
         ctx.intent("budget-delete", name=name)
@@ -429,6 +431,7 @@ class AutoscaleTune(KubeTemplateStep):
         return out
 
     def rollback(self, ctx: StepContext) -> None:
+        """Delete the VPAs; put each HPA back to the spec recorded before the change."""
         if kube_unreachable(ctx):
             return
         previous = ctx.checkpoints.get("previous-hpa") or {}
@@ -579,6 +582,7 @@ class SecurityHardening(KubeTemplateStep):
         return checks
 
     def rollback(self, ctx: StepContext) -> None:
+        """Delete the network policies; restore each namespace's previous enforce label."""
         if kube_unreachable(ctx):
             return
         kube_delete(ctx, self.docs(ctx))
@@ -1518,6 +1522,11 @@ class DbRollbackPoint(Step):
         return checks
 
     def rollback(self, ctx: StepContext) -> None:
+        """The guide's DB rollback, only with --force-past-fence: scale to 0, restore the backup, scale back.
+
+        Without --force-past-fence the database is left untouched (writes since the backup would be lost) and the log
+        says how to run it.
+        """
         point = ctx.checkpoints.get("point")
         force = bool(getattr(ctx, "force_past_fence", False) or ctx.setting("force_past_fence", False))
         if point is None:

@@ -117,6 +117,7 @@ class FinalBackup(Step):
         ]
 
     def rollback(self, ctx: StepContext) -> None:
+        """Keep the backup file: a backup is never deleted as a compensation."""
         ctx.log("final-backup rollback keeps the backup file (a backup is never deleted as a compensation)")
 
 
@@ -377,6 +378,7 @@ class Archive(Step):
         ]
 
     def rollback(self, ctx: StepContext) -> None:
+        """Delete the archive and its checksum file (the archived inputs are untouched)."""
         path = self.path(ctx)
         ctx.intent("remove-archive", path=str(path))
         files(ctx).remove(path)
@@ -511,6 +513,7 @@ class CostReport(Step):
         return checks
 
     def rollback(self, ctx: StepContext) -> None:
+        """Delete the report file."""
         path = Path(ctx.upstream.get(self.id, {}).get("report") or self.report_path(ctx))
         files(ctx).remove(path)
 
@@ -627,4 +630,5 @@ class PerfReview(Step):
         ]
 
     def rollback(self, ctx: StepContext) -> None:
+        """Delete the report file."""
         files(ctx).remove(self.report_path(ctx))

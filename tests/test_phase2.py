@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from migrate.adapters.postgres import nearest_ids
 from migrate.config import EnvConfig, PgEndpoint, RedisEndpoint
 from migrate.errors import StepFailed
 from migrate.testing import make_context
@@ -84,9 +85,12 @@ def test_postgres_steps_end_to_end(
     vout = validate.apply(vctx)
     assert vout["rows"]["public.prompts"] == 150 and vout["nearest_neighbours"]["match"] is True
     assert len(vout["nearest_neighbours"]["ids"]) == 10
+    prompts = next(t for t in src.tables() if t.qualified == "public.prompts")
+    assert vout["nearest_neighbours"]["ids"] == nearest_ids(src, prompts, "embedding")  # the real pgvector query
     assert all(c.ok for c in validate.verify(vctx))
     again = validate.apply(vctx)  # resumable: every chunk was recorded as equal
     assert again["chunks_resumed"] == again["chunks"]
+    assert again["nearest_neighbours"] == vout["nearest_neighbours"]
 
     dst.execute("UPDATE public.users SET note = note || 'x' WHERE id = 17")
     fresh = make_context(tmp_path, env, "data-validate", settings={"chunk_rows": 40, "chunk_mb": 1024})

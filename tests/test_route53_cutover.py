@@ -100,7 +100,7 @@ def settings(probe_url: str, **over: Any) -> dict[str, Any]:
         "new_target": "k8s-alb-123.us-east-1.elb.amazonaws.com",
         "stages": [10, 50, 100],
         "low_ttl": 30,
-        "soak_s": 60,
+        "soak_s": 20,
         "probe_interval_s": 20,
         "probe_urls": [probe_url],
         "probe_requests": 6,

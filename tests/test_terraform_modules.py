@@ -146,7 +146,9 @@ def test_versions_pin_aws_5_and_declare_an_empty_s3_backend() -> None:
     text = (TERRAFORM_DIR / "versions.tf").read_text()
     assert re.search(r'source\s*=\s*"hashicorp/aws"', text)
     assert re.search(r'version\s*=\s*"~>\s*5\.0"', text)
-    assert re.search(r'^\s*backend\s+"s3"\s*\{\s*\}', text, re.M), "the s3 backend is configured at init (-backend-config)"
+    assert re.search(r'^\s*backend\s+"s3"\s*\{\s*\}', text, re.M), (
+        "the s3 backend is configured at init (-backend-config)"
+    )
     backends = [f for f in _tf_files() if re.search(r"\bbackend\s+\"", mask(f.read_text()))]
     assert backends == [TERRAFORM_DIR / "versions.tf"]
 
@@ -415,3 +417,41 @@ def test_s3_backend_with_dynamodb_lock_in_moto(moto_reset: Any, tmp_path: Path) 
     assert "Error acquiring the state lock" in text
     assert "oncall-sre@bastion-1" in text and info["ID"] in text
     print(f"\n[terraform timings, s3 backend + dynamodb lock in moto] {wd.report()}")
+
+
+def _moto_has_aws_managed_policies(moto: Any) -> bool:
+    iam = _boto(moto, "iam")
+    try:
+        iam.get_policy(PolicyArn="arn:aws:iam::aws:policy/AmazonEKSClusterPolicy")
+    except Exception:  # NoSuchEntity: moto was started without MOTO_IAM_LOAD_MANAGED_POLICIES=true
+        return False
+    return True
+
+
+@pytest.mark.aws_provider
+@pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+def test_eks_apply_replan_destroy_against_moto(moto_reset: Any, tmp_path: Path) -> None:
+    if not _moto_has_aws_managed_policies(moto_reset):
+        pytest.skip(
+            "the moto server has no AWS managed IAM policies (start it with MOTO_IAM_LOAD_MANAGED_POLICIES=true): "
+            "the EKS roles attach arn:aws:iam::aws:policy/AmazonEKS*; module.eks is still planned per environment"
+        )
+    wd = _workdir(tmp_path)
+    wd.init()
+    variables = var_args(["environments/sandbox.tfvars"], aws_endpoint_url=moto_reset.endpoint_url)
+    wd.run("apply", "-auto-approve", "-input=false", "-target=module.eks", *variables)
+    again = wd.run("plan", "-input=false", "-detailed-exitcode", "-target=module.eks", *variables, check=False)
+    assert again.returncode == 0, f"re-plan is not empty:\n{again.stdout[-4000:]}{again.stderr[-2000:]}"
+
+    outputs = wd.outputs()
+    eks = _boto(moto_reset, "eks")
+    cluster = eks.describe_cluster(name=outputs["eks_cluster_name"])["cluster"]
+    assert cluster["status"] == "ACTIVE"
+    gpu = eks.describe_nodegroup(clusterName=cluster["name"], nodegroupName="gpu")["nodegroup"]
+    assert gpu["labels"]["node_group"] == "gpu"
+    assert gpu["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
+    assert sorted(eks.list_nodegroups(clusterName=cluster["name"])["nodegroups"]) == ["application", "gpu", "system"]
+
+    wd.run("destroy", "-auto-approve", "-input=false", "-target=module.eks", "-target=module.vpc", *variables)
+    assert eks.list_clusters()["clusters"] == []
+    print(f"\n[terraform timings, eks against moto] {wd.report()}")

@@ -356,3 +356,131 @@ def test_held_dynamodb_lock_names_the_holder(moto_server: Any, tmp_path: Path) -
         runner.plan(["module.net"])
     assert "alice@ops-laptop" in exc.value.what
     assert "force-unlock 7d9d2f1c-0000-4000-8000-000000000001" in exc.value.next_cmd
+
+
+# -- root selection for the sandbox (issue 10) ------------------------------------------------------------------------
+def test_sandbox_root_selection(tmp_path: Path, monkeypatch: Any) -> None:
+    from migrate.adapters.terraform import SANDBOX_ROOT_ENV, from_config
+    from migrate.config import EnvConfig
+
+    repo = Path(__file__).resolve().parent.parent
+    env = EnvConfig.model_validate(
+        {
+            "name": "sandbox",
+            "kind": "sandbox",
+            "aws": {"endpoint_url": "http://127.0.0.1:1"},
+            "terraform": {"root": "templates/sandbox/terraform"},
+        }
+    )
+    monkeypatch.delenv(SANDBOX_ROOT_ENV, raising=False)
+    standin = from_config(env, project_root=repo, state_dir=tmp_path)
+    assert standin.root == repo / "templates" / "sandbox" / "terraform" and "stand-in" in standin.root_reason
+    assert standin.var_files == [tmp_path / "sandbox" / "terraform.tfvars.json"]
+    assert standin.extra_env["AWS_ACCESS_KEY_ID"] == "testing", "never the operator's real credentials against moto"
+
+    monkeypatch.setenv(SANDBOX_ROOT_ENV, "real")
+    real = from_config(env, project_root=repo, state_dir=tmp_path)
+    assert real.root == repo / "terraform"
+    assert real.var_files == [repo / "terraform" / "environments" / "sandbox.tfvars"]
+    assert real.extra_vars == {"aws_endpoint_url": "http://127.0.0.1:1"}
+
+    aws_env = EnvConfig.model_validate({"name": "production", "aws": {"profile": "bp-prod"}})
+    prod = from_config(aws_env, project_root=repo, state_dir=tmp_path)
+    assert prod.root == repo / "terraform" and prod.workspace == "production"
+    assert prod.var_files == [repo / "terraform" / "environments" / "production.tfvars"]
+    assert prod.extra_env == {"AWS_PROFILE": "bp-prod"} and prod.extra_vars == {}
+    assert prod.state_dir == tmp_path / "production" / "terraform"
+
+
+# -- the real hashicorp/aws provider from the filesystem mirror against moto (issue 10) --------------------------
+AWS_ROOT_TF = """
+terraform {
+  backend "local" {}
+  required_providers {
+    aws = { source = "hashicorp/aws" }
+  }
+}
+variable "aws_endpoint_url" { type = string }
+provider "aws" {
+  region                      = "us-east-1"
+  skip_credentials_validation = true
+  skip_requesting_account_id  = true
+  skip_metadata_api_check     = true
+  endpoints {
+    ec2 = var.aws_endpoint_url
+    sts = var.aws_endpoint_url
+  }
+}
+module "vpc" {
+  source = "./vpc"
+}
+output "vpc_id" {
+  value = module.vpc.vpc_id
+}
+"""
+AWS_VPC_TF = """
+terraform {
+  required_providers {
+    aws = { source = "hashicorp/aws" }
+  }
+}
+resource "aws_vpc" "this" {
+  cidr_block = "10.42.0.0/16"
+}
+resource "aws_subnet" "a" {
+  vpc_id     = aws_vpc.this.id
+  cidr_block = "10.42.1.0/24"
+}
+output "vpc_id" {
+  value = aws_vpc.this.id
+}
+"""
+
+
+def _aws_mirror() -> Path | None:
+    from migrate.adapters.terraform import discover_mirror
+
+    mirror, _ = discover_mirror(os.environ.get("BPMIGRATE_TF_PLUGIN_MIRROR"), ["hashicorp/aws"])
+    return mirror
+
+
+@pytest.mark.aws_provider
+@pytest.mark.slow
+def test_real_aws_provider_from_mirror_against_moto(moto_server: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    mirror = _aws_mirror()
+    if mirror is None:
+        pytest.skip("the hashicorp/aws provider is not in a filesystem mirror on this machine (see README: Terraform)")
+    monkeypatch.setenv("TF_CLI_CONFIG_FILE", str(tmp_path / "missing.tfrc"))  # like this machine: set, file absent
+    root = tmp_path / "aws-root"
+    (root / "vpc").mkdir(parents=True)
+    (root / "main.tf").write_text(AWS_ROOT_TF)
+    (root / "vpc" / "main.tf").write_text(AWS_VPC_TF)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+    runner = TerraformRunner(
+        root, "sandbox", [], tmp_path / "state", env, plugin_mirror=str(mirror), env_name="sandbox"
+    )
+    runner.extra_vars = {"aws_endpoint_url": moto_server.endpoint_url}
+    assert runner.providers().source == "mirror" and str(mirror) in runner.engine_description()
+
+    plan = runner.plan(["module.vpc"])
+    assert plan.summary() == "2 to add, 0 to change, 0 to destroy"
+    runner.apply(plan)
+    vpc_id = runner.outputs()["vpc_id"]
+    import boto3
+
+    ec2 = boto3.client(
+        "ec2",
+        endpoint_url=moto_server.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    assert ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"] == "10.42.0.0/16"
+    assert not runner.plan(["module.vpc"]).has_changes, "apply again = no change"
+    with pytest.raises(StalePlan):
+        runner.apply(plan)  # already applied: the state moved on, Terraform calls the saved plan stale
+
+    runner.destroy(["module.vpc"])
+    assert runner.state_resources() == []
+    assert not [v for v in ec2.describe_vpcs()["Vpcs"] if v["VpcId"] == vpc_id]
+    assert not (root / ".terraform").exists() and (tmp_path / "state" / "terraform.tfrc").is_file()

@@ -95,7 +95,11 @@ class DmsDriver:
             "describe_replication_instances",
             Filters=[{"Name": "replication-instance-id", "Values": [self.names.instance]}],
         )
-        items = [i for i in found.get("ReplicationInstances", []) if i.get("ReplicationInstanceIdentifier") == self.names.instance]
+        items = [
+            i
+            for i in found.get("ReplicationInstances", [])
+            if i.get("ReplicationInstanceIdentifier") == self.names.instance
+        ]
         return items[0] if items else None
 
     def _endpoint(self, ident: str) -> dict[str, Any] | None:
@@ -165,7 +169,7 @@ class DmsDriver:
                 f"export {password_env or 'the variable named by postgres.' + kind + '.password_env'} and re-run",
             )
         if kind == "source":
-            kw["PostgreSQLSettings"] = {"PluginName": "pglogical" if False else "test_decoding", "HeartbeatEnable": True}
+            kw["PostgreSQLSettings"] = {"PluginName": "test-decoding", "HeartbeatEnable": True}
         out = self.aws.call("dms", "create_endpoint", **kw)
         return str(out["Endpoint"]["EndpointArn"])
 

@@ -424,6 +424,7 @@ class HttpAdapter:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 sent += 1
+                await asyncio.sleep(0)  # let the request start now, not after a burst of scheduling
                 if on_progress is not None and sent % max(1, int(rps)) == 0:
                     on_progress(sent)
             send_end = time.perf_counter()

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.adapters.postgres import (
     INTERNAL_SCHEMA,
@@ -40,9 +40,6 @@ from migrate.adapters.postgres import (
     range_where,
 )
 from migrate.errors import AdapterError, StepFailed
-
-if TYPE_CHECKING:
-    import psycopg
 
 SLOT_PREFIX = "bpm_"
 
@@ -176,9 +173,7 @@ class PgSync:
                     "restart it",
                 )
             )
-        rep = self.source.query(
-            "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
-        )
+        rep = self.source.query("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user")
         if not (rep and rep[0][0]):
             out.append(
                 Problem(
@@ -340,7 +335,10 @@ class PgSync:
 
     def orphaned_slots(self) -> list[dict[str, Any]]:
         """bpmigrate slots on the source that no live subscription on the target uses (they retain WAL)."""
-        subs = {str(r[0]) for r in self.target.query("SELECT subslotname FROM pg_subscription WHERE subslotname IS NOT NULL")}
+        subs = {
+            str(r[0])
+            for r in self.target.query("SELECT subslotname FROM pg_subscription WHERE subslotname IS NOT NULL")
+        }
         rows = self.source.query(
             """
             SELECT slot_name, active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, database
@@ -458,7 +456,9 @@ class PgSync:
     def copied_chunks(self) -> set[tuple[str, int]]:
         if not self.target.table_exists(INTERNAL_SCHEMA, "sync_copy"):
             return set()
-        return {(str(t), int(c)) for t, c in self.target.query(f"SELECT table_name, chunk FROM {INTERNAL_SCHEMA}.sync_copy")}
+        return {
+            (str(t), int(c)) for t, c in self.target.query(f"SELECT table_name, chunk FROM {INTERNAL_SCHEMA}.sync_copy")
+        }
 
     # -- the initial copy under the slot's snapshot ------------------------------------------------------------
     def truncate_target(self, tables: Sequence[TableInfo]) -> None:
@@ -473,9 +473,10 @@ class PgSync:
     def plan_copy(self, tables: Sequence[TableInfo], *, chunk_rows: int, chunk_bytes: int) -> list[CopyChunk]:
         from migrate.adapters.pgcopy import plan_chunks
 
-        return [CopyChunk(c.table, c.index, c.lo, c.hi) for c in plan_chunks(
-            self.source, tables, chunk_rows=chunk_rows, chunk_bytes=chunk_bytes
-        )]
+        return [
+            CopyChunk(c.table, c.index, c.lo, c.hi)
+            for c in plan_chunks(self.source, tables, chunk_rows=chunk_rows, chunk_bytes=chunk_bytes)
+        ]
 
     def copy_snapshot(
         self,
@@ -557,7 +558,9 @@ class PgSync:
             def copy_one(table: TableInfo, chunk: CopyChunk) -> tuple[int, int]:
                 cols = ", ".join(qident(c.name) for c in table.copy_columns)
                 where = range_where(table, chunk.lo, chunk.hi)
-                out_sql = f"COPY (SELECT {cols} FROM {qident(table.schema, table.name)} {where}) TO STDOUT (FORMAT binary)"
+                out_sql = (
+                    f"COPY (SELECT {cols} FROM {qident(table.schema, table.name)} {where}) TO STDOUT (FORMAT binary)"
+                )
                 in_sql = f"COPY {qident(table.schema, table.name)} ({cols}) FROM STDIN (FORMAT binary)"
                 nbytes = 0
                 try:
@@ -578,7 +581,9 @@ class PgSync:
                         dst.rollback()
                     except psycopg.Error:
                         pass
-                    raise _translate(exc, f"snapshot copy of {chunk.table}#{chunk.index}", self.target.endpoint) from None
+                    raise _translate(
+                        exc, f"snapshot copy of {chunk.table}#{chunk.index}", self.target.endpoint
+                    ) from None
                 return rows, nbytes
 
             yield copy_one
@@ -658,4 +663,3 @@ class PgSync:
         if self.drop_publication():
             done.append(f"publication {self.publication} on {self.source.endpoint}")
         return done
-

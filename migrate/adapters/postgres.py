@@ -469,10 +469,21 @@ class PostgresAdapter:
     def chunk_checksum(self, table: TableInfo, lo: str | None, hi: str | None) -> tuple[int, str]:
         """(row count, order-independent sum of per-row hashes) of the rows with lo <= key < hi."""
         with self.session() as conn:
-            return checksum_on(conn, table, lo, hi)
+            rows, total, _ = checksum_on(conn, table, lo, hi)
+            return rows, total
 
 
-def checksum_sql(table: TableInfo, lo: str | None, hi: str | None) -> str:
+@dataclass(frozen=True)
+class NnProbe:
+    """An exact k-nearest-neighbour query (L2) folded into the checksum scan of one table (one detoast pass)."""
+
+    table: str
+    column: str
+    vector: str  # text form of the probe vector (float4 shortest repr: exact round trip)
+    k: int = 10
+
+
+def checksum_sql(table: TableInfo, lo: str | None, hi: str | None, nn: NnProbe | None = None) -> str:
     """(count, sum of per-row 64-bit hashes) of a key range.
 
     Each row is hashed from the binary send form of every column (exact for floats, cheap for vectors: no text
@@ -485,8 +496,16 @@ def checksum_sql(table: TableInfo, lo: str | None, hi: str | None) -> str:
         parts.append(f"{c.send_fn}({col})" if c.send_fn and c.send_fn != "-" else f"convert_to({col}::text, 'UTF8')")
     row = f"ROW({', '.join(parts)})" if len(parts) > 1 else f"ROW({parts[0] if parts else 'NULL::bytea'}, NULL::bytea)"
     where = range_where(table, lo, hi)
+    extra = ""
+    if nn is not None and nn.table == table.qualified and table.key is not None:
+        col, key = qident(nn.column), qident(table.key)
+        dist = f"({col} <-> {qliteral(nn.vector)}::vector)"
+        extra = (
+            f", (array_agg(ARRAY[{dist}::text, {key}::text] ORDER BY {dist}, {key}) "
+            f"FILTER (WHERE {col} IS NOT NULL))[1:{int(nn.k)}]"
+        )
     return (
-        f"SELECT count(*), coalesce(sum(hash_record_extended({row}, 0)::numeric), 0)::text "
+        f"SELECT count(*), coalesce(sum(hash_record_extended({row}, 0)::numeric), 0)::text{extra} "
         f"FROM {qident(table.schema, table.name)} {where}"
     )
 
@@ -504,10 +523,14 @@ def range_where(table: TableInfo, lo: str | None, hi: str | None) -> str:
     return "WHERE " + " AND ".join(conds)
 
 
-def checksum_on(conn: psycopg.Connection[Any], table: TableInfo, lo: str | None, hi: str | None) -> tuple[int, str]:
-    row = conn.execute(checksum_sql(table, lo, hi)).fetchone()  # type: ignore[arg-type]
+def checksum_on(
+    conn: psycopg.Connection[Any], table: TableInfo, lo: str | None, hi: str | None, nn: NnProbe | None = None
+) -> tuple[int, str, list[tuple[float, str]]]:
+    """(rows, checksum, [(distance, key)...] of the chunk's k nearest neighbours when ``nn`` targets this table)."""
+    row = conn.execute(checksum_sql(table, lo, hi, nn)).fetchone()  # type: ignore[arg-type]
     assert row is not None
-    return int(row[0]), str(row[1])
+    near = [(float(d), str(k)) for d, k in (row[2] or [])] if len(row) > 2 else []
+    return int(row[0]), str(row[1]), near
 
 
 def chunk_bounds(conn: psycopg.Connection[Any], table: TableInfo, n_chunks: int) -> list[str]:
@@ -597,6 +620,8 @@ class ChunkVerdict:
     source_sum: str
     target_sum: str
     error: str = ""
+    source_nn: list[tuple[float, str]] = field(default_factory=list)
+    target_nn: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -640,6 +665,7 @@ def validate_chunks(
     *,
     workers: int = 2,
     on_verdict: Any = None,
+    nn: NnProbe | None = None,
 ) -> list[ChunkVerdict]:
     """Checksum every chunk on both sides (source and target queries run concurrently, ``workers`` chunks at once)."""
     import threading
@@ -662,9 +688,9 @@ def validate_chunks(
             conns[side.role] = conn
         return conns[side.role]
 
-    def one(side: PostgresAdapter, chunk: ValidationChunk) -> tuple[int, str] | str:
+    def one(side: PostgresAdapter, chunk: ValidationChunk) -> tuple[int, str, list[tuple[float, str]]] | str:
         try:
-            return checksum_on(conn_for(side), by_name[chunk.table], chunk.lo, chunk.hi)
+            return checksum_on(conn_for(side), by_name[chunk.table], chunk.lo, chunk.hi, nn)
         except psycopg.Error as exc:
             return (
                 f"{side.role}: {redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)}"
@@ -679,9 +705,9 @@ def validate_chunks(
             for chunk, fs, ft in pending:
                 rs, rt = fs.result(), ft.result()
                 err = "; ".join(x for x in (rs, rt) if isinstance(x, str))
-                s = rs if not isinstance(rs, str) else (-1, "")
-                t = rt if not isinstance(rt, str) else (-1, "")
-                verdict = ChunkVerdict(chunk, s[0], t[0], s[1], t[1], err)
+                s = rs if not isinstance(rs, str) else (-1, "", [])
+                t = rt if not isinstance(rt, str) else (-1, "", [])
+                verdict = ChunkVerdict(chunk, s[0], t[0], s[1], t[1], err, s[2], t[2])
                 verdicts.append(verdict)
                 if on_verdict:
                     on_verdict(verdict)
@@ -732,3 +758,21 @@ def nearest_ids_background(
         return fs.result(), ft.result()
 
     return join
+
+
+def nn_probe(source: PostgresAdapter, table: TableInfo, column: str, k: int = 10) -> NnProbe | None:
+    """The probe of the folded nearest-neighbour query: the vector of the source row with the smallest key."""
+    if table.key is None:
+        return None
+    rows = source.query(
+        f"SELECT {qident(column)}::text FROM {qident(table.schema, table.name)} WHERE {qident(column)} IS NOT NULL "
+        f"ORDER BY {qident(table.key)} LIMIT 1"
+    )
+    return NnProbe(table.qualified, column, str(rows[0][0]), k) if rows else None
+
+
+def merge_nearest(per_chunk: Sequence[tuple[int, Sequence[tuple[float, str]]]], k: int) -> list[str]:
+    """Global k nearest ids from per-chunk top-k lists [(chunk index, [(distance, key)...])] (ties: key order)."""
+    flat = [(d, idx, pos, key) for idx, near in per_chunk for pos, (d, key) in enumerate(near)]
+    flat.sort()
+    return [key for _, _, _, key in flat[:k]]

@@ -314,7 +314,7 @@ class Follower:
                 socket_timeout=None,
                 socket_connect_timeout=10,
             )
-            pubsub = client.pubsub()
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
             try:
                 pubsub.psubscribe("__keyevent@*__:*")
                 pubsub.subscribe(FENCE_CHANNEL)

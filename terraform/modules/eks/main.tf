@@ -110,10 +110,6 @@ resource "aws_eks_node_group" "this" {
     max_size     = each.value.scaling.max
   }
 
-  update_config {
-    max_unavailable = 1
-  }
-
   dynamic "taint" {
     for_each = each.value.taints
     content {

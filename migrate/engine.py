@@ -278,6 +278,10 @@ class Engine:
     def plan_steps(self, steps: list[type[Step]], *, record: bool) -> list[tuple[type[Step], PlanResult | None, str]]:
         """Plan each step (read-only). Steps whose dependencies are not yet in place get a plan with unknowns."""
         states = self._states()
+        from migrate.render import fmt_duration
+        from migrate.status import estimate, latest_rehearsals
+
+        rehearsals = latest_rehearsals(self.config, self.env_name)
         results: list[tuple[type[Step], PlanResult | None, str]] = []
         for step_cls in steps:
             state = states.get(step_cls.id, State.PENDING)
@@ -299,7 +303,9 @@ class Engine:
                         raise
                 if waiting:
                     plan.unknown.append(f"runs after {', '.join(waiting)}; details known once they are applied")
-                note = f"state: {state.value}"
+                size = plan.data.get("size") if isinstance(plan.data.get("size"), dict) else None
+                est = estimate(rehearsals.get(step_cls.id), size)
+                note = f"state: {state.value} · estimate: {fmt_duration(est) if est is not None else 'no estimate'}"
             results.append((step_cls, plan, note))
             self.reporter.plan(step_cls.id, step_cls.display_title(), plan, note)
             if record and plan is not None:

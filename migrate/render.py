@@ -107,7 +107,13 @@ def status_dashboard(report: dict[str, Any]) -> Group:
     header += "\n" + " · ".join(f"[{STATE_STYLE.get(k, '')}]{k}[/] {v}" for k, v in counts.items() if v)
     parts.append(Panel(Text.from_markup(header), title="bpmigrate status", title_align="left"))
     for phase in report["phases"]:
-        table = Table(title=f"phase {phase['number']} · {phase['name']}", title_justify="left", expand=True)
+        est = phase.get("estimate_seconds")
+        title = f"phase {phase['number']} · {phase['name']} · remaining {fmt_duration(est) if est is not None else 'no estimate'}"
+        if phase.get("downtime_seconds"):
+            title += f" · expected downtime window {fmt_duration(phase['downtime_seconds'])}"
+        elif phase.get("downtime_seconds") is None:
+            title += " · expected downtime window: no estimate yet (rehearse in the sandbox)"
+        table = Table(title=title, title_justify="left", expand=True)
         table.add_column("step", no_wrap=True)
         table.add_column("state", no_wrap=True)
         table.add_column("last attempt", no_wrap=True)

@@ -55,13 +55,24 @@ def _latest_ok_applies(config: Config, current_env: str, current: LedgerReader) 
     return latest
 
 
-def estimate(attempt: AttemptRow | None, size_now: float | None = None) -> float | None:
+def estimate(attempt: AttemptRow | None, size_now: dict[str, float] | None = None) -> float | None:
+    """Duration of the latest rehearsal of the step, scaled by data size when both runs report the same measure."""
     if attempt is None or attempt.duration is None:
         return None
-    size_then = attempt.metrics.get("bytes") or attempt.metrics.get("rows") or attempt.metrics.get("keys")
-    if size_now and size_then:
-        return float(attempt.duration * (size_now / size_then))
+    for measure in ("bytes", "rows", "keys"):
+        then = attempt.metrics.get(measure)
+        now = (size_now or {}).get(measure)
+        if then and now:
+            return float(attempt.duration * (now / then))
     return attempt.duration
+
+
+def latest_rehearsals(config: Config, env_name: str) -> dict[str, AttemptRow]:
+    reader = LedgerReader(config.ledger_url(env_name), env_name)
+    try:
+        return _latest_ok_applies(config, env_name, reader)
+    finally:
+        reader.close()
 
 
 def build_status(config: Config, env_name: str, graph: Graph) -> dict[str, Any]:
@@ -88,6 +99,8 @@ def build_status(config: Config, env_name: str, graph: Graph) -> dict[str, Any]:
         rows = []
         total_estimate = 0.0
         have_estimate = True
+        downtime = 0.0
+        have_downtime = True
         for step in graph.phase_steps(number):
             row = states.get(step.id)
             state = row.state if row else State.PENDING.value
@@ -99,6 +112,11 @@ def build_status(config: Config, env_name: str, graph: Graph) -> dict[str, Any]:
                     have_estimate = False
                 else:
                     total_estimate += est
+            if step.causes_downtime:
+                if est is None:
+                    have_downtime = False
+                else:
+                    downtime += est
             changed = bool(
                 row and row.definition_checksum and state in ("applied", "verified") and row.definition_checksum != step.definition_checksum()
             )
@@ -139,6 +157,9 @@ def build_status(config: Config, env_name: str, graph: Graph) -> dict[str, Any]:
                     "name": name,
                     "steps": rows,
                     "estimate_seconds": total_estimate if have_estimate else None,
+                    "downtime_seconds": (downtime if have_downtime else None)
+                    if any(s.causes_downtime for s in graph.phase_steps(number))
+                    else 0.0,
                 }
             )
     if lock and lock["expired"]:

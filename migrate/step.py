@@ -236,6 +236,7 @@ class Step:
     timeout: ClassVar[float | None] = None  # seconds for one apply/rollback attempt
     gate: ClassVar[str | None] = None  # manual gate: operator must `bpmigrate approve STEP` before apply
     destructive: ClassVar[bool] = False  # apply destroys/overwrites data: always needs a shown plan and --yes
+    causes_downtime: ClassVar[bool] = False  # its apply time counts toward the cutover's expected downtime window
 
     # -- the contract ------------------------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> PlanResult:

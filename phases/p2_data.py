@@ -640,10 +640,17 @@ class DataValidate(Step):
                 verdicts.append(v)
                 bar.advance(1, rows=float(v.source_rows))
                 if v.ok:
-                    ctx.checkpoints.put(f"ok:{tag}:{v.chunk.key}", {"rows": v.source_rows})
+                    ctx.checkpoints.put(
+                        f"ok:{tag}:{v.chunk.key}",
+                        {
+                            "rows": v.source_rows,
+                            "nn": [list(x) for x in v.source_nn],
+                            "tnn": [list(x) for x in v.target_nn],
+                        },
+                    )
 
             validate_chunks(
-                source, target, present, todo, workers=int(ctx.setting("workers", 2)), on_verdict=on_verdict
+                source, target, present, todo, workers=int(ctx.setting("workers", 2)), on_verdict=on_verdict, nn=probe
             )
         bad = [v for v in verdicts if not v.ok]
         for v in bad[:20]:

@@ -692,6 +692,20 @@ class PreCutoverCheck(Step):
     reversibility = Reversibility.REVERSIBLE
     clock: ClassVar[Clock] = Clock()
 
+    def skip_reason(self, ctx: StepContext) -> str | None:
+        """Sandbox only: no service can be observed (no cluster, no health_urls, app-smoke not recorded)."""
+        if (
+            ctx.is_sandbox
+            and not ctx.setting("health_urls")
+            and "app-smoke" not in ctx.upstream
+            and kube_unreachable(ctx)
+        ):
+            return (
+                "no services to check in this sandbox (no Kubernetes cluster, no [steps.pre-cutover-check] health_urls, "
+                "app-smoke not recorded)"
+            )
+        return None
+
     def checks(self, ctx: StepContext) -> list[Check]:
         checks = rerun_data_verification(ctx)
         checks.extend(self._health(ctx))
@@ -1039,6 +1053,15 @@ class DnsCutover(Step):
             return float(done["passed_at"]) + cfg.bake_time_s
         return None
 
+    def skip_reason(self, ctx: StepContext) -> str | None:
+        """Sandbox only: nothing to cut over to when no ALB exists (the ingress step was skipped, no new_target)."""
+        if ctx.is_sandbox and not CutoverSettings(ctx).new_target:
+            return (
+                "no new stack to cut over to: the ingress step recorded no alb_hostname (no cluster in this sandbox) "
+                "and [steps.dns-cutover] new_target is unset"
+            )
+        return None
+
     # -- the contract --------------------------------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> PlanResult:
         cfg = CutoverSettings(ctx)
@@ -1369,6 +1392,11 @@ class PostCutoverWatch(Step):
     reversibility = Reversibility.REVERSIBLE
     clock: ClassVar[Clock] = Clock()
 
+    def skip_reason(self, ctx: StepContext) -> str | None:
+        if "dns-cutover" not in ctx.upstream and not ctx.setting("probe_urls"):
+            return "dns-cutover has not moved traffic in this environment: nothing to watch"
+        return None
+
     def _urls(self, ctx: StepContext) -> list[str]:
         urls = ctx.setting("probe_urls")
         if urls:
@@ -1462,10 +1490,13 @@ class DbRollbackPoint(Step):
     every Deployment in the app namespaces. Nothing is changed.
 
     Rollback = the guide's DB rollback procedure, ledgered: (1) scale every recorded Deployment to 0, (2) verify the
-    backup's sha256 and restore it into the target database (``pg_restore --clean``), (3) scale every Deployment back
-    to its recorded replicas. Writes made on the new stack since the backup are LOST, so it only runs when asked
-    explicitly: ``bpmigrate rollback --step db-rollback-point --env <env> --force-past-fence``; any other rollback
-    (e.g. ``--phase cutover``) leaves the database untouched and says so in the log.
+    backup's sha256, empty the ``schemas`` of the target and restore the backup into it (``pg_restore``), (3) scale
+    every Deployment back to its recorded replicas. Each stage is checkpointed (a killed rollback resumes). Writes made
+    on the new stack since the backup are LOST, so it only runs when asked explicitly with ``--force-past-fence``:
+    ``bpmigrate --env <env> rollback --to pre-cutover-check --force-past-fence`` unwinds the watch, DNS (traffic back to
+    the old stack) and then the database, in that order. Any rollback without the flag (e.g. the DNS rollback
+    ``--phase cutover``) leaves the database untouched and says so in the log; to restore it afterwards, re-apply
+    from ``pre-cutover-check`` and run the forced rollback.
     """
 
     id = "db-rollback-point"
@@ -1473,9 +1504,9 @@ class DbRollbackPoint(Step):
     procedures = (
         (
             "DB rollback",
-            "bpmigrate --env <env> rollback --step db-rollback-point --force-past-fence --yes",
-            "scale deployments to 0, restore the recorded pg-backup into the target, scale back; writes since the "
-            "backup are lost",
+            "bpmigrate --env <env> rollback --to pre-cutover-check --force-past-fence --yes",
+            "DNS back first, then: scale deployments to 0, restore the recorded pg-backup into the target, scale back; "
+            "writes since the backup are lost",
         ),
     )
     phase = PHASE
@@ -1534,7 +1565,7 @@ class DbRollbackPoint(Step):
         if not force:
             ctx.log(
                 "db-rollback-point: database NOT restored (writes since the backup would be lost); to run the DB "
-                f"rollback: bpmigrate rollback --step db-rollback-point --env {ctx.env_name} --force-past-fence"
+                f"rollback: bpmigrate --env {ctx.env_name} rollback --to pre-cutover-check --force-past-fence"
             )
             return
         path, sha = point.get("backup_path"), point.get("backup_sha256")

@@ -147,6 +147,12 @@ class Decommission(Step):
     destructive = True
     gate = "stops the old Docker Compose stack; after this, DNS rollback to the old stack is no longer possible"
 
+    def skip_reason(self, ctx: StepContext) -> str | None:
+        """Sandbox only: the rehearsal has no Compose stack of its own to stop."""
+        if ctx.is_sandbox and "dns-cutover" not in ctx.upstream and not ctx.setting("compose_in_sandbox", False):
+            return "the sandbox rehearsal has no old Compose stack to stop (dns-cutover did not run here)"
+        return None
+
     def compose_args(self, ctx: StepContext, *action: str) -> list[str]:
         compose_file = str(ctx.setting("compose_file", DEFAULT_COMPOSE_FILE))
         project = str(ctx.setting("compose_project", "betterprompts"))

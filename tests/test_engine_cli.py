@@ -365,3 +365,18 @@ def test_illegal_transition_writes_nothing(project: Path) -> None:
         kinds = [k for (k,) in conn.execute("SELECT kind FROM bpm_events WHERE id > ?", (before,))]
     assert "transition" not in kinds
     assert states(project)["touch-a"] == "verified"
+
+
+def test_estimates_come_from_rehearsal_history(project: Path) -> None:
+    before = json.loads(run_cli(project, "--json", "status").stdout)
+    assert all(s["estimate"] == "no estimate" for p in before["phases"] for s in p["steps"])
+    # rehearse phase 1 in another environment (its own ledger), with a slow touch-a
+    assert run_cli(project, "--env", "other", "apply", "--phase", "1", "--yes", env={"BPM_TEST_SLEEP": "touch-a:1.2"}).returncode == 0
+    after = json.loads(run_cli(project, "--json", "status").stdout)
+    steps = {s["id"]: s for p in after["phases"] for s in p["steps"]}
+    assert steps["touch-a"]["estimate_seconds"] >= 1.2
+    assert steps["fence"]["estimate"] == "no estimate"  # never run anywhere: no guess
+    assert after["phases"][0]["estimate_seconds"] >= 1.2
+    assert after["phases"][1]["estimate_seconds"] is None
+    plan_out = run_cli(project, "plan", "touch-a")
+    assert "estimate: 1." in plan_out.stdout

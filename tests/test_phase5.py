@@ -366,3 +366,17 @@ def test_db_rollback_scales_down_restores_backup_and_scales_back(
     assert dep["spec"]["replicas"] == 3
     actions = [a for a, _ in c.recorded_intents]
     assert actions.index("pg-restore") > actions.index("scale") and actions[-1] == "scale"
+
+
+def test_sandbox_without_a_new_stack_skips_the_cutover_chain(tmp_path: Path) -> None:
+    from phases.p5_cutover import DnsCutover
+
+    env = env_with()
+    assert "no new stack to cut over to" in (DnsCutover().skip_reason(ctx(tmp_path, env, "dns-cutover")) or "")
+    assert DnsCutover().skip_reason(ctx(tmp_path, env, "dns-cutover", settings={"new_target": "alb.example"})) is None
+    aws = EnvConfig(name="production", kind="aws")
+    assert DnsCutover().skip_reason(ctx(tmp_path, aws, "dns-cutover")) is None  # real env: the plan blocks instead
+    assert "no services to check" in (PreCutoverCheck().skip_reason(ctx(tmp_path, env, "pre-cutover-check")) or "")
+    assert PostCutoverWatch().skip_reason(ctx(tmp_path, env, "post-cutover-watch"))
+    watched = ctx(tmp_path, env, "post-cutover-watch", upstream={"dns-cutover": {"record": "api.x"}})
+    assert PostCutoverWatch().skip_reason(watched) is None

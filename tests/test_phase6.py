@@ -36,18 +36,28 @@ def ctx(tmp_path: Path, env: EnvConfig, step_id: str, **kw: Any) -> RecordingCon
 def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     (root / "templates/compose").mkdir(parents=True)
-    (root / "templates/compose/docker-compose.yml").write_text((ROOT / "templates/compose/docker-compose.yml").read_text())
+    (root / "templates/compose/docker-compose.yml").write_text(
+        (ROOT / "templates/compose/docker-compose.yml").read_text()
+    )
     (root / "docker/nginx").mkdir(parents=True)
     (root / "docker/nginx/nginx.conf").write_text("server { listen 80; }\n")
     return root
 
 
 # -- final-backup ----------------------------------------------------------------------------------------------------
-def test_final_backup_is_checksummed_and_verified(pg_source: Any, fresh_pg_db: Any, tmp_path: Path, project: Path) -> None:
+def test_final_backup_is_checksummed_and_verified(
+    pg_source: Any, fresh_pg_db: Any, tmp_path: Path, project: Path
+) -> None:
     from psycopg.conninfo import conninfo_to_dict
 
     db = str(conninfo_to_dict(fresh_pg_db(pg_source))["dbname"])
-    ep = {"host": pg_source.host, "port": pg_source.port, "user": pg_source.user, "dbname": db, "bin_dir": str(pg_source.bin_dir)}
+    ep = {
+        "host": pg_source.host,
+        "port": pg_source.port,
+        "user": pg_source.user,
+        "dbname": db,
+        "bin_dir": str(pg_source.bin_dir),
+    }
     env = env_with(postgres={"source": ep})
     c = ctx(tmp_path, env, "final-backup")
     src = c.adapters.postgres("source")
@@ -145,7 +155,10 @@ def test_decommission_preconditions_and_manual_gate(moto_reset: Any, tmp_path: P
         pytest.skip("a Docker engine answers here; the manual-gate path needs a machine without one")
     with pytest.raises(GateWaiting) as info:
         step.apply(c)
-    assert "docker compose -f templates/compose/docker-compose.yml -p betterprompts down --remove-orphans" in info.value.next_cmd
+    assert (
+        "docker compose -f templates/compose/docker-compose.yml -p betterprompts down --remove-orphans"
+        in info.value.next_cmd
+    )
     assert "mark decommission --as verified" in info.value.next_cmd
     assert c.recorded_intents == []  # nothing was attempted
     backup.write_bytes(b"PGDMP" + b"y" * 1000)  # the final backup changed after it was verified
@@ -188,7 +201,11 @@ def test_cost_report_groups_by_service_against_target(
         moto_reset.endpoint_url,
         "2026-11-01",
         "2026-11-16",
-        {"Amazon Elastic Compute Cloud - Compute": 1500.0, "Amazon Relational Database Service": 600.0, "Amazon ElastiCache": 150.0},
+        {
+            "Amazon Elastic Compute Cloud - Compute": 1500.0,
+            "Amazon Relational Database Service": 600.0,
+            "Amazon ElastiCache": 150.0,
+        },
     )
     step = CostReport()
     c = ctx(tmp_path, env, "cost-report", settings={"monthly_target_usd": 5000})
@@ -216,7 +233,9 @@ def test_cost_report_groups_by_service_against_target(
 
 def test_cost_report_with_no_cost_data(moto_reset: Any, tmp_path: Path, project: Path) -> None:
     env = env_with(aws={"endpoint_url": moto_reset.endpoint_url})
-    out = CostReport().apply(ctx(tmp_path, env, "cost-report", settings={"monthly_target_usd": 100, "period": "previous"}))
+    out = CostReport().apply(
+        ctx(tmp_path, env, "cost-report", settings={"monthly_target_usd": 100, "period": "previous"})
+    )
     assert out["total_usd"] == 0 and out["within_target"] is True
     assert "(no cost data returned)" in Path(out["report"]).read_text()
 
@@ -249,3 +268,10 @@ def test_perf_review_against_recorded_gates(tmp_path: Path, project: Path) -> No
         "ML p95 (ml-perf)",
         "availability (post-cutover watch)",
     }
+
+
+def test_decommission_skips_in_a_sandbox_without_cutover(tmp_path: Path) -> None:
+    step = Decommission()
+    assert "no old Compose stack" in (step.skip_reason(ctx(tmp_path, env_with(), "decommission")) or "")
+    aws = EnvConfig(name="production", kind="aws")
+    assert step.skip_reason(ctx(tmp_path, aws, "decommission")) is None

@@ -83,7 +83,7 @@ def test_real_plan_pages_document_the_rollback_procedures(tmp_path: Path) -> Non
     assert "## `dns-cutover`" in cutover and "wait out the OLD TTL" in cutover
     rb = (tmp_path / "rollback.md").read_text()
     assert "DNS rollback to the old stack" in rb and "rollback --phase cutover" in rb
-    assert "DB rollback" in rb and "rollback --step db-rollback-point --force-past-fence" in rb
+    assert "DB rollback" in rb and "rollback --to pre-cutover-check --force-past-fence" in rb
     assert "`decommission` (one-way)" in rb
 
 

@@ -92,7 +92,9 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 
 def sandbox_env(endpoint_url: str) -> EnvConfig:
-    return EnvConfig(name="sandbox", kind="sandbox", domain=DOMAIN, aws={"endpoint_url": endpoint_url})
+    from migrate.config import AwsSettings
+
+    return EnvConfig(name="sandbox", kind="sandbox", domain=DOMAIN, aws=AwsSettings(endpoint_url=endpoint_url))
 
 
 def settings(probe_url: str, **over: Any) -> dict[str, Any]:

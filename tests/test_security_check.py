@@ -129,7 +129,7 @@ def test_exceptions_need_a_reason_and_stay_visible() -> None:
 
 def test_shipped_cutover_templates_are_clean() -> None:
     """The manifests this phase applies (spot handler, quotas, cost monitoring, network policies, VPAs) pass."""
-    docs = []
+    docs: list[tuple[str, dict[str, Any]]] = []
     for path in sorted((ROOT / "templates/k8s/cutover").glob("*.yaml")):
         values = {name: "x" for name in placeholders(path)}
         values.update(vpc_cidr="10.0.0.0/16", namespace="betterprompts")

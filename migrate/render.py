@@ -114,7 +114,7 @@ def status_dashboard(report: dict[str, Any]) -> Group:
         elif phase.get("downtime_seconds") is None:
             title += " · expected downtime window: no estimate yet (rehearse in the sandbox)"
         table = Table(title=title, title_justify="left", expand=True)
-        table.add_column("step", no_wrap=True)
+        table.add_column("step", no_wrap=True, min_width=14)
         table.add_column("state", no_wrap=True)
         table.add_column("last attempt", no_wrap=True)
         table.add_column("took", justify="right")
@@ -142,8 +142,12 @@ def status_dashboard(report: dict[str, Any]) -> Group:
 
 def steps_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="steps", title_justify="left")
-    for col in ("phase", "step", "title", "depends on", "reversibility", "gate"):
-        table.add_column(col)
+    table.add_column("phase", no_wrap=True)
+    table.add_column("step", no_wrap=True)
+    table.add_column("title", overflow="fold", ratio=2)
+    table.add_column("depends on", overflow="fold", ratio=1)
+    table.add_column("reversibility", no_wrap=True)
+    table.add_column("gate", no_wrap=True)
     for r in rows:
         table.add_row(str(r["phase"]), escape(r["id"]), escape(r["title"]), escape(", ".join(r["depends_on"])), r["reversibility"], "yes" if r["gate"] else "")
     return table

@@ -455,6 +455,38 @@ def _dms_verify(ctx: StepContext) -> list[Check]:
     ]
 
 
+def _dms_fence(ctx: StepContext, timeout: float) -> dict[str, Any]:
+    """Writes are stopped: wait until DMS's CDC made every table's row count equal, and validation is not failing."""
+    driver = _dms(ctx)
+    status = driver.status()
+    if status["status"] != "running":
+        raise StepFailed(
+            f"the DMS task is {status['status']}, not running",
+            "CDC is not replicating",
+            "bpmigrate apply --step pg-sync",
+        )
+    sync = _pgsync(ctx)
+    tables = _migrated_tables(sync.source)
+    deadline = time.monotonic() + timeout
+    while True:
+        drift = {k: v for k, v in sync.row_count_drift(tables).items() if v[0] != v[1]}
+        if not drift:
+            break
+        if time.monotonic() >= deadline:
+            raise StepFailed(
+                f"DMS did not catch up within {timeout:g}s: row counts differ for {', '.join(sorted(drift)[:5])}",
+                f"source vs target rows: {dict(list(drift.items())[:5])}",
+                "check the DMS task's CDC latency in the console; raise catchup_timeout_s if it is only slow",
+            )
+        time.sleep(0.5)
+    status = driver.status()
+    if status["validation_state"] in ("Failed", "Mismatched records", "Error"):
+        raise StepFailed(
+            f"DMS validation state is {status['validation_state']}", "DMS found differing rows", "see the DMS console"
+        )
+    return {"status": status["status"], "validation_state": status["validation_state"]}
+
+
 def _dms_rollback(ctx: StepContext) -> None:
     driver = _dms(ctx)
     ctx.intent("dms-teardown", **driver.names.as_dict())
@@ -528,18 +560,23 @@ class RedisSyncStep(Step):
         return result
 
     def apply(self, ctx: StepContext) -> Outputs:
-        from migrate.adapters.redis_sync import FollowerSpec, follower_status, start_follower, wait_ready
+        from migrate.adapters.redis_sync import (
+            FollowerSpec,
+            follower_status,
+            recorded_previous,
+            start_follower,
+            wait_ready,
+        )
 
         source, target, routes_ = _redis_pair(ctx)
         workdir = _follower_dir(ctx)
         status = follower_status(workdir)
-        previous = status.get("notify_previous")
+        previous = recorded_previous(workdir)
         if not status.get("alive"):
             flags = str(ctx.setting("notify_flags", "KEA"))
-            current = source.call(lambda: source.client(0).config_get("notify-keyspace-events"), "CONFIG GET")
-            previous = str(current.get("notify-keyspace-events", ""))
-            if previous == flags or (ctx.upstream.get(self.id) or {}).get("notify_previous") is not None:
-                previous = (ctx.upstream.get(self.id) or {}).get("notify_previous", previous)
+            if previous is None:  # first start: remember the value to restore (a crashed follower's spec keeps it)
+                current = source.call(lambda: source.client(0).config_get("notify-keyspace-events"), "CONFIG GET")
+                previous = str(current.get("notify-keyspace-events", ""))
             spec = FollowerSpec.build(source, target, routes_, notify_flags=flags, notify_previous=previous)
             ctx.intent("start-follower", workdir=str(workdir), flags=flags, previous=previous)
             start_follower(workdir, spec)
@@ -577,17 +614,26 @@ class RedisSyncStep(Step):
         ]
 
     def rollback(self, ctx: StepContext) -> None:
-        from migrate.adapters.redis_sync import follower_status, restore_notify, stop_follower
+        from migrate.adapters.redis_sync import (
+            follower_status,
+            forget,
+            recorded_previous,
+            restore_notify,
+            stop_follower,
+        )
 
         workdir = _follower_dir(ctx)
         status = follower_status(workdir)
-        previous = (ctx.upstream.get(self.id) or {}).get("notify_previous", status.get("notify_previous"))
+        previous = recorded_previous(workdir)
+        if previous is None:
+            previous = (ctx.upstream.get(self.id) or {}).get("notify_previous")
         ctx.intent("stop-follower", pid=status.get("pid"))
         stop_follower(workdir)
         if previous is not None:
             source = ctx.adapters.redis("source")
             ctx.intent("restore-notify", value=previous)
             restore_notify(source, str(previous))
+        forget(workdir)
 
 
 # -- data-switch -------------------------------------------------------------------------------------------------
@@ -788,7 +834,7 @@ class DataSwitch(Step):
             return f"maintenance hook 'scale' needs a cluster: {reason}"
         pg_on = bool(
             ctx.upstream.get("pg-sync", {}).get("subscription") or ctx.upstream.get("pg-sync", {}).get("driver")
-        )
+        )  # driver is recorded by both the logical and the aws-dms paths
         redis_on = bool(ctx.upstream.get("redis-sync", {}).get("workdir"))
         if not pg_on and not redis_on:
             return "no continuous sync is running (pg-sync and redis-sync not applied): nothing to switch"
@@ -853,6 +899,7 @@ class DataSwitch(Step):
         pg_out = ctx.upstream.get("pg-sync", {})
         redis_out = ctx.upstream.get("redis-sync", {})
         sync = _pgsync(ctx, pg_out.get("name")) if pg_out.get("subscription") else None
+        dms = pg_out.get("driver") == "aws-dms"
         tables = list(pg_out.get("tables") or [])
         started_wall = time.time()
         t0 = time.monotonic()
@@ -873,6 +920,12 @@ class DataSwitch(Step):
                 ctx.intent("set-sequences", target=sync.target.endpoint)
                 out["sequences_set"] = sync.carry_sequences()
                 timings["sequences_s"] = time.monotonic() - t
+            if dms:
+                t = time.monotonic()
+                out["dms"] = _dms_fence(ctx, float(ctx.setting("catchup_timeout_s", 60)))
+                timings["catchup_s"] = time.monotonic() - t
+                ctx.intent("set-sequences", target=_pg(ctx, "target").endpoint)
+                out["sequences_set"] = _pgsync(ctx).carry_sequences()
             if redis_out.get("workdir"):
                 from migrate.adapters.redis_sync import fence_follower
 
@@ -882,9 +935,9 @@ class DataSwitch(Step):
                     source, ctx.state_dir / ctx.env_name / "redis-sync", float(ctx.setting("catchup_timeout_s", 60))
                 )
                 timings["redis_fence_s"] = time.monotonic() - t
-            if sync is not None:
+            if sync is not None or dms:
                 t = time.monotonic()
-                self._validate(ctx, sync)
+                self._validate(ctx, sync or _pgsync(ctx))
                 timings["validate_s"] = time.monotonic() - t
         except Exception as exc:
             ctx.log(f"data-switch gate failed ({exc}); lifting maintenance with the app on the source")
@@ -906,15 +959,21 @@ class DataSwitch(Step):
                 out["detached"] = sync.teardown(timeout=float(ctx.setting("slot_drop_timeout_s", 30)))
                 timings["detach_s"] = time.monotonic() - t
                 out["write_marks"] = _write_marks(sync, tables)
+            if dms:
+                ctx.intent("dms-stop-task")
+                out["dms_stopped"] = _dms(ctx).stop(timeout=float(ctx.setting("catchup_timeout_s", 60)))
             if redis_out.get("workdir"):
-                from migrate.adapters.redis_sync import follower_status, restore_notify, stop_follower
+                from migrate.adapters.redis_sync import forget, recorded_previous, restore_notify, stop_follower
 
                 workdir = ctx.state_dir / ctx.env_name / "redis-sync"
-                previous = follower_status(workdir).get("notify_previous", redis_out.get("notify_previous"))
+                previous = recorded_previous(workdir)
+                if previous is None:
+                    previous = redis_out.get("notify_previous")
                 ctx.intent("stop-follower", workdir=str(workdir))
                 stop_follower(workdir)
                 if previous is not None:
                     restore_notify(ctx.adapters.redis("source"), str(previous))
+                forget(workdir)
             endpoints = _endpoints(ctx)
             out["endpoints"] = endpoints
             if cfg.reachable():

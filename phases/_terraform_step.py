@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 #: the root of terraform_data stand-ins used by the sandbox when the AWS provider is not at hand
 STAND_IN_ROOT = "templates/sandbox/terraform"
+#: the step whose outputs configure the s3 backend (bucket, state_key, region, lock_table)
+BACKEND_STEP = "tf-state-backend"
 
 
 def configure_runner(ctx: StepContext) -> TerraformRunner:
@@ -55,10 +57,10 @@ def configure_runner(ctx: StepContext) -> TerraformRunner:
     runner.log = ctx.log
     if root_backend(runner.root) == "s3" and not runner.backend_config:
         runner.set_s3_backend(
-            bucket=str(ctx.output("tf-state-backend", "bucket")),
-            key=str(ctx.output("tf-state-backend", "state_key")),
-            region=str(ctx.output("tf-state-backend", "region")),
-            dynamodb_table=str(ctx.output("tf-state-backend", "lock_table")),
+            bucket=str(ctx.output(BACKEND_STEP, "bucket")),
+            key=str(ctx.output(BACKEND_STEP, "state_key")),
+            region=str(ctx.output(BACKEND_STEP, "region")),
+            dynamodb_table=str(ctx.output(BACKEND_STEP, "lock_table")),
             endpoint_url=ctx.env.aws.endpoint_url,
         )
     return runner
@@ -96,6 +98,18 @@ class TerraformModuleStep(Step):
         reason = self.skip_reason(ctx)
         if reason:
             return PlanResult(skip_reason=reason)
+        from migrate.adapters.terraform import root_backend
+
+        raw = ctx.adapters.terraform()
+        if (
+            root_backend(raw.root) == "s3"
+            and not raw.backend_config
+            and "bucket" not in ctx.upstream.get(BACKEND_STEP, {})
+        ):
+            return PlanResult(
+                changes=[Change("create", self.module or "terraform root", "terraform plan once the backend exists")],
+                unknown=[f"the Terraform plan: the S3 backend is created by {BACKEND_STEP}, which is not applied yet"],
+            )
         runner = self.runner(ctx)
         tfplan = runner.plan(self.targets(ctx))
         result = plan_result_from(tfplan, runner.engine_description())
@@ -110,7 +124,6 @@ class TerraformModuleStep(Step):
                     "the real terraform/ modules against moto",
                 )
             )
-        result.unknown.append("attribute values Terraform marks (known after apply)")
         return result
 
     def saved_plan(self, ctx: StepContext) -> TfPlan | None:
@@ -237,5 +250,5 @@ def plan_result_from(tfplan: TfPlan, engine: str) -> PlanResult:
     changes += [Change("update", f"output.{name}", "output value changes") for name in tfplan.output_changes]
     data = tfplan.to_data()
     data["engine"] = engine
-    findings = [Finding("info", f"terraform plan: {tfplan.summary()}", "")]
+    findings = [Finding("info", f"terraform plan: {tfplan.summary()}", ""), Finding("info", engine, "")]
     return TerraformPlanResult(changes=changes, findings=findings, data=data)

@@ -405,6 +405,16 @@ class RdsRestore(Step):
         _refuse_same_database(source, target)
         status = restore_status(target)
         result.findings += extension_findings(source, target)
+        blobs = source.large_object_count()
+        if blobs:
+            result.findings.append(
+                Finding(
+                    "block",
+                    f"the source has {blobs} large object(s) (pg_largeobject): the COPY fast path does not move them",
+                    "move them into bytea columns first, or restore them from the pg-backup archive with "
+                    "pg_restore --data-only --section=data -t pg_largeobject",
+                )
+            )
         if status["complete"]:
             result.in_place.append(f"restore complete on {target.endpoint} ({status['rows_copied']} rows copied)")
             return result
@@ -456,6 +466,12 @@ class RdsRestore(Step):
         target = pg(ctx, "target")
         _refuse_same_database(source, target)
         blocking = [f for f in extension_findings(source, target) if f.level == "block"]
+        if source.large_object_count():
+            raise StepFailed(
+                "the source has large objects, which the COPY fast path does not move",
+                "pg_largeobject is not a user table",
+                f"bpmigrate plan --step {self.id} --env {ctx.env_name} (see the finding's fix)",
+            )
         if blocking:
             raise StepFailed(blocking[0].message, "the target lacks an extension the data needs", blocking[0].fix)
         opts = _restore_options(ctx)
@@ -596,8 +612,7 @@ class DataValidate(Step):
         from migrate.adapters.postgres import (
             INTERNAL_SCHEMA,
             ChunkVerdict,
-            merge_nearest,
-            nn_probe,
+            nearest_ids_background,
             validate_chunks,
             vector_columns,
         )
@@ -631,7 +646,17 @@ class DataValidate(Step):
         candidates = vector_columns(present)
         if vec_table:
             candidates = [(t, c) for t, c in candidates if t.qualified == vec_table and (not vec_col or c == vec_col)]
-        probe = nn_probe(source, *candidates[0], int(ctx.setting("nn_k", 10))) if candidates else None
+        nn_join = None
+        if candidates:
+            nn_table, nn_column = candidates[0]
+            nn_join = nearest_ids_background(
+                source,
+                target,
+                nn_table,
+                nn_column,
+                int(ctx.setting("nn_k", 10)),
+                int(ctx.setting("nn_scan_rows", 20_000)),
+            )
         verdicts: list[ChunkVerdict] = []
         with ctx.progress("validate chunks (source + target)", total=float(len(chunks)), unit="chunks") as bar:
             bar.advance(len(chunks) - len(todo))
@@ -640,17 +665,10 @@ class DataValidate(Step):
                 verdicts.append(v)
                 bar.advance(1, rows=float(v.source_rows))
                 if v.ok:
-                    ctx.checkpoints.put(
-                        f"ok:{tag}:{v.chunk.key}",
-                        {
-                            "rows": v.source_rows,
-                            "nn": [list(x) for x in v.source_nn],
-                            "tnn": [list(x) for x in v.target_nn],
-                        },
-                    )
+                    ctx.checkpoints.put(f"ok:{tag}:{v.chunk.key}", {"rows": v.source_rows})
 
             validate_chunks(
-                source, target, present, todo, workers=int(ctx.setting("workers", 2)), on_verdict=on_verdict, nn=probe
+                source, target, present, todo, workers=int(ctx.setting("workers", 2)), on_verdict=on_verdict
             )
         bad = [v for v in verdicts if not v.ok]
         for v in bad[:20]:
@@ -676,26 +694,12 @@ class DataValidate(Step):
             if dst_ext.get(name) != version:
                 problems.append(f"extension {name}: source {version} vs target {dst_ext.get(name, 'missing')}")
         nn: dict[str, Any] = {}
-        if probe is not None:
-            # exact k-NN by L2 distance to the first row's vector, computed in the same scan as the checksums
-            src_lists: list[tuple[int, list[tuple[float, str]]]] = []
-            dst_lists: list[tuple[int, list[tuple[float, str]]]] = []
-            for c in chunks:
-                if c.table != probe.table:
-                    continue
-                cp = done.get(f"ok:{tag}:{c.key}")
-                found = next((x for x in verdicts if x.chunk == c), None)
-                if found is not None:
-                    src_lists.append((c.index, found.source_nn))
-                    dst_lists.append((c.index, found.target_nn))
-                elif cp:
-                    src_lists.append((c.index, [(float(d), str(k)) for d, k in cp.get("nn", [])]))
-                    dst_lists.append((c.index, [(float(d), str(k)) for d, k in cp.get("tnn", [])]))
-            s_ids, t_ids = merge_nearest(src_lists, probe.k), merge_nearest(dst_lists, probe.k)
-            nn = {"table": probe.table, "column": probe.column, "ids": s_ids, "match": s_ids == t_ids}
+        if nn_join is not None:
+            s_ids, t_ids = nn_join()
+            nn = {"table": nn_table.qualified, "column": nn_column, "ids": s_ids, "match": s_ids == t_ids}
             if s_ids != t_ids:
                 problems.append(
-                    f"pgvector nearest-neighbour query on {probe.table}.{probe.column}: source {s_ids} vs target {t_ids}"
+                    f"pgvector nearest-neighbour query on {nn_table.qualified}.{nn_column}: source {s_ids} vs target {t_ids}"
                 )
         seconds = time.monotonic() - started
         ctx.metrics(rows=float(sum(rows.values())), seconds=seconds)
@@ -863,7 +867,6 @@ class RedisMigrate(Step):
                     start_cursor=int(cp.get("cursor", 0)),
                     migrate_host=ctx.setting("migrate_host") or None,
                     migrate_port=ctx.setting("migrate_port") or None,
-                    migrate_password=None,
                     timeout_ms=int(ctx.setting("timeout_ms", 10_000)),
                     on_batch=on_batch,
                 )

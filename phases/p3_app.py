@@ -601,8 +601,23 @@ class K8sConfig(Step):
         return kube_unreachable(ctx)
 
     def compose_path(self, ctx: StepContext) -> Path:
-        path = Path(str(ctx.setting("compose_file", DEFAULT_COMPOSE))).expanduser()
-        return path if path.is_absolute() else ctx.project_root / path
+        configured = ctx.setting("compose_file")
+        if not configured and not ctx.is_sandbox:
+            raise ConfigError(
+                f"[steps.k8s-config] compose_file is not set for environment {ctx.env_name}",
+                "outside the sandbox the step must read the real Compose deployment's credentials",
+                f'add [environments.{ctx.env_name}.steps.k8s-config] compose_file = "/path/to/docker-compose.yml" '
+                "to migrate.toml",
+            )
+        path = Path(str(configured or DEFAULT_COMPOSE)).expanduser()
+        path = path if path.is_absolute() else ctx.project_root / path
+        if not ctx.is_sandbox and path.resolve() == (ctx.project_root / DEFAULT_COMPOSE).resolve():
+            raise ConfigError(
+                f"compose_file for {ctx.env_name} is the bundled sample {DEFAULT_COMPOSE} (fake credentials)",
+                "moving sample values into a real Secrets Manager and cluster would break every service",
+                f"point [environments.{ctx.env_name}.steps.k8s-config] compose_file at the real docker-compose.yml",
+            )
+        return path
 
     def credentials(self, ctx: StepContext) -> dict[str, dict[str, str]]:
         path = self.compose_path(ctx)
@@ -752,7 +767,7 @@ class K8sConfig(Step):
         moved: dict[str, dict[str, Any]] = {}
         for svc, found in sorted(creds.items()):
             name = self.secret_name(ctx, svc)
-            ctx.intent("secretsmanager-put-secret", secret=name, keys=sorted(found))
+            ctx.intent("secretsmanager-put-secret", sm_name=name, keys=sorted(found))
             res = app.put_secret(
                 name,
                 found,
@@ -1223,7 +1238,7 @@ class Ingress(Step):
         app = aws_app(ctx)
         host = self.host(ctx)
         token = hashlib.sha256(f"{ctx.env_name}:{host}".encode()).hexdigest()[:32]
-        ctx.intent("acm-request-certificate", domain=host, idempotency_token=token)
+        ctx.intent("acm-request-certificate", domain=host, idempotency_id=token)
         arn = app.request_certificate(host, token=token, tags=MANAGED_TAG)
         records = app.validation_records(arn)
         zone = ctx.setting("hosted_zone_id")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -104,6 +103,7 @@ class _Ml(Step):
     """Phase-4 step base: skipped without a reachable Kubernetes API, or when the serving mode does not use it."""
 
     phase = 4
+    retry = RetryPolicy(attempts=3, wait_initial=2.0)  # TransientError only (API blips); apply is idempotent
     uses_kube: ClassVar[bool] = True
     torchserve_only: ClassVar[bool] = False
 
@@ -385,7 +385,20 @@ class TorchServe(_Ml):
                     "node group",
                 )
             )
-        if not ctx.setting("management_url"):
+        if ctx.setting("management_url"):
+            try:
+                _ts_client(ctx).list_models()
+                result.in_place.append(f"management API answers at {ctx.setting('management_url')}")
+            except AdapterError:
+                result.findings.append(
+                    Finding(
+                        "info",
+                        f"the TorchServe management API does not answer at {ctx.setting('management_url')} yet",
+                        f"after the rollout apply waits up to {float(ctx.setting('api_timeout', 120)):g}s for it: start "
+                        f"`kubectl -n {_namespace(ctx)} port-forward svc/torchserve 8080 8081` once the pods run",
+                    )
+                )
+        else:
             result.findings.append(
                 Finding(
                     "block",
@@ -478,6 +491,7 @@ class TorchServe(_Ml):
 def sample_archive_bytes(model_name: str) -> bytes:
     """A tiny, deterministic TorchServe-shaped archive (zip with MAR-INF/MANIFEST.json) for rehearsals and tests."""
     import io
+    import zipfile
 
     manifest = {
         "createdOn": "01/01/2026 00:00:00",
@@ -1008,8 +1022,11 @@ def stats_table(stats: dict[str, Any], gate_ms: float, max_error_rate: float) ->
 
 
 class MlPerf(_Ml):
-    """Inference latency gate: p95 < 500 ms (``p95_ms``) and errors < 1 % (``max_error_rate``) at the configured
-    concurrency, measured by a closed-loop probe of the inference endpoint (POST /predictions/<model>).
+    """Inference latency gate: p95 < 500 ms and errors < 1 % at the configured concurrency.
+
+    Thresholds: ``p95_ms`` (default 500) and ``max_error_rate`` (default 0.01). Measured by a closed-loop probe of
+    the inference endpoint: TorchServe's POST /predictions/<model> (or ``url``), or with serving = "sagemaker" the
+    endpoint's InvokeEndpoint API (SigV4-signed by boto3).
 
     The results are recorded as the step's outputs, as metrics and as a JSON report artifact, and shown as a table;
     a miss fails the step with the numbers (they are recorded even then).
@@ -1021,18 +1038,29 @@ class MlPerf(_Ml):
     timeout = 900.0
 
     def skip_reason(self, ctx: StepContext) -> str | None:
-        if serving(ctx) == "sagemaker" and not ctx.setting("url"):
-            return (
-                'serving = "sagemaker": SageMaker endpoints take SigV4-signed requests; set [steps.ml-perf] url to '
-                "an HTTP front of the endpoint to gate its latency"
-            )
-        if ctx.setting("url"):
-            return None
+        if ctx.setting("url") or serving(ctx) == "sagemaker":
+            return None  # an explicit URL, or SageMaker's runtime API: no cluster needed
         return _kube(ctx).unreachable_reason()
+
+    def _endpoint(self, ctx: StepContext) -> str | None:
+        """The SageMaker endpoint to measure (serving = "sagemaker" without an explicit url), else None."""
+        if ctx.setting("url") or serving(ctx) != "sagemaker":
+            return None
+        name = ctx.setting("endpoint") or ctx.upstream.get("models", {}).get("sagemaker", {}).get("endpoint")
+        if not name:
+            raise ConfigError(
+                "[steps.ml-perf] cannot tell which SageMaker endpoint to measure",
+                "the models step has recorded no endpoint and no endpoint setting is given",
+                f'bpmigrate apply --step models --env {ctx.env_name} (serving = "sagemaker"), or set endpoint',
+            )
+        return str(name)
 
     def _target(self, ctx: StepContext) -> str:
         if ctx.setting("url"):
             return str(ctx.setting("url"))
+        endpoint = self._endpoint(ctx)
+        if endpoint:
+            return f"sagemaker://{endpoint}"
         inference = ctx.setting("inference_url") or ctx.upstream.get("torchserve", {}).get("inference_url")
         model = ctx.setting("model") or next(iter(ctx.upstream.get("models", {}).get("registered") or []), None)
         if not inference or not model:
@@ -1071,6 +1099,15 @@ class MlPerf(_Ml):
     def _measure(self, ctx: StepContext, requests: int) -> dict[str, Any]:
         url = self._target(ctx)
         payload = ctx.setting("payload", {"text": "Summarise the quarterly report in three bullet points."})
+        endpoint = self._endpoint(ctx)
+        if endpoint:
+            sm = _ml(ctx).probe_endpoint(
+                endpoint,
+                json.dumps(payload).encode(),
+                requests=requests,
+                concurrency=int(ctx.setting("concurrency", 8)),
+            )
+            return {"url": url, **sm}
         stats = ctx.adapters.http().probe(
             url,
             requests=requests,

@@ -125,7 +125,17 @@ def kube_plan(ctx: StepContext, docs: list[dict[str, Any]]) -> PlanResult:
     kube = ctx.adapters.kube()
     result = PlanResult()
     for doc in docs:
-        live = kube.get(doc["apiVersion"], doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace"))
+        try:
+            live = kube.get(doc["apiVersion"], doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace"))
+        except BpmError as exc:  # e.g. the kind's CRD is not installed (VerticalPodAutoscaler)
+            result.findings.append(
+                Finding(
+                    "block",
+                    f"cannot read {ref(doc)} ({doc['apiVersion']}): {exc.what}",
+                    f"install the {doc['kind']} API (CRD/controller) in the cluster, or leave it out (see the step's settings)",
+                )
+            )
+            continue
         if live is None:
             result.changes.append(Change("create", ref(doc)))
         elif _subset_differs(doc.get("spec", doc.get("data", {})), live.get("spec", live.get("data", {}))):
@@ -267,6 +277,11 @@ class CostControls(KubeTemplateStep):
             "sns_topic_arn": ctx.setting("alert_sns_topic_arn"),
         }
 
+    @staticmethod
+    def wanted_threshold(spec: Mapping[str, Any]) -> float | None:
+        """The alert threshold the budget should carry (None: no subscriber, so AWS keeps no alert)."""
+        return float(spec["threshold_pct"]) if (spec["emails"] or spec["sns_topic_arn"]) else None
+
     def _budget_plan(self, ctx: StepContext, result: PlanResult) -> None:
         spec = self.budget_spec(ctx)
         live = ctx.adapters.get("aws_cost").describe_budget(spec["name"])
@@ -278,10 +293,13 @@ class CostControls(KubeTemplateStep):
                     f"{spec['amount_usd']:.0f} USD/month, alert {spec['threshold_pct']:g} %",
                 )
             )
-        elif abs(live.amount_usd - spec["amount_usd"]) > 0.005:
+        elif abs(live.amount_usd - spec["amount_usd"]) > 0.005 or live.threshold_pct != self.wanted_threshold(spec):
             result.changes.append(
                 Change(
-                    "update", f"Budget/{spec['name']}", f"{live.amount_usd:.0f} -> {spec['amount_usd']:.0f} USD/month"
+                    "update",
+                    f"Budget/{spec['name']}",
+                    f"{live.amount_usd:.0f} -> {spec['amount_usd']:.0f} USD/month, alert {live.threshold_pct} -> "
+                    f"{self.wanted_threshold(spec)} %",
                 )
             )
         else:
@@ -339,12 +357,14 @@ class CostControls(KubeTemplateStep):
             )
         ]
         if live is not None:
+            want = self.wanted_threshold(spec)
             checks.append(
                 Check(
                     "budget alert threshold",
-                    live.threshold_pct == spec["threshold_pct"],
+                    live.threshold_pct == want,
                     live.threshold_pct,
-                    spec["threshold_pct"],
+                    want,
+                    "" if want is not None else "no alert_emails / alert_sns_topic_arn: the budget has no alert",
                 )
             )
         if not kube_unreachable(ctx):
@@ -370,7 +390,8 @@ class AutoscaleTune(KubeTemplateStep):
     target). VPAs only recommend (``kubectl describe vpa -n <ns>``); they never evict pods.
 
     Settings: ``hpa = { <service> = { min = 2, max = 10, cpu = 70 } }`` per service (defaults: 2/10/70 %),
-    ``services`` (default: the BetterPrompts services).
+    ``services`` (default: the BetterPrompts services), ``vpa = false`` when the cluster has no VPA installed (the
+    plan blocks naming the missing API otherwise).
 
     Rollback: deletes the VPAs and restores the HPA specs recorded before the change (or deletes HPAs it created).
     """
@@ -384,11 +405,12 @@ class AutoscaleTune(KubeTemplateStep):
 
     def docs(self, ctx: StepContext) -> list[dict[str, Any]]:
         services = set(ctx.setting("services", APP_SERVICES))
+        with_vpa = bool(ctx.setting("vpa", True))
         hpa_settings: Mapping[str, Any] = ctx.setting("hpa", {})
         out = []
         for doc in super().docs(ctx):
             target = doc.get("spec", {}).get("scaleTargetRef", doc.get("spec", {}).get("targetRef", {})).get("name")
-            if target not in services:
+            if target not in services or (doc["kind"] == "VerticalPodAutoscaler" and not with_vpa):
                 continue
             if doc["kind"] == "HorizontalPodAutoscaler":
                 wanted = {**DEFAULT_HPA, **hpa_settings.get("default", {}), **hpa_settings.get(str(target), {})}
@@ -757,31 +779,42 @@ class PreCutoverCheck(Step):
             checks.append(rerun_verify(ctx, smoke_cls))
         return checks
 
-    def _load_gate(self, ctx: StepContext) -> Check:
-        max_age_h = float(ctx.setting("load_test_max_age_h", 24))
-        outputs = ctx.upstream.get("load-test", {})
-        ts = None
+    def _load_gate_time(self, ctx: StepContext, outputs: Mapping[str, Any]) -> float | None:
+        """When the recorded (passing) load-test gate ran: from its outputs, else from its JSON report's ``at``."""
         for key in ("finished_at", "recorded_at", "completed_at", "at", "timestamp", "ran_at"):
             ts = parse_ts(outputs.get(key))
             if ts is not None:
-                break
+                return ts
+        report = ctx.state_dir / ctx.env_name / "artifacts" / "load-test" / "load-test-report.json"
+        try:
+            data = json.loads(report.read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or data.get("failures"):
+            return None  # the last run failed: its time is not the recorded gate's
+        return parse_ts(data.get("at"))
+
+    def _load_gate(self, ctx: StepContext) -> Check:
+        max_age_h = float(ctx.setting("load_test_max_age_h", 24))
+        outputs = ctx.upstream.get("load-test", {})
         passed = outputs.get("passed", outputs.get("gate_passed", outputs.get("ok")))
+        ts = self._load_gate_time(ctx, outputs) if outputs else None
         if ts is None:
             return Check(
                 "load-test gate recorded",
                 False,
-                "no timestamp recorded",
-                f"within {max_age_h:g} h",
-                "run `bpmigrate apply --step load-test` first",
+                "no passing load-test recorded" if not outputs else "no timestamp recorded",
+                f"passed, within {max_age_h:g} h",
+                f"bpmigrate --env {ctx.env_name} apply --step load-test",
             )
         age_h = (self.clock.now() - ts) / 3600
-        ok = age_h <= max_age_h and passed is not False
+        ok = age_h <= max_age_h and bool(passed)
         return Check(
             "load-test gate recorded",
             ok,
             f"{age_h:.1f} h ago, passed={passed}",
             f"passed, within {max_age_h:g} h",
-            "" if ok else "re-run `bpmigrate apply --step load-test` (the gate is too old or failed)",
+            "" if ok else f"re-run the gate: bpmigrate --env {ctx.env_name} apply --step load-test",
         )
 
     def plan(self, ctx: StepContext) -> PlanResult:
@@ -1348,12 +1381,11 @@ class DnsCutover(Step):
         if old is None or not old.values:
             ctx.log("dns-cutover rollback: no weighted records found; nothing to undo")
             return
-        if old.weight == 100 and int((records.get(cfg.new_set_id) or old).weight or 0) in (0, 100):
-            new = records.get(cfg.new_set_id)
-            if new is None or new.weight == 0:
-                ctx.log("dns-cutover rollback: all traffic already on the old stack")
-                self._clear_stages(ctx, cfg)
-                return
+        new = records.get(cfg.new_set_id)
+        if old.weight == 100 and (new is None or not new.weight):
+            ctx.log("dns-cutover rollback: all traffic already on the old stack")
+            self._clear_stages(ctx, cfg)
+            return
         ctx.intent(
             "route53-rollback",
             zone_id=zone_id,
@@ -1490,7 +1522,8 @@ class DbRollbackPoint(Step):
     every Deployment in the app namespaces. Nothing is changed.
 
     Rollback = the guide's DB rollback procedure, ledgered: (1) scale every recorded Deployment to 0, (2) verify the
-    backup's sha256, empty the ``schemas`` of the target and restore the backup into it (``pg_restore``), (3) scale
+    backup's sha256, drop the target's user schemas (setting ``schemas``; default: every schema holding user tables)
+    and restore the backup into it (``pg_restore``), (3) scale
     every Deployment back to its recorded replicas. Each stage is checkpointed (a killed rollback resumes). Writes made
     on the new stack since the backup are LOST, so it only runs when asked explicitly with ``--force-past-fence``:
     ``bpmigrate --env <env> rollback --to pre-cutover-check --force-past-fence`` unwinds the watch, DNS (traffic back to
@@ -1598,11 +1631,17 @@ class DbRollbackPoint(Step):
             from phases.p2_data import pg
 
             target = pg(ctx, "target")  # the RDS address from the rds step when migrate.toml says from-terraform
-            schemas = [str(x) for x in ctx.setting("schemas", ["public"])]
+            configured = ctx.setting("schemas")
+            schemas = (
+                [str(x) for x in configured]
+                if configured
+                else sorted({t.schema for t in target.tables()} | {"public"})  # every user schema (not _bpmigrate)
+            )
             ctx.intent("pg-restore", backup=path, target=target.endpoint, reset_schemas=schemas)
-            for schema in schemas:  # pg_restore cannot overwrite: the schemas are emptied first
+            for schema in schemas:  # pg_restore cannot overwrite: the schemas are dropped; the dump recreates them
                 target.execute(f"DROP SCHEMA IF EXISTS {qident(schema)} CASCADE")
-                target.execute(f"CREATE SCHEMA {qident(schema)}")
+                if schema == "public":  # pg_dump does not emit CREATE SCHEMA public
+                    target.execute("CREATE SCHEMA public")
             target.restore(Path(path), single_transaction=True, client=ctx.adapters.postgres("source"))
             done = {**done, "restored": True}
             ctx.checkpoints.put("db-rollback", done)

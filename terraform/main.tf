@@ -16,7 +16,7 @@ locals {
     system = {
       instance_types = var.system_node_instance_types
       capacity_type  = "ON_DEMAND"
-      ami_type       = "AL2_x86_64"
+      ami_type       = "AL2023_x86_64_STANDARD"
       disk_size      = 50
       scaling        = var.system_node_scaling
       labels         = { node_group = "system" }
@@ -25,7 +25,7 @@ locals {
     application = {
       instance_types = var.application_node_instance_types
       capacity_type  = var.application_capacity_type
-      ami_type       = "AL2_x86_64"
+      ami_type       = "AL2023_x86_64_STANDARD"
       disk_size      = 50
       scaling        = var.application_node_scaling
       labels         = { node_group = "application" }
@@ -34,7 +34,7 @@ locals {
     gpu = {
       instance_types = var.gpu_node_instance_types
       capacity_type  = var.gpu_capacity_type
-      ami_type       = "AL2_x86_64_GPU"
+      ami_type       = "AL2023_x86_64_NVIDIA"
       disk_size      = 100
       scaling        = var.gpu_node_scaling
       labels         = { node_group = "gpu", "nvidia.com/gpu.present" = "true" }
@@ -46,7 +46,7 @@ locals {
     spot = {
       instance_types = var.spot_node_instance_types
       capacity_type  = "SPOT"
-      ami_type       = "AL2_x86_64"
+      ami_type       = "AL2023_x86_64_STANDARD"
       disk_size      = 50
       scaling        = var.spot_node_scaling
       labels         = { node_group = "spot" }

@@ -62,7 +62,7 @@ variable "single_nat_gateway" {
 variable "eks_cluster_version" {
   description = "Kubernetes version of the EKS control plane."
   type        = string
-  default     = "1.30"
+  default     = "1.33"
 }
 
 variable "eks_endpoint_public_access" {

@@ -492,10 +492,31 @@ class _DoubleHandler(kmock.KubernetesEmulator):
             if old is None:
                 raise kmock.KubernetesObjectNotFoundError()
             if not (request.params or {}).get("dryRun"):
-                self._objects[key].delete()
-                self._applied.pop(key, None)
-                await self._publish(key, "DELETED", old)
+                for dependent in [key, *self._dependents(key, old)]:
+                    gone = self._current(dependent)
+                    if gone is None:
+                        continue
+                    self._objects[dependent].delete()
+                    self._applied.pop(dependent, None)
+                    await self._publish(dependent, "DELETED", gone)
         return {"apiVersion": "v1", "kind": "Status", "status": "Success", "details": {"name": key[2]}}
+
+    def _dependents(self, key: tuple[Any, str | None, str], obj: JsonDict) -> list[tuple[Any, str | None, str]]:
+        """What the garbage collector would remove with ``obj`` (deleted at once here, not in the background):
+        every object of a deleted Namespace; the Pods of a deleted workload (by its selector's matchLabels)."""
+        kind = obj.get("kind")
+        out: list[tuple[Any, str | None, str]] = []
+        if kind == "Namespace":
+            out = [k for k, o in self._objects.items() if k[1] == key[2] and not o.deleted]
+        elif kind in WORKLOAD_KINDS:
+            match = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            for k, o in self._objects.items():
+                if k[0].plural != "pods" or k[1] != key[1] or o.deleted or not match:
+                    continue
+                labels = (o.raw.get("metadata") or {}).get("labels") or {}
+                if all(labels.get(lk) == lv for lk, lv in match.items()):
+                    out.append(k)
+        return out
 
     async def _subresource(self, request: rendering.Request, method: str, content_type: str) -> web_response:
         key = self._key(request)

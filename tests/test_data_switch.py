@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from migrate.adapters.postgres import PostgresAdapter
-from migrate.config import EnvConfig, PgEndpoint
+from migrate.config import EnvConfig, KubeSettings, PgEndpoint
 from migrate.errors import FenceRefused, StepFailed
 from migrate.testing import make_context
 from phases._sync import DataSwitch, PgSyncStep, _pgsync
@@ -30,6 +30,15 @@ class AppWriter(Writer):
     def __init__(self, src: PostgresAdapter, seed: int = 11) -> None:
         super().__init__(src, seed)
         self.idle = threading.Event()
+        self.lock = threading.Lock()
+
+    def retarget(self, db: PostgresAdapter) -> None:
+        """The app restarted with its configuration pointed at ``db``."""
+        import psycopg
+
+        with self.lock:
+            self.conn.close()
+            self.conn = psycopg.connect(db.conninfo(), autocommit=True)
 
     def run(self) -> None:
         try:
@@ -39,7 +48,8 @@ class AppWriter(Writer):
                     time.sleep(0.005)
                     continue
                 self.idle.clear()
-                self.one()
+                with self.lock:
+                    self.one()
                 time.sleep(0.01)
         except BaseException as exc:  # noqa: BLE001
             self.error = exc
@@ -50,6 +60,7 @@ class MaintenanceEndpoint:
 
     def __init__(self, app: AppWriter) -> None:
         self.calls: list[str] = []
+        self.hold_after_off = False  # the app restarts with the new configuration later (the test retargets it)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,7 +69,7 @@ class MaintenanceEndpoint:
                 if self.path == "/on":
                     app.paused.set()
                     app.idle.wait(10)
-                elif self.path == "/off":
+                elif self.path == "/off" and not outer.hold_after_off:
                     app.paused.clear()
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
@@ -72,7 +83,11 @@ class MaintenanceEndpoint:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         port = self.server.server_address[1]
-        self.settings = {"kind": "http", "on_url": f"http://127.0.0.1:{port}/on", "off_url": f"http://127.0.0.1:{port}/off"}
+        self.settings = {
+            "kind": "http",
+            "on_url": f"http://127.0.0.1:{port}/on",
+            "off_url": f"http://127.0.0.1:{port}/off",
+        }
 
     def close(self) -> None:
         self.server.shutdown()
@@ -99,14 +114,19 @@ def test_switch_with_http_maintenance_while_the_app_writes(tmp_path: Path, strea
                 tmp_path, env, "data-switch", settings={"maintenance": endpoint.settings}, upstream={"pg-sync": pg_out}
             )
             plan = DataSwitch().plan(ctx)
-            assert [c.target for c in plan.changes][0] == "maintenance on (http)"
+            assert plan.changes[0].target == "maintenance on (http)"
+            endpoint.hold_after_off = True
             out = DataSwitch().apply(ctx)
             assert endpoint.calls == ["/on", "/off"]
-            # the stream is gone and the two sides were identical at the switch point: compare now, app paused
-            app.paused.set()
-            app.idle.wait(10)
-            assert slots(src) == []
+            # the stream is gone and both sides are identical at the switch point (the app has not restarted yet)
+            assert app.paused.is_set() and slots(src) == []
             assert_identical(tmp_path, env)
+            # the app restarts pointed at the target and writes there
+            app.retarget(dst)
+            app.paused.clear()
+            n = sum(app.ops.values())
+            while sum(app.ops.values()) < n + 5:
+                time.sleep(0.02)
         finally:
             endpoint.close()
     assert 0 < out["write_downtime_s"] < 30
@@ -115,12 +135,13 @@ def test_switch_with_http_maintenance_while_the_app_writes(tmp_path: Path, strea
     assert out["configmap"] is None and out["endpoints"]["pg_dbname"] == dst.dbname  # no cluster: recorded
     # the app now writes to the target: rolling back would lose those writes -> the one-way fence holds
     upstream = {"pg-sync": pg_out, "data-switch": out}
-    dst.execute("INSERT INTO users (email) VALUES ('after-switch@example.com')")
     time.sleep(1.1)  # table statistics are published at most once a second
     with pytest.raises(FenceRefused) as err:
         DataSwitch().rollback(make_context(tmp_path, env, "data-switch", upstream=upstream))
     assert "--force-past-fence" in err.value.next_cmd
-    DataSwitch().rollback(make_context(tmp_path, env, "data-switch", settings={"force_past_fence": True}, upstream=upstream))
+    DataSwitch().rollback(
+        make_context(tmp_path, env, "data-switch", settings={"force_past_fence": True}, upstream=upstream)
+    )
 
 
 def test_failed_gate_rolls_back_with_writes_resumed(tmp_path: Path, streaming: tuple[Any, ...]) -> None:
@@ -146,18 +167,25 @@ def test_failed_gate_rolls_back_with_writes_resumed(tmp_path: Path, streaming: t
             # fixed: the stream catches up and the switch succeeds
             dst.execute(f'ALTER SUBSCRIPTION "{sync.subscription}" ENABLE')
             endpoint.calls.clear()
-            ok = DataSwitch().apply(make_context(tmp_path, env, "data-switch", settings=settings | {"catchup_timeout_s": 30},
-                                                 upstream={"pg-sync": pg_out}))
+            endpoint.hold_after_off = True
+            ok = DataSwitch().apply(
+                make_context(
+                    tmp_path,
+                    env,
+                    "data-switch",
+                    settings=settings | {"catchup_timeout_s": 30},
+                    upstream={"pg-sync": pg_out},
+                )
+            )
             assert ok["write_downtime_s"] > 0 and endpoint.calls == ["/on", "/off"]
-            app.paused.set()
-            app.idle.wait(10)
             assert_identical(tmp_path, env)
         finally:
             endpoint.close()
 
 
 def test_scale_maintenance_and_configmap_switch_through_kubernetes(
-    tmp_path: Path, pair: tuple[PostgresAdapter, PostgresAdapter]  # noqa: F811
+    tmp_path: Path,
+    pair: tuple[PostgresAdapter, PostgresAdapter],  # noqa: F811
 ) -> None:
     src, dst = pair
     with KubeApiDouble(tmp_path / "kube-double") as kube:
@@ -167,9 +195,14 @@ def test_scale_maintenance_and_configmap_switch_through_kubernetes(
                 "apiVersion": "apps/v1",
                 "kind": "Deployment",
                 "metadata": {"name": "api-gateway", "namespace": NS},
-                "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "api"}},
-                         "template": {"metadata": {"labels": {"app": "api"}},
-                                      "spec": {"containers": [{"name": "api", "image": "api:1"}]}}},
+                "spec": {
+                    "replicas": 3,
+                    "selector": {"matchLabels": {"app": "api"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "api"}},
+                        "spec": {"containers": [{"name": "api", "image": "api:1"}]},
+                    },
+                },
             }
         )
         kube.put_object(
@@ -188,14 +221,16 @@ def test_scale_maintenance_and_configmap_switch_through_kubernetes(
             name="sandbox",
             kind="sandbox",
             postgres={"source": ep(src), "target": ep(dst)},
-            kube={"kubeconfig": str(kube.kubeconfig_path), "namespace": NS},
+            kube=KubeSettings(kubeconfig=str(kube.kubeconfig_path), namespace=NS),
         )
         restore(tmp_path, env)
         pg_out = PgSyncStep().apply(make_context(tmp_path, env, "pg-sync"))
         settings = {
             "maintenance": {"kind": "scale", "deployments": ["api-gateway"]},
-            "app_config": {"configmap": "app-config", "data": {"DATABASE_HOST": "${pg_host}",
-                                                               "DATABASE_NAME": "${pg_dbname}"}},
+            "app_config": {
+                "configmap": "app-config",
+                "data": {"DATABASE_HOST": "${pg_host}", "DATABASE_NAME": "${pg_dbname}"},
+            },
         }
         ctx = make_context(tmp_path, env, "data-switch", settings=settings, upstream={"pg-sync": pg_out})
         assert DataSwitch().skip_reason(ctx) is None
@@ -209,12 +244,20 @@ def test_scale_maintenance_and_configmap_switch_through_kubernetes(
         dep = kube.get_object("apps/v1", "Deployment", "api-gateway", NS)
         assert dep is not None and dep["spec"]["replicas"] == 3
         cm = kube.get_object("v1", "ConfigMap", "app-config", NS)
-        assert cm is not None and cm["data"] == {"DATABASE_HOST": dst.host, "DATABASE_NAME": dst.dbname, "OTHER": "kept"}
+        assert cm is not None and cm["data"] == {
+            "DATABASE_HOST": dst.host,
+            "DATABASE_NAME": dst.dbname,
+            "OTHER": "kept",
+        }
         assert out["config_previous"] == {"DATABASE_HOST": "postgres", "DATABASE_NAME": "betterprompts"}
         assert dst.query("SELECT count(*) FROM users WHERE email = 'late@example.com'") == [(1,)]
         upstream = {"pg-sync": pg_out, "data-switch": out}
-        assert all(c.ok for c in DataSwitch().verify(make_context(tmp_path, env, "data-switch", settings=settings,
-                                                                  upstream=upstream)))
+        assert all(
+            c.ok
+            for c in DataSwitch().verify(
+                make_context(tmp_path, env, "data-switch", settings=settings, upstream=upstream)
+            )
+        )
         # nothing written to the target yet: the switch is still reversible, the ConfigMap goes back
         DataSwitch().rollback(make_context(tmp_path, env, "data-switch", settings=settings, upstream=upstream))
         cm = kube.get_object("v1", "ConfigMap", "app-config", NS)
@@ -222,8 +265,10 @@ def test_scale_maintenance_and_configmap_switch_through_kubernetes(
 
 
 def test_skips_without_a_cluster_for_scale_and_without_sync(tmp_path: Path) -> None:
-    env = EnvConfig(name="sandbox", kind="sandbox", kube={"kubeconfig": "/nonexistent/kubeconfig"})
-    scale = make_context(tmp_path, env, "data-switch", settings={"maintenance": {"kind": "scale", "deployments": ["x"]}})
+    env = EnvConfig(name="sandbox", kind="sandbox", kube=KubeSettings(kubeconfig="/nonexistent/kubeconfig"))
+    scale = make_context(
+        tmp_path, env, "data-switch", settings={"maintenance": {"kind": "scale", "deployments": ["x"]}}
+    )
     assert "needs a cluster" in str(DataSwitch().skip_reason(scale))
     assert DataSwitch().plan(scale).skip_reason
     none = make_context(tmp_path, env, "data-switch")

@@ -202,7 +202,7 @@ def test_load_stops_at_duration(server: ControlledServer) -> None:
 
 def test_load_counts_timeouts_and_still_ends(server: ControlledServer) -> None:
     server.delay_s = 2.0
-    stats = HttpAdapter().load(f"{server.url}/slow", rps=10, duration_s=0.3, max_requests=3, timeout=0.2)
+    stats = HttpAdapter().load(f"{server.url}/slow", rps=10, duration_s=15, max_requests=3, timeout=0.2)
     assert stats.count == 3
     assert stats.errors == 3
     assert stats.error_kinds == {"timeout": 3}
@@ -212,7 +212,7 @@ def test_load_counts_timeouts_and_still_ends(server: ControlledServer) -> None:
 def test_load_against_a_closed_port_counts_connect_errors() -> None:
     with ControlledServer() as srv:
         url = srv.url
-    stats = HttpAdapter().load(f"{url}/health", rps=50, duration_s=5, max_requests=5, timeout=1)
+    stats = HttpAdapter().load(f"{url}/health", rps=50, duration_s=15, max_requests=5, timeout=1)
     assert stats.count == 5 and stats.errors == 5
     assert set(stats.error_kinds) == {"connect"}
 
@@ -229,7 +229,7 @@ def test_load_bounds_requests_in_flight(server: ControlledServer) -> None:
 
 def test_load_works_inside_a_running_event_loop(server: ControlledServer) -> None:
     async def inner() -> LatencyStats:
-        return HttpAdapter().load(f"{server.url}/health", rps=100, duration_s=5, max_requests=5, timeout=5)
+        return HttpAdapter().load(f"{server.url}/health", rps=100, duration_s=15, max_requests=5, timeout=5)
 
     stats = asyncio.run(inner())
     assert stats.count == 5 and stats.errors == 0

@@ -402,3 +402,17 @@ def test_from_config_resolves_relative_kubeconfig(tmp_path: Path, monkeypatch: p
 )
 def test_double_label_selector(selector: str, expected: bool) -> None:
     assert match_label_selector({"a": "1", "b": "2"}, selector) is expected
+
+
+def test_double_garbage_collects_namespace_contents_and_workload_pods(
+    kube: KubeAdapter, kube_api: KubeApiDouble
+) -> None:
+    kube.apply(
+        [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bp"}}, deployment(), configmap("c", {})]
+    )
+    kube_api.never_ready("Deployment", "bp", "web")
+    assert len(kube.list("v1", "Pod", "bp")) == 1
+    kube.delete("apps/v1", "Deployment", "web", "bp")
+    assert kube.list("v1", "Pod", "bp") == []
+    kube.delete("v1", "Namespace", "bp")
+    assert kube.get("v1", "ConfigMap", "c", "bp") is None

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 import pytest
@@ -66,8 +66,10 @@ def env_for(src: PostgresAdapter, dst: PostgresAdapter) -> EnvConfig:
 
 def _cleanup(src: PostgresAdapter, dst: PostgresAdapter) -> None:
     """Drop what a failed test may have left (subscriptions block DROP DATABASE; slots retain WAL)."""
-    for sub, slot in dst.query("SELECT subname, subslotname FROM pg_subscription WHERE subdbid = "
-                               "(SELECT oid FROM pg_database WHERE datname = current_database())"):
+    for sub, _slot in dst.query(
+        "SELECT subname, subslotname FROM pg_subscription WHERE subdbid = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+    ):
         dst.execute(f'ALTER SUBSCRIPTION "{sub}" DISABLE')
         dst.execute(f'ALTER SUBSCRIPTION "{sub}" SET (slot_name = NONE)')
         dst.execute(f'DROP SUBSCRIPTION "{sub}"')
@@ -85,7 +87,9 @@ def _cleanup(src: PostgresAdapter, dst: PostgresAdapter) -> None:
 
 
 @pytest.fixture()
-def pair(pg_source: Any, pg_target: Any, fresh_pg_db: Callable[[Any], str]) -> Iterator[tuple[PostgresAdapter, PostgresAdapter]]:
+def pair(
+    pg_source: Any, pg_target: Any, fresh_pg_db: Callable[[Any], str]
+) -> Iterator[tuple[PostgresAdapter, PostgresAdapter]]:
     src = adapter(pg_source, fresh_pg_db(pg_source), "source")
     dst = adapter(pg_target, fresh_pg_db(pg_target), "target")
     src.execute(SCHEMA)
@@ -118,8 +122,9 @@ class Writer:
         c = self.conn
         if r < 0.45:
             with c.transaction():
-                uid = c.execute("INSERT INTO users (email, bio) VALUES (%s, %s) RETURNING id",
-                                [f"w{self.rng.random()}@x", big]).fetchone()[0]  # type: ignore[index]
+                uid = c.execute(
+                    "INSERT INTO users (email, bio) VALUES (%s, %s) RETURNING id", [f"w{self.rng.random()}@x", big]
+                ).fetchone()[0]  # type: ignore[index]
                 c.execute("INSERT INTO docs (user_id, body, embedding) VALUES (%s, %s, %s::vector)", [uid, big, vec])
                 c.execute("INSERT INTO events (id, doc_id, kind) VALUES (gen_random_uuid(), %s, 'w')", [uid])
             self.ops["insert"] += 1
@@ -147,7 +152,7 @@ class Writer:
         except BaseException as exc:  # noqa: BLE001
             self.error = exc
 
-    def __enter__(self) -> Writer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -168,7 +173,9 @@ def wait_until(fn: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def slots(src: PostgresAdapter) -> list[str]:
-    return [str(r[0]) for r in src.query("SELECT slot_name FROM pg_replication_slots WHERE database = %s", [src.dbname])]
+    return [
+        str(r[0]) for r in src.query("SELECT slot_name FROM pg_replication_slots WHERE database = %s", [src.dbname])
+    ]
 
 
 def assert_identical(tmp_path: Path, env: EnvConfig) -> dict[str, Any]:
@@ -191,8 +198,12 @@ def test_writes_during_copy_and_stream_arrive_and_switch_leaves_sides_identical(
     with Writer(src) as writer:
         out = step.apply(ctx)  # snapshot copy (chunked, paused) + subscription, all while the writer runs
         assert out["rows_copied"] > 0 and out["slot"] in slots(src)
-        assert [a for a, _ in ctx.recorded_intents][:4] == ["publication", "create-slot", "snapshot-copy",
-                                                            "create-subscription"]
+        assert [a for a, _ in ctx.recorded_intents][:4] == [
+            "publication",
+            "create-slot",
+            "snapshot-copy",
+            "create-subscription",
+        ]
         time.sleep(1.0)  # keep writing while the stream runs
         vctx = make_context(tmp_path, env, "pg-sync", settings=settings, upstream={"pg-sync": out})
         checks = {c.name: c for c in step.verify(vctx)}
@@ -220,8 +231,8 @@ def test_writes_during_copy_and_stream_arrive_and_switch_leaves_sides_identical(
     assert dst.query("SELECT subname FROM pg_subscription") == [] or all(
         r[0] != out["subscription"] for r in dst.query("SELECT subname FROM pg_subscription")
     )
-    checks = switch.verify(make_context(tmp_path, env, "data-switch", upstream={"pg-sync": out, "data-switch": sout}))
-    assert all(c.ok for c in checks), checks
+    final = switch.verify(make_context(tmp_path, env, "data-switch", upstream={"pg-sync": out, "data-switch": sout}))
+    assert all(c.ok for c in final), final
 
 
 CHILD = r"""
@@ -248,9 +259,14 @@ def test_killed_pg_sync_resumes_from_its_slot(tmp_path: Path, pair: tuple[Postgr
         "tmp": str(tmp_path / "child"),
         "settings": {"pause_before_subscribe_s": 60},
     }
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(ROOT), json.dumps(spec)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(ROOT), json.dumps(spec)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
+
         def copied() -> bool:
             try:
                 return bool(dst.query("SELECT 1 FROM _bpmigrate.sync_state WHERE key = 'copy' AND value = 'done'"))
@@ -274,7 +290,9 @@ def test_killed_pg_sync_resumes_from_its_slot(tmp_path: Path, pair: tuple[Postgr
     assert_identical(tmp_path, env)
 
 
-def test_interrupted_copy_restarts_with_a_fresh_slot(tmp_path: Path, pair: tuple[PostgresAdapter, PostgresAdapter]) -> None:
+def test_interrupted_copy_restarts_with_a_fresh_slot(
+    tmp_path: Path, pair: tuple[PostgresAdapter, PostgresAdapter]
+) -> None:
     src, dst = pair
     env = env_for(src, dst)
     restore(tmp_path, env)
@@ -320,13 +338,15 @@ def test_prerequisites_block_keyless_tables_and_replica_identity_full_fixes_it(
     tmp_path: Path, pair: tuple[PostgresAdapter, PostgresAdapter]
 ) -> None:
     src, dst = pair
-    src.execute("CREATE TABLE nokey (a int, b text); INSERT INTO nokey SELECT g, 'r' || g FROM generate_series(1, 20) g")
+    src.execute(
+        "CREATE TABLE nokey (a int, b text); INSERT INTO nokey SELECT g, 'r' || g FROM generate_series(1, 20) g"
+    )
     env = env_for(src, dst)
     restore(tmp_path, env)
     step = PgSyncStep()
     plan = step.plan(make_context(tmp_path, env, "pg-sync"))
     assert any("public.nokey" in f.message and f.level == "block" for f in plan.findings)
-    with pytest.raises(StepFailed, match="public.nokey"):
+    with pytest.raises(StepFailed, match=r"public\.nokey"):
         step.apply(make_context(tmp_path, env, "pg-sync"))
     assert slots(src) == []  # refused before creating anything
     ctx = make_context(tmp_path, env, "pg-sync", settings={"replica_identity_full": True})
@@ -345,12 +365,22 @@ def test_prerequisites_block_keyless_tables_and_replica_identity_full_fixes_it(
     assert slots(src) == []
 
 
-def test_plan_reports_missing_wal_level_and_privileges(tmp_path: Path, pair: tuple[PostgresAdapter, PostgresAdapter]) -> None:
+def test_plan_reports_missing_wal_level_and_privileges(
+    tmp_path: Path, pair: tuple[PostgresAdapter, PostgresAdapter]
+) -> None:
     src, dst = pair
     src.execute("CREATE ROLE sync_nopriv LOGIN")
     try:
-        weak = PostgresAdapter(role="source", host=src.host, port=src.port, dbname=src.dbname, user="sync_nopriv",
-                               password=None, sslmode=None, bin_dir=src.bin_dir)
+        weak = PostgresAdapter(
+            role="source",
+            host=src.host,
+            port=src.port,
+            dbname=src.dbname,
+            user="sync_nopriv",
+            password=None,
+            sslmode=None,
+            bin_dir=src.bin_dir,
+        )
         from migrate.adapters.pgsync import PgSync
 
         problems = PgSync(weak, dst, "bpm_test").prerequisites(weak.tables())

@@ -217,6 +217,7 @@ def test_vpc_and_eks_on_the_stand_in_root(moto_reset: Any, tmp_path: Path) -> No
     assert Path(plan.data["plan_file"]).is_file() and len(plan.data["plan_sha256"]) == 64
     assert all(c.target.startswith("module.vpc.") for c in plan.changes if not c.target.startswith("output."))
     assert any("stand-in" in f.message for f in plan.findings)
+    assert not plan.unknown, "an unknown makes the engine skip its shown-vs-applied fingerprint check"
     # the engine compares the fingerprint of the plan it showed with a fresh one: equal for an unchanged world
     assert vpc.plan(make_context(tmp_path, env, vpc.id)).fingerprint() == plan.fingerprint()
 
@@ -462,3 +463,10 @@ def test_plan_result_fingerprint_ignores_only_the_volatile_keys() -> None:
     c = TerraformPlanResult(data=dict(base, plan_digest="other"))
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
     assert PlanResult(data=dict(base)).fingerprint() != PlanResult(data=dict(base, plan_file="/b")).fingerprint()
+
+
+def test_terraform_step_plan_waits_for_the_state_backend(moto_server: Any, tmp_path: Path) -> None:
+    env = _aws_root_env(moto_server, tmp_path)
+    plan = Vpc().plan(make_context(tmp_path, env, "vpc"))
+    assert plan.unknown and "tf-state-backend" in plan.unknown[0]
+    assert [c.target for c in plan.changes] == ["module.vpc"]

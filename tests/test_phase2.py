@@ -188,3 +188,17 @@ def test_redis_migrate_cluster_mode_warns_and_resumes(
     vctx = make_context(tmp_path, env, "redis-verify", settings={**settings, "sample": 0})
     with pytest.raises(StepFailed, match="db 0"):
         RedisVerify().apply(vctx)  # DB 0's keys are missing (the checkpoint lied on purpose)
+
+
+def test_rds_restore_plan_blocks_on_large_objects(
+    tmp_path: Path, pg_source: Any, pg_target: Any, fresh_pg_db: Callable[[Any], str]
+) -> None:
+    src, dst = make_pair(pg_source, pg_target, fresh_pg_db, users=5, prompts=5, events=5)
+    ctx = make_context(tmp_path, pg_env(src, dst), "rds-restore", settings=SMALL)
+    assert not RdsRestore().plan(ctx).blocking
+    src.execute("SELECT lo_from_bytea(0, 'blob')")
+    blocking = RdsRestore().plan(ctx).blocking
+    assert blocking and "large object" in blocking[0].message
+    with pytest.raises(StepFailed, match="large objects"):
+        RdsRestore().apply(ctx)
+    assert dst.tables() == []  # refused before touching the target

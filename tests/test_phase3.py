@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from migrate.adapters.builder import Builder
 from migrate.adapters.http import LatencyStats
 from migrate.adapters.proc import ProcRunner
 from migrate.config import EnvConfig
-from migrate.errors import DependencyNotReady, StepFailed
+from migrate.errors import ConfigError, DependencyNotReady, StepFailed
 from migrate.redact import redact, redact_obj
 from migrate.step import Check
 from migrate.testing import make_context
@@ -288,6 +289,69 @@ def test_images_outside_the_sandbox_require_pushed_tags(tmp_path: Path, moto_res
     assert len(plan.blocking) == 5 and "no image tag configured" in plan.blocking[0].message
 
 
+PUSH_TO_MOTO = """
+import json, os, sys, boto3
+ref = sys.argv[1]
+repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
+ecr = boto3.client("ecr", region_name="us-east-1", endpoint_url=os.environ["FAKE_DOCKER_MOTO"],
+                   aws_access_key_id="t", aws_secret_access_key="t")
+manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:" + "b" * 64,
+                       "size": 1}, "layers": [], "annotations": {"built-from": ref}}
+ecr.put_image(repositoryName=repo, imageManifest=json.dumps(manifest), imageTag=tag)
+"""
+
+
+def test_images_build_and_push_with_a_working_builder(
+    tmp_path: Path, moto_reset: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fake `docker` whose engine answers and whose `push` writes the manifest into moto's ECR (no engine here)."""
+    import sys
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "docker.log"
+    (tmp_path / "push.py").write_text(PUSH_TO_MOTO)
+    script = (
+        f'echo "$@" >> {log}\n'
+        'case "$1" in\n'
+        "  info) echo 27.3.1 ;;\n"
+        "  login) cat > /dev/null ;;\n"
+        f'  push) {sys.executable} {tmp_path / "push.py"} "$2" || exit 1 ;;\n'
+        "esac\n"
+    )
+    fake_tool(fake, "docker", script)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_MOTO", moto_reset.endpoint_url)
+    env = make_env(moto_reset, kind="aws")
+    two = {"services": ["frontend", "api-gateway"]}  # two services keep the fake pushes (python processes) cheap
+    up = {"ecr-repos": EcrRepos().apply(make_context(tmp_path, env, "ecr-repos", settings=two))}
+    settings = {
+        **two,
+        "source_dir": str(tmp_path / "src"),
+        "tag": "v9",
+        "contexts": {"api-gateway": "backend/api-gateway"},
+    }
+    step = Images()
+    plan = step.plan(make_context(tmp_path, env, step.id, settings=settings, upstream=up))
+    assert plan.data["mode"] == "build" and plan.data["builder"] == "docker 27.3.1"
+    assert {c.detail for c in plan.changes} == {"build and push with docker 27.3.1"} and len(plan.changes) == 2
+    ctx = make_context(tmp_path, env, step.id, settings=settings, upstream=up)
+    out = step.apply(ctx)
+    calls = [c for c in log.read_text().splitlines() if not c.startswith("info ")]  # detection: once per context
+    uri = out["images"]["api-gateway"]["uri"]
+    assert calls[0].startswith("login --username AWS --password-stdin ")  # the token never on the command line
+    assert f"build -t {uri}:v9 {tmp_path / 'src' / 'backend' / 'api-gateway'}" in calls
+    assert f"push {uri}:v9" in calls
+    assert sum(c.startswith("push ") for c in calls) == 2
+    assert out["mode"] == "build" and not any(i["stand_in"] for i in out["images"].values())
+    assert "registry-login" in [a for a, _ in ctx.recorded_intents]
+    # idempotent: the tags are in ECR now, nothing is rebuilt
+    step.apply(make_context(tmp_path, env, step.id, settings=settings, upstream=up))
+    assert sum(c.startswith("build ") for c in log.read_text().splitlines()) == 2
+    assert step.plan(make_context(tmp_path, env, step.id, settings=settings, upstream=up)).is_noop
+
+
 # -- Kubernetes steps ----------------------------------------------------------------------------------------------
 def test_kube_steps_skip_without_a_cluster(tmp_path: Path) -> None:
     env = make_env(None)
@@ -404,6 +468,21 @@ def test_k8s_config_uses_the_target_database_secret(tmp_path: Path, moto_reset: 
     assert pg is not None
     assert "rds-Pa%24%24word-91x@db.rds.test" in base64.b64decode(pg["data"]["DATABASE_URL"]).decode()
     assert not failed(step.verify(make_context(tmp_path, env, step.id)))
+
+
+def test_k8s_config_refuses_the_sample_compose_file_outside_the_sandbox(
+    tmp_path: Path, moto_reset: Any, kube: KubeApiDouble
+) -> None:
+    env = make_env(moto_reset, kube, kind="aws")
+    step = K8sConfig()
+    with pytest.raises(ConfigError, match="compose_file is not set"):
+        step.plan(make_context(tmp_path, env, step.id))
+    with pytest.raises(ConfigError, match="bundled sample"):
+        step.apply(make_context(tmp_path, env, step.id, settings={"compose_file": str(COMPOSE)}))
+    real = tmp_path / "docker-compose.yml"
+    real.write_text("services:\n  api-gateway:\n    environment:\n      JWT_SECRET: real-looking-secret-123\n")
+    out = step.apply(make_context(tmp_path, env, step.id, settings={"compose_file": str(real)}))
+    assert out["secrets"]["api-gateway"]["keys"] == ["JWT_SECRET"] and out["moved_count"] == 1
 
 
 def test_k8s_config_needs_the_data_endpoints(tmp_path: Path, moto_reset: Any, kube: KubeApiDouble) -> None:
@@ -614,17 +693,18 @@ def test_load_test_gate_passes(tmp_path: Path) -> None:
     env = make_env(None)
     step = LoadTest()
     with ControlledServer() as gw:
-        # the gate's thresholds are tested exactly below; here the machine running the suite may be loaded (2 shared
-        # cores), so the passing run allows p95 up to 1 s while still exercising the whole path
-        settings = {"endpoints": {"api-gateway": gw.url}, "rps": 40, "duration_s": 1.0, "p95_ms": 1000}
+        # the gate's thresholds are tested exactly below; the machine running the suite may be heavily loaded (2
+        # shared cores), so this passing run allows p95 up to 5 s and is bounded by count (20 requests), not by time
+        settings = {"endpoints": {"api-gateway": gw.url}, "rps": 20, "duration_s": 15, "max_requests": 20}
+        settings["p95_ms"] = 5000
         plan = step.plan(make_context(tmp_path, env, step.id, settings=settings))
-        assert plan.data["params"]["max_requests"] == 40 and gw.count == 0
+        assert plan.data["params"]["max_requests"] == 20 and gw.count == 0
         ctx = make_context(tmp_path, env, step.id, settings=settings)
         out = step.apply(ctx)
         assert out["passed"] is True
         stats = out["stats"]
-        assert stats["count"] == gw.count and 30 <= stats["count"] <= 41
-        assert stats["errors"] == 0 and stats["p95_ms"] < 1000
+        assert stats["count"] == gw.count == 20 and stats["stopped_by"] == "count"
+        assert stats["errors"] == 0 and stats["p95_ms"] < 5000
         assert any("p95" in line and "gate" in line and "PASSED" in line for line in ctx.recorded_logs)
         assert ctx.recorded_metrics["requests"] == stats["count"]
         report = tmp_path / "state" / "sandbox" / "artifacts" / "load-test" / "load-test-report.json"
@@ -651,7 +731,7 @@ def test_load_test_gate_fails_on_latency(tmp_path: Path) -> None:
     step = LoadTest()
     with ControlledServer() as gw:
         gw.delay_s = 0.25  # every request takes >= 250 ms: p95 cannot be under 200 ms
-        settings = {"url": f"{gw.url}/api/v1/enhance", "rps": 20, "duration_s": 0.5, "timeout": 2}
+        settings = {"url": f"{gw.url}/api/v1/enhance", "rps": 20, "duration_s": 15, "max_requests": 6, "timeout": 5}
         ctx = make_context(tmp_path, env, step.id, settings=settings)
         with pytest.raises(StepFailed, match="p95") as err:
             step.apply(ctx)
@@ -670,8 +750,9 @@ def test_load_test_gate_fails_on_errors(tmp_path: Path) -> None:
     step = LoadTest()
     with ControlledServer() as gw:
         gw.fail_every = 10  # 10 % of requests answer 500
-        settings = {"endpoints": {"api-gateway": gw.url}, "rps": 50, "duration_s": 0.6, "p95_ms": 5000}
+        settings = {"endpoints": {"api-gateway": gw.url}, "rps": 50, "duration_s": 15, "max_requests": 20}
+        settings["p95_ms"] = 5000  # isolate the error-rate criterion from a loaded machine's latency
         with pytest.raises(StepFailed, match="error rate") as err:
             step.apply(make_context(tmp_path, env, step.id, settings=settings))
         assert "p95" not in err.value.what
-        assert "HTTP 500" in err.value.why
+        assert "errors 2 (HTTP 500: 2)" in err.value.why  # exactly 2 of 20

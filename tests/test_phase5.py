@@ -103,6 +103,8 @@ def test_cost_controls_without_cluster_still_sets_the_budget(moto_reset: Any, tm
     out = step.apply(c)
     assert out["kube_skipped"] and out["monthly_target_usd"] == 3000
     assert c.adapters.get("aws_cost").describe_budget(out["budget"]).amount_usd == 3000
+    assert all(ch.ok for ch in step.verify(c)), step.verify(c)
+    assert c.adapters.get("aws_cost").upsert_budget(out["budget"], amount_usd=3000) == "unchanged"  # idempotent
 
 
 # -- autoscale-tune --------------------------------------------------------------------------------------------------
@@ -380,3 +382,27 @@ def test_sandbox_without_a_new_stack_skips_the_cutover_chain(tmp_path: Path) -> 
     assert PostCutoverWatch().skip_reason(ctx(tmp_path, env, "post-cutover-watch"))
     watched = ctx(tmp_path, env, "post-cutover-watch", upstream={"dns-cutover": {"record": "api.x"}})
     assert PostCutoverWatch().skip_reason(watched) is None
+
+
+def test_load_gate_time_falls_back_to_the_load_test_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    clock = FakeClock(start=time.time())
+    monkeypatch.setattr(PreCutoverCheck, "clock", clock)
+    env = env_with()
+    c = ctx(tmp_path, env, "pre-cutover-check", upstream={"load-test": {"passed": True, "stats": {"p95_ms": 80.0}}})
+    assert not PreCutoverCheck()._load_gate(c).ok  # no time anywhere
+    report = c.state_dir / "sandbox" / "artifacts" / "load-test" / "load-test-report.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"at": clock.now() - 7200, "failures": []}))
+    gate = PreCutoverCheck()._load_gate(c)
+    assert gate.ok and "2.0 h ago" in str(gate.observed)
+    report.write_text(json.dumps({"at": clock.now() - 60, "failures": ["p95 250 ms > 200 ms"]}))
+    assert not PreCutoverCheck()._load_gate(c).ok  # the last run failed: not the recorded gate's time
+
+
+def test_autoscale_tune_without_vpa_renders_only_hpas(tmp_path: Path) -> None:
+    c = ctx(tmp_path, env_with(), "autoscale-tune", settings={"vpa": False, "hpa": {"default": {"max": 7}}})
+    docs = AutoscaleTune().docs(c)
+    assert docs and {d["kind"] for d in docs} == {"HorizontalPodAutoscaler"}
+    assert {d["spec"]["maxReplicas"] for d in docs} == {7}

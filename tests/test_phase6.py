@@ -262,12 +262,20 @@ def test_perf_review_against_recorded_gates(tmp_path: Path, project: Path) -> No
     text = Path(out["report"]).read_text()
     assert "| ML p95 (ml-perf) | 610 ms | < 500 ms | FAIL |" in text
     assert [ch.name for ch in step.verify(c) if not ch.ok] == ["ML p95 (ml-perf)"]
-    missing = step.verify(ctx(tmp_path, env, "perf-review", upstream={"load-test": upstream["load-test"]}))
+    assert "| availability (post-cutover watch) | 99.950 % | >= 0.999  | PASS |" in text
+    # a real environment: an unmeasured criterion fails; a sandbox reports it as NOT MEASURED without failing
+    aws = EnvConfig(name="production", kind="aws")
+    missing = step.verify(ctx(tmp_path, aws, "perf-review", upstream={"load-test": upstream["load-test"]}))
     assert {ch.name for ch in missing if not ch.ok} == {
         "API p95 (post-cutover watch)",
         "ML p95 (ml-perf)",
         "availability (post-cutover watch)",
     }
+    sandbox = ctx(tmp_path, env, "perf-review", upstream={"load-test": upstream["load-test"]})
+    assert all(ch.ok for ch in step.verify(sandbox))
+    out = step.apply(sandbox)
+    assert "| ML p95 (ml-perf) | not measured | < 500 ms | NOT MEASURED |" in Path(out["report"]).read_text()
+    assert "3 not measured in this sandbox" in Path(out["report"]).read_text()
 
 
 def test_decommission_skips_in_a_sandbox_without_cutover(tmp_path: Path) -> None:
@@ -275,3 +283,10 @@ def test_decommission_skips_in_a_sandbox_without_cutover(tmp_path: Path) -> None
     assert "no old Compose stack" in (step.skip_reason(ctx(tmp_path, env_with(), "decommission")) or "")
     aws = EnvConfig(name="production", kind="aws")
     assert step.skip_reason(ctx(tmp_path, aws, "decommission")) is None
+
+
+def test_perf_review_skips_when_nothing_was_measured(tmp_path: Path) -> None:
+    step = PerfReview()
+    assert "nothing was measured" in (step.skip_reason(ctx(tmp_path, env_with(), "perf-review")) or "")
+    measured = ctx(tmp_path, env_with(), "perf-review", upstream={"load-test": {"stats": {"p95_ms": 90.0}}})
+    assert step.skip_reason(measured) is None

@@ -4,6 +4,8 @@ are reflected; the fence makes the switch exact; rollback stops the follower and
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,7 +63,7 @@ def synced(
 def test_writes_deletes_and_expirations_during_sync_are_reflected(
     tmp_path: Path, synced: tuple[RedisAdapter, RedisAdapter, EnvConfig, Callable[..., Any]]
 ) -> None:
-    src, dst, env, ctx = synced
+    src, dst, _env, ctx = synced
     s0, s1 = src.client(0), src.client(1)
     # changes between redis-migrate and the follower's start: caught by its reconcile pass
     s0.set(b"before:new", b"1")
@@ -142,4 +144,27 @@ def test_cluster_mode_target_gets_prefixed_keys(
         assert not dst.client(0).exists(b"db1:a")
     finally:
         step.rollback(make_context(tmp_path, env, "redis-sync"))
+    assert src.client(0).config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
+
+
+def test_killed_follower_restarts_reconciles_and_keeps_the_original_setting(
+    tmp_path: Path, synced: tuple[RedisAdapter, RedisAdapter, EnvConfig, Callable[..., Any]]
+) -> None:
+    src, dst, _env, ctx = synced
+    step = RedisSyncStep()
+    out = step.apply(ctx())
+    workdir = Path(out["workdir"])
+    os.kill(out["pid"], signal.SIGKILL)  # the follower this test's step started
+    deadline = time.monotonic() + 10
+    while follower_pid(workdir) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not follower_status(workdir)["alive"]
+    assert not step.verify(ctx({"redis-sync": out}))[0].ok
+    src.client(0).set(b"while:dead", b"1")  # missed by pub/sub: the restart's reconcile pass must catch it
+    src.client(0).delete(b"k0:2:str")
+    again = step.apply(ctx({"redis-sync": out}))
+    assert again["pid"] != out["pid"] and again["notify_previous"] == ""
+    fence_follower(src, workdir, timeout=20)
+    assert everything(src, 0) == everything(dst, 0)
+    step.rollback(ctx({"redis-sync": again}))
     assert src.client(0).config_get("notify-keyspace-events")["notify-keyspace-events"] == ""

@@ -422,13 +422,17 @@ def test_cli_cutover_revert_is_ledgered_and_resume_continues(moto_reset: Any, tm
         state, reason = db.execute("SELECT state, reason FROM bpm_step_state WHERE step_id = 'dns-cutover'").fetchone()
         assert state == "apply_failed" and "stage 50%" in reason and "error rate" in reason
         revert = json.loads(
-            db.execute("SELECT data FROM bpm_checkpoints WHERE step_id = 'dns-cutover' AND key = 'revert'").fetchone()[0]
+            db.execute("SELECT data FROM bpm_checkpoints WHERE step_id = 'dns-cutover' AND key = 'revert'").fetchone()[
+                0
+            ]
         )
         assert revert["failed_stage"] == 50 and revert["stages"]["50"]["probes"]["worst_error_rate"] == 1.0
         assert revert["stages"]["10"]["passed"] is True
         [(kind, path)] = db.execute("SELECT kind, path FROM bpm_artifacts WHERE step_id = 'dns-cutover'").fetchall()
         assert kind == "cutover-evidence" and json.loads(Path(path).read_text())["failed_stage"] == 50
-        first_intents = [r[0] for r in db.execute("SELECT action FROM bpm_intents WHERE step_id = 'dns-cutover' ORDER BY id")]
+        first_intents = [
+            r[0] for r in db.execute("SELECT action FROM bpm_intents WHERE step_id = 'dns-cutover' ORDER BY id")
+        ]
         assert first_intents == ["route53-lower-ttl", "route53-shift-weight", "route53-shift-weight", "route53-revert"]
         db.close()
 
@@ -439,12 +443,24 @@ def test_cli_cutover_revert_is_ledgered_and_resume_continues(moto_reset: Any, tm
         assert weights(env, zone_id) == {"old-stack": 0, "new-stack": 100}
         db = sqlite3.connect(project / "state" / "rehearsal.db")
         rows = db.execute("SELECT action, data FROM bpm_intents WHERE step_id = 'dns-cutover' ORDER BY id").fetchall()
-        resumed = [json.loads(d)["weights"]["new-stack"] for a, d in rows[len(first_intents) :] if a == "route53-shift-weight"]
+        resumed = [
+            json.loads(d)["weights"]["new-stack"] for a, d in rows[len(first_intents) :] if a == "route53-shift-weight"
+        ]
         assert resumed == [50, 100]  # continued from the stage it reached; no TTL change again
         assert "route53-lower-ttl" not in [a for a, _ in rows[len(first_intents) :]]
         assert db.execute("SELECT state FROM bpm_step_state WHERE step_id = 'dns-cutover'").fetchone()[0] == "verified"
         db.close()
 
+        # past the bake time the cutover is a one-way fence: rollback refuses (exit 3) and changes nothing
+        toml = project / "migrate.toml"
+        toml.write_text(toml.read_text().replace("bake_time_s = 3600", "bake_time_s = 0"))
+        refused = run_cli(project, "rollback", "--step", "dns-cutover", "--yes", timeout=120)
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert "--force-past-fence" in refused.stdout + refused.stderr
+        assert weights(env, zone_id) == {"old-stack": 0, "new-stack": 100}
+
+        # inside the bake time: `rollback --phase cutover` sends everything back to the old stack
+        toml.write_text(toml.read_text().replace("bake_time_s = 0", "bake_time_s = 3600"))
         back = run_cli(project, "rollback", "--phase", "cutover", "--yes", timeout=120)
         assert back.returncode == 0, back.stdout + back.stderr
         assert weights(env, zone_id) == {"old-stack": 100, "new-stack": 0}

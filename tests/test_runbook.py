@@ -43,7 +43,9 @@ class Omega(Alpha):
     reversibility = Reversibility.ONE_WAY
     gate = "stops production"
     destructive = True
-    procedures = (("Old stack restart", "bpmigrate rollback --step omega --force-past-fence", "only before data moves"),)
+    procedures = (
+        ("Old stack restart", "bpmigrate rollback --step omega --force-past-fence", "only before data moves"),
+    )
 
     def rollback(self, ctx: StepContext) -> None:
         """Restart it with ``compose up``."""

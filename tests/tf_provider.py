@@ -450,8 +450,11 @@ class TfWorkdir:
 
     def run(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         started = time.monotonic()
+        # -no-color goes right after the (sub)command: Terraform stops reading flags at the first positional argument
+        at = 2 if args[0] in ("workspace", "state", "providers") else 1
+        argv = [self.binary, *args[:at], "-no-color", *args[at:]]
         proc = subprocess.run(
-            [self.binary, *args, "-no-color"] if args[0] not in ("fmt",) else [self.binary, *args],
+            argv,
             cwd=self.root,
             env=self.env,
             capture_output=True,

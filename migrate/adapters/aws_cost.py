@@ -99,20 +99,22 @@ class CostAdapter:
         emails: list[str] | None = None,
         sns_topic_arn: str | None = None,
     ) -> str:
-        """Create (or replace when the amount/threshold changed) a monthly COST budget with an ACTUAL-spend alert.
+        """Create (or replace when the amount/alert changed) a monthly COST budget with an ACTUAL-spend alert.
 
+        AWS requires a subscriber for an alert: without emails/SNS topic the budget has no notification.
         Returns "created" | "replaced" | "unchanged".
         """
+        subscribers = [{"SubscriptionType": "EMAIL", "Address": e} for e in (emails or [])]
+        if sns_topic_arn:
+            subscribers.append({"SubscriptionType": "SNS", "Address": sns_topic_arn})
+        want_threshold = float(threshold_pct) if subscribers else None
         current = self.describe_budget(name)
         if (
             current is not None
             and abs(current.amount_usd - amount_usd) < 0.005
-            and current.threshold_pct == threshold_pct
+            and current.threshold_pct == want_threshold
         ):
             return "unchanged"
-        subscribers = [{"SubscriptionType": "EMAIL", "Address": e} for e in (emails or [])]
-        if sns_topic_arn:
-            subscribers.append({"SubscriptionType": "SNS", "Address": sns_topic_arn})
         notifications = []
         if subscribers:
             notifications.append(
@@ -141,24 +143,6 @@ class CostAdapter:
             Budget=body,
             NotificationsWithSubscribers=notifications,
         )
-        if not subscribers:
-            # keep the threshold visible even without subscribers (an alert nobody receives is flagged by the plan)
-            try:
-                self.aws.call(
-                    "budgets",
-                    "create_notification",
-                    AccountId=self.account_id(),
-                    BudgetName=name,
-                    Notification={
-                        "NotificationType": "ACTUAL",
-                        "ComparisonOperator": "GREATER_THAN",
-                        "Threshold": float(threshold_pct),
-                        "ThresholdType": "PERCENTAGE",
-                    },
-                    Subscribers=[],
-                )
-            except AdapterError:
-                pass  # AWS requires at least one subscriber; the budget itself stands
         return "replaced" if current is not None else "created"
 
     def delete_budget(self, name: str) -> bool:

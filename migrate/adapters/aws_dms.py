@@ -202,18 +202,7 @@ class DmsDriver:
                 TableMappings=json.dumps(TABLE_MAPPINGS),
                 ReplicationTaskSettings=json.dumps(TASK_SETTINGS),
             )["ReplicationTask"]
-        status = str(task.get("Status"))
-        if status not in ("running", "starting"):
-            self._wait("replication task", self._task, ("ready", "stopped", "running"), timeout)
-            current = self._task() or {}
-            if current.get("Status") != "running":
-                kind = "resume-processing" if current.get("Status") == "stopped" else "start-replication"
-                self.aws.call(
-                    "dms",
-                    "start_replication_task",
-                    ReplicationTaskArn=current["ReplicationTaskArn"],
-                    StartReplicationTaskType=kind,
-                )
+        self._start(timeout)
         self._wait("replication task", self._task, ("running",), timeout)
         return {
             "instance_arn": inst["ReplicationInstanceArn"],
@@ -221,6 +210,34 @@ class DmsDriver:
             "target_endpoint_arn": target_arn,
             **self.status(),
         }
+
+    def _start(self, timeout: float) -> None:
+        """Start (or resume) the task once DMS accepts it: a task still 'creating' refuses; retry until the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            current = self._task() or {}
+            status = str(current.get("Status") or "")
+            if status in ("running", "starting"):
+                return
+            if status in ("failed", "deleting", ""):
+                raise StepFailed(
+                    f"DMS replication task {self.names.task} is {status or 'absent'}",
+                    str(current.get("LastFailureMessage") or current.get("StopReason") or "see the DMS console"),
+                    "fix the cause shown in the DMS console, then re-run: bpmigrate apply --step pg-sync",
+                )
+            kind = "resume-processing" if status == "stopped" else "start-replication"
+            try:
+                self.aws.call(
+                    "dms",
+                    "start_replication_task",
+                    ReplicationTaskArn=current["ReplicationTaskArn"],
+                    StartReplicationTaskType=kind,
+                )
+                return
+            except AdapterError as exc:
+                if "InvalidResourceState" not in exc.what or time.monotonic() >= deadline:
+                    raise
+            time.sleep(self.poll_s)
 
     def status(self) -> dict[str, Any]:
         task = self._task()
@@ -260,6 +277,15 @@ class DmsDriver:
             if bad in states:
                 return bad
         return "Validated" if states else "no tables yet"
+
+    def stop(self, timeout: float = 1800.0) -> bool:
+        """Stop the task (CDC ends: the target is authoritative from now on); False when it was not running."""
+        task = self._task()
+        if task is None or task.get("Status") != "running":
+            return False
+        self.aws.call("dms", "stop_replication_task", ReplicationTaskArn=task["ReplicationTaskArn"])
+        self._wait("replication task", self._task, ("stopped",), timeout)
+        return True
 
     def teardown(self, timeout: float = 1800.0) -> list[str]:
         done: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -248,6 +249,28 @@ class AwsMl:
                 )
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
 
+    def probe_endpoint(
+        self, name: str, payload: bytes, *, requests: int, concurrency: int, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        """Closed-loop latency probe of a SageMaker endpoint through ``sagemaker-runtime:InvokeEndpoint`` (signed by
+        boto3): ``requests`` calls over ``concurrency`` threads; failed calls count as errors, not latencies."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        client = self.aws.client("sagemaker-runtime")
+
+        def one(_: int) -> float | None:
+            start = time.perf_counter()
+            try:
+                client.invoke_endpoint(EndpointName=name, Body=payload, ContentType=content_type)
+            except Exception:  # noqa: BLE001 - botocore errors are counted, the probe goes on
+                return None
+            return (time.perf_counter() - start) * 1000
+
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+            results = list(pool.map(one, range(max(1, requests))))
+        samples = [r for r in results if r is not None]
+        return probe_stats(samples, len(results) - len(samples))
+
     def delete_sagemaker(self, *, endpoint: str | None, config: str | None, model: str | None) -> list[str]:
         """Delete endpoint, then config, then model — each only if present. Returns what was deleted."""
         deleted: list[str] = []
@@ -261,6 +284,28 @@ class AwsMl:
             self.aws.call("sagemaker", "delete_model", ModelName=model)
             deleted.append(f"model/{model}")
         return deleted
+
+
+def percentile(sorted_ms: list[float], pct: float) -> float:
+    """Nearest-rank percentile of sorted samples (the smallest sample with at least pct % of samples <= it)."""
+    if not sorted_ms:
+        return 0.0
+    rank = max(1, math.ceil(pct / 100.0 * len(sorted_ms)))
+    return sorted_ms[min(rank, len(sorted_ms)) - 1]
+
+
+def probe_stats(samples_ms: list[float], errors: int) -> dict[str, Any]:
+    ordered = sorted(samples_ms)
+    count = len(samples_ms) + errors
+    return {
+        "count": count,
+        "errors": errors,
+        "error_rate": (errors / count) if count else 0.0,
+        "p50_ms": round(percentile(ordered, 50), 3),
+        "p95_ms": round(percentile(ordered, 95), 3),
+        "p99_ms": round(percentile(ordered, 99), 3),
+        "max_ms": round(ordered[-1], 3) if ordered else 0.0,
+    }
 
 
 def from_config(env: EnvConfig, *, project_root: Path, state_dir: Path, **_: Any) -> AwsMl:

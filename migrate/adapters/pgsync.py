@@ -354,7 +354,8 @@ class PgSync:
         return out
 
     def current_lsn(self) -> str:
-        return str(self.source.query("SELECT pg_current_wal_lsn()::text")[0][0])
+        # the INSERT position: with synchronous_commit = off a committed transaction may lie beyond the write position
+        return str(self.source.query("SELECT pg_current_wal_insert_lsn()::text")[0][0])
 
     # -- target objects ----------------------------------------------------------------------------------------
     def subscription_info(self) -> dict[str, Any] | None:
@@ -598,8 +599,8 @@ class PgSync:
     def lag(self) -> Lag:
         row = self.source.query(
             """
-            SELECT pg_current_wal_lsn()::text, s.confirmed_flush_lsn::text,
-                   pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::bigint, s.active,
+            SELECT pg_current_wal_insert_lsn()::text, s.confirmed_flush_lsn::text,
+                   pg_wal_lsn_diff(pg_current_wal_insert_lsn(), s.confirmed_flush_lsn)::bigint, s.active,
                    (SELECT extract(epoch FROM coalesce(r.replay_lag, r.flush_lag, r.write_lag))::float8
                       FROM pg_stat_replication r WHERE r.pid = s.active_pid)
             FROM (SELECT 1) one LEFT JOIN pg_replication_slots s ON s.slot_name = %s

@@ -367,6 +367,9 @@ class PostgresAdapter:
                 uses[ext].tables.append(str(table))
         return sorted(uses.values(), key=lambda u: u.name)
 
+    def large_object_count(self) -> int:
+        return int(self.query("SELECT count(*) FROM pg_largeobject_metadata")[0][0])
+
     def database_size(self) -> int:
         return int(self.query("SELECT pg_database_size(current_database())")[0][0])
 
@@ -469,21 +472,10 @@ class PostgresAdapter:
     def chunk_checksum(self, table: TableInfo, lo: str | None, hi: str | None) -> tuple[int, str]:
         """(row count, order-independent sum of per-row hashes) of the rows with lo <= key < hi."""
         with self.session() as conn:
-            rows, total, _ = checksum_on(conn, table, lo, hi)
-            return rows, total
+            return checksum_on(conn, table, lo, hi)
 
 
-@dataclass(frozen=True)
-class NnProbe:
-    """An exact k-nearest-neighbour query (L2) folded into the checksum scan of one table (one detoast pass)."""
-
-    table: str
-    column: str
-    vector: str  # text form of the probe vector (float4 shortest repr: exact round trip)
-    k: int = 10
-
-
-def checksum_sql(table: TableInfo, lo: str | None, hi: str | None, nn: NnProbe | None = None) -> str:
+def checksum_sql(table: TableInfo, lo: str | None, hi: str | None) -> str:
     """(count, sum of per-row 64-bit hashes) of a key range.
 
     Each row is hashed from the binary send form of every column (exact for floats, cheap for vectors: no text
@@ -495,25 +487,28 @@ def checksum_sql(table: TableInfo, lo: str | None, hi: str | None, nn: NnProbe |
         col = qident(c.name)
         parts.append(f"{c.send_fn}({col})" if c.send_fn and c.send_fn != "-" else f"convert_to({col}::text, 'UTF8')")
     row = f"ROW({', '.join(parts)})" if len(parts) > 1 else f"ROW({parts[0] if parts else 'NULL::bytea'}, NULL::bytea)"
-    where = range_where(table, lo, hi)
-    extra = ""
-    if nn is not None and nn.table == table.qualified and table.key is not None:
-        col, key = qident(nn.column), qident(table.key)
-        dist = f"({col} <-> {qliteral(nn.vector)}::vector)"
-        extra = (
-            f", (array_agg(ARRAY[{dist}::text, {key}::text] ORDER BY {dist}, {key}) "
-            f"FILTER (WHERE {col} IS NOT NULL))[1:{int(nn.k)}]"
-        )
+    where = range_where(table, lo, hi, collate_c=True)
     return (
-        f"SELECT count(*), coalesce(sum(hash_record_extended({row}, 0)::numeric), 0)::text{extra} "
+        f"SELECT count(*), coalesce(sum(hash_record_extended({row}, 0)::numeric), 0)::text "
         f"FROM {qident(table.schema, table.name)} {where}"
     )
 
 
-def range_where(table: TableInfo, lo: str | None, hi: str | None) -> str:
+_COLLATABLE = ("text", "character varying", "character", "citext", "name")
+
+
+def _key_expr(table: TableInfo, collate_c: bool) -> str:
+    """The chunking key; with ``collate_c`` text keys compare bytewise so source and target (whose default
+    collations may differ, e.g. C vs en_US.UTF-8 on RDS) split ranges identically."""
+    key = qident(table.key or "")
+    typ = (table.key_type or "").split("(")[0]
+    return f'{key} COLLATE "C"' if collate_c and typ in _COLLATABLE else key
+
+
+def range_where(table: TableInfo, lo: str | None, hi: str | None, *, collate_c: bool = False) -> str:
     if table.key is None or (lo is None and hi is None):
         return ""
-    key = qident(table.key)
+    key = _key_expr(table, collate_c)
     typ = table.key_type or "text"
     conds = []
     if lo is not None:
@@ -523,21 +518,20 @@ def range_where(table: TableInfo, lo: str | None, hi: str | None) -> str:
     return "WHERE " + " AND ".join(conds)
 
 
-def checksum_on(
-    conn: psycopg.Connection[Any], table: TableInfo, lo: str | None, hi: str | None, nn: NnProbe | None = None
-) -> tuple[int, str, list[tuple[float, str]]]:
-    """(rows, checksum, [(distance, key)...] of the chunk's k nearest neighbours when ``nn`` targets this table)."""
-    row = conn.execute(checksum_sql(table, lo, hi, nn)).fetchone()  # type: ignore[arg-type]
+def checksum_on(conn: psycopg.Connection[Any], table: TableInfo, lo: str | None, hi: str | None) -> tuple[int, str]:
+    """(rows, checksum) of one key range."""
+    row = conn.execute(checksum_sql(table, lo, hi)).fetchone()  # type: ignore[arg-type]
     assert row is not None
-    near = [(float(d), str(k)) for d, k in (row[2] or [])] if len(row) > 2 else []
-    return int(row[0]), str(row[1]), near
+    return int(row[0]), str(row[1])
 
 
-def chunk_bounds(conn: psycopg.Connection[Any], table: TableInfo, n_chunks: int) -> list[str]:
+def chunk_bounds(
+    conn: psycopg.Connection[Any], table: TableInfo, n_chunks: int, *, collate_c: bool = False
+) -> list[str]:
     """n_chunks-1 sorted, distinct boundary values of the table's key (sampled for big tables)."""
     if table.key is None or n_chunks <= 1:
         return []
-    key = qident(table.key)
+    key = _key_expr(table, collate_c)
     fractions = ",".join(f"{i / n_chunks:.6f}" for i in range(1, n_chunks))
     sample = ""
     if table.est_rows > 200_000:
@@ -620,8 +614,6 @@ class ChunkVerdict:
     source_sum: str
     target_sum: str
     error: str = ""
-    source_nn: list[tuple[float, str]] = field(default_factory=list)
-    target_nn: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -651,7 +643,7 @@ def validation_chunks(
             n = 1
             if t.key is not None:
                 n = max(1, min(10_000, math.ceil(max(t.est_rows / max(1, chunk_rows), t.bytes / max(1, chunk_bytes)))))
-            bounds = chunk_bounds(conn, t, n) if n > 1 else []
+            bounds = chunk_bounds(conn, t, n, collate_c=True) if n > 1 else []
             edges: list[str | None] = [None, *bounds, None]
             out.extend(ValidationChunk(t.qualified, i, edges[i], edges[i + 1]) for i in range(len(edges) - 1))
     return out
@@ -665,7 +657,6 @@ def validate_chunks(
     *,
     workers: int = 2,
     on_verdict: Any = None,
-    nn: NnProbe | None = None,
 ) -> list[ChunkVerdict]:
     """Checksum every chunk on both sides (source and target queries run concurrently, ``workers`` chunks at once)."""
     import threading
@@ -688,9 +679,9 @@ def validate_chunks(
             conns[side.role] = conn
         return conns[side.role]
 
-    def one(side: PostgresAdapter, chunk: ValidationChunk) -> tuple[int, str, list[tuple[float, str]]] | str:
+    def one(side: PostgresAdapter, chunk: ValidationChunk) -> tuple[int, str] | str:
         try:
-            return checksum_on(conn_for(side), by_name[chunk.table], chunk.lo, chunk.hi, nn)
+            return checksum_on(conn_for(side), by_name[chunk.table], chunk.lo, chunk.hi)
         except psycopg.Error as exc:
             return (
                 f"{side.role}: {redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)}"
@@ -705,9 +696,9 @@ def validate_chunks(
             for chunk, fs, ft in pending:
                 rs, rt = fs.result(), ft.result()
                 err = "; ".join(x for x in (rs, rt) if isinstance(x, str))
-                s = rs if not isinstance(rs, str) else (-1, "", [])
-                t = rt if not isinstance(rt, str) else (-1, "", [])
-                verdict = ChunkVerdict(chunk, s[0], t[0], s[1], t[1], err, s[2], t[2])
+                s = rs if not isinstance(rs, str) else (-1, "")
+                t = rt if not isinstance(rt, str) else (-1, "")
+                verdict = ChunkVerdict(chunk, s[0], t[0], s[1], t[1], err)
                 verdicts.append(verdict)
                 if on_verdict:
                     on_verdict(verdict)
@@ -720,17 +711,25 @@ def validate_chunks(
     return verdicts
 
 
-def nearest_ids(adapter: PostgresAdapter, table: TableInfo, column: str, k: int = 10) -> list[str]:
-    """Exact (index scans off) k nearest neighbours, by L2 distance, of the row with the smallest key."""
+def nearest_ids(
+    adapter: PostgresAdapter, table: TableInfo, column: str, k: int = 10, scan_rows: int = 20_000
+) -> list[str]:
+    """The pgvector k-nearest-neighbour query (``ORDER BY col <-> probe LIMIT k``, exact: index scans off) around
+    the vector of the row with the smallest key, over the first ``scan_rows`` rows by key (0 = the whole table).
+
+    Bounded on purpose: every vector's bytes are already compared by the chunk checksums; this query checks that
+    pgvector answers the same on both sides without a second full detoasting pass over the table.
+    """
     if table.key is None:
         return []
     key, col, rel = qident(table.key), qident(column), qident(table.schema, table.name)
+    scope = f"(SELECT {key}, {col} FROM {rel} ORDER BY {key} LIMIT {int(scan_rows)})" if scan_rows > 0 else rel
     with adapter.session(autocommit=False) as conn:
         conn.execute("SET LOCAL enable_indexscan = off")
         conn.execute("SET LOCAL enable_bitmapscan = off")
         sql = (
             f"WITH probe AS (SELECT {col} AS v FROM {rel} WHERE {col} IS NOT NULL ORDER BY {key} LIMIT 1) "
-            f"SELECT t.{key}::text FROM {rel} t, probe WHERE t.{col} IS NOT NULL "
+            f"SELECT t.{key}::text FROM {scope} t, probe WHERE t.{col} IS NOT NULL "
             f"ORDER BY t.{col} <-> probe.v, t.{key} LIMIT {int(k)}"
         )
         rows = conn.execute(sql).fetchall()  # type: ignore[arg-type]
@@ -743,36 +742,23 @@ def vector_columns(tables: Sequence[TableInfo]) -> list[tuple[TableInfo, str]]:
 
 
 def nearest_ids_background(
-    source: PostgresAdapter, target: PostgresAdapter, table: TableInfo, column: str, k: int = 10
+    source: PostgresAdapter,
+    target: PostgresAdapter,
+    table: TableInfo,
+    column: str,
+    k: int = 10,
+    scan_rows: int = 20_000,
 ) -> Any:
     """Start the nearest-neighbour query on both sides in background threads; call the result to join:
     ``(source_ids, target_ids)`` (errors are re-raised, translated, by the call)."""
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pgnn")
-    fs = pool.submit(nearest_ids, source, table, column, k)
-    ft = pool.submit(nearest_ids, target, table, column, k)
+    fs = pool.submit(nearest_ids, source, table, column, k, scan_rows)
+    ft = pool.submit(nearest_ids, target, table, column, k, scan_rows)
     pool.shutdown(wait=False)
 
     def join() -> tuple[list[str], list[str]]:
         return fs.result(), ft.result()
 
     return join
-
-
-def nn_probe(source: PostgresAdapter, table: TableInfo, column: str, k: int = 10) -> NnProbe | None:
-    """The probe of the folded nearest-neighbour query: the vector of the source row with the smallest key."""
-    if table.key is None:
-        return None
-    rows = source.query(
-        f"SELECT {qident(column)}::text FROM {qident(table.schema, table.name)} WHERE {qident(column)} IS NOT NULL "
-        f"ORDER BY {qident(table.key)} LIMIT 1"
-    )
-    return NnProbe(table.qualified, column, str(rows[0][0]), k) if rows else None
-
-
-def merge_nearest(per_chunk: Sequence[tuple[int, Sequence[tuple[float, str]]]], k: int) -> list[str]:
-    """Global k nearest ids from per-chunk top-k lists [(chunk index, [(distance, key)...])] (ties: key order)."""
-    flat = [(d, idx, pos, key) for idx, near in per_chunk for pos, (d, key) in enumerate(near)]
-    flat.sort()
-    return [key for _, _, _, key in flat[:k]]

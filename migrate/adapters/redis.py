@@ -69,6 +69,10 @@ class RedisAdapter:
     def has_password(self) -> bool:
         return bool(self._password)
 
+    def auth_for_migrate(self) -> str | None:
+        """The password the SOURCE server must send (MIGRATE ... AUTH) to write into this server (never logged)."""
+        return self._password
+
     @property
     def needs_address(self) -> bool:
         return self.host in ("", "from-terraform")

@@ -110,6 +110,8 @@ def copy_db(
 ) -> DbCopyResult:
     """Copy every key of ``route.source_db``. ``on_batch(cursor_after, keys_in_batch)`` after each batch landed."""
     result = DbCopyResult(method=method)
+    if migrate_password is None:
+        migrate_password = target.auth_for_migrate()
     started = time.monotonic()
     cursor, keys = source.scan(route.source_db, start_cursor, batch)
     while True:

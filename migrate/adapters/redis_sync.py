@@ -127,6 +127,18 @@ def follower_status(workdir: Path) -> dict[str, Any]:
     return status
 
 
+def recorded_previous(workdir: Path) -> str | None:
+    """notify-keyspace-events as it was before any follower of this workdir changed it (from the last spec)."""
+    value = _read_json(workdir / SPEC).get("notify_previous")
+    return None if value is None else str(value)
+
+
+def forget(workdir: Path) -> None:
+    """After the setting was restored: the next follower records the then-current value afresh."""
+    for name in (SPEC, STATUS):
+        (workdir / name).unlink(missing_ok=True)
+
+
 def start_follower(workdir: Path, spec: FollowerSpec) -> int:
     """Start the follower detached (own session); returns its pid. A live follower is left alone."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -278,6 +290,8 @@ class Follower:
         self.stop = threading.Event()
         self.error: str | None = None
         self.subscribed = threading.Event()
+        self.down_since: float | None = None
+        self.max_down_s = float(spec.get("max_disconnected_s", 600))
 
     # status --------------------------------------------------------------------------------------------------------
     def write_status(self) -> None:
@@ -328,6 +342,7 @@ class Follower:
                         confirmations += 1
                         if confirmations >= 2:
                             self.subscribed.set()
+                            self.down_since = None
                         continue
                     if kind == "pmessage":
                         channel = msg["channel"]
@@ -346,6 +361,8 @@ class Follower:
                 with self.lock:
                     self.need_reconcile = True
                 self.subscribed.clear()
+                if self.down_since is None:
+                    self.down_since = time.monotonic()
                 time.sleep(0.5)
             finally:
                 try:
@@ -419,6 +436,11 @@ class Follower:
         last_status = 0.0
         interval = float(self.spec.get("status_interval_s", 0.2))
         while not self.stop.is_set():
+            if not self.workdir.is_dir():
+                break  # the state directory was removed: nobody can read or stop us any more
+            if self.down_since is not None and time.monotonic() - self.down_since > self.max_down_s:
+                self.error = f"source unreachable for more than {self.max_down_s:g}s: follower exits"
+                break
             if self.need_reconcile and self.subscribed.is_set():
                 with self.lock:
                     self.need_reconcile = False
@@ -432,8 +454,10 @@ class Follower:
                 last_status = now
             if not worked:
                 time.sleep(0.01)
-        self.drain_once()
-        self.write_status()
+        if self.workdir.is_dir():
+            if self.subscribed.is_set():
+                self.drain_once()
+            self.write_status()
 
 
 def main(argv: Sequence[str]) -> int:

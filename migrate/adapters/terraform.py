@@ -635,9 +635,16 @@ class TerraformRunner:
             args.append("-destroy")
         args += [f"-target={t}" for t in targets]
         args += self._var_args()
-        # the human-readable plan is not echoed (the step renders the show -json summary); stderr still is
-        self._run(args, stream=False, what="terraform plan")
-        changes, outputs, digest = self.show_plan(path)
+        # the human-readable plan is not echoed (the step renders the show -json summary); stderr still is.
+        # -detailed-exitcode: 0 = no changes (then `show -json`, which loads every provider again, is skipped), 2 = changes
+        res = self._run([*args, "-detailed-exitcode"], stream=False, check=False, what="terraform plan")
+        if res.returncode not in (0, 2):
+            self._raise("terraform plan", res)
+        changes: list[TfResourceChange] = []
+        outputs: list[str] = []
+        digest = _digest([], {})
+        if res.returncode == 2:
+            changes, outputs, digest = self.show_plan(path)
         self._prune_plans()
         return TfPlan(path, sha256_file(path), changes, list(targets), destroy, outputs, digest)
 
@@ -655,27 +662,15 @@ class TerraformRunner:
             raise AdapterError(
                 "terraform show -json returned no JSON", str(exc), "re-run with the same command", service="terraform"
             ) from None
-        changes = [
-            TfResourceChange(str(rc["address"]), list(rc.get("change", {}).get("actions", [])))
-            for rc in doc.get("resource_changes", []) or []
+        real = [
+            rc for rc in doc.get("resource_changes", []) or [] if set(rc.get("change", {}).get("actions", [])) - _NOOP
         ]
-        outs = [
-            name for name, oc in (doc.get("output_changes", {}) or {}).items() if set(oc.get("actions", [])) - {"no-op"}
-        ]
-        material = {
-            "resources": [
-                [
-                    rc.get("address"),
-                    rc.get("change", {}).get("actions"),
-                    rc.get("change", {}).get("before"),
-                    rc.get("change", {}).get("after"),
-                    rc.get("change", {}).get("after_unknown"),
-                ]
-                for rc in doc.get("resource_changes", []) or []
-            ],
-            "outputs": doc.get("output_changes", {}) or {},
+        changes = [TfResourceChange(str(rc["address"]), list(rc["change"]["actions"])) for rc in real]
+        out_changes = {
+            name: oc for name, oc in (doc.get("output_changes", {}) or {}).items() if set(oc.get("actions", [])) - _NOOP
         }
-        digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+        outs = sorted(out_changes)
+        digest = _digest(real, out_changes)
         return changes, outs, digest
 
     def verify_plan_file(self, plan: TfPlan) -> None:
@@ -760,6 +755,27 @@ class TerraformRunner:
 # ---------------------------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------------------------
+_NOOP = frozenset({"no-op", "read"})
+
+
+def _digest(resource_changes: list[dict[str, Any]], output_changes: Mapping[str, Any]) -> str:
+    """What a plan does (only real changes: address, actions, before/after values), independent of the file."""
+    material = {
+        "resources": [
+            [
+                rc.get("address"),
+                rc.get("change", {}).get("actions"),
+                rc.get("change", {}).get("before"),
+                rc.get("change", {}).get("after"),
+                rc.get("change", {}).get("after_unknown"),
+            ]
+            for rc in resource_changes
+        ],
+        "outputs": dict(output_changes),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _lock_field(text: str, name: str) -> str:
     match = re.search(rf"^\s*{name}:\s*(.+)$", text, re.MULTILINE)
     return match.group(1).strip() if match else ""

@@ -124,7 +124,8 @@ def up(
         _render_status(st, f"sandbox {env} is already up — nothing to do")
     else:
         _render_status(st, f"sandbox {env} is up ({st.seconds:.1f}s)")
-        console.print(f"next: bpmigrate sandbox seed --env {env}   then   bpmigrate apply --all --env {env} --yes")
+        seed_hint = "" if st.seeded else f"bpmigrate sandbox seed --env {env}   then   "
+        console.print(f"next: {seed_hint}bpmigrate --env {env} apply --all --yes", highlight=False)
 
 
 @app.command()

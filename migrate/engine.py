@@ -551,8 +551,12 @@ class Engine:
             chosen = [sid for sid in rollbackable if sid in after]
         else:
             chosen = rollbackable[-1:] if rollbackable else []
-        index = {sid: i for i, sid in enumerate(rollbackable)}
-        chosen.sort(key=lambda sid: index[sid], reverse=True)
+        if to is not None:  # also every applied step after X in plan order (e.g. one that was skipped, then applied)
+            after_in_plan = {s.id for s in self.graph.steps[self.graph.index(to) + 1 :]}
+            chosen += [sid for sid in rollbackable if sid in after_in_plan and sid not in chosen]
+        # unwind in reverse plan order: the reverse of the order they were applied in, and always dependents first
+        position = {sid: i for i, sid in enumerate(self.graph.ids)}
+        chosen.sort(key=lambda sid: position[sid], reverse=True)
         return [self.graph.get(sid) for sid in chosen]
 
     def rollback(
@@ -597,6 +601,7 @@ class Engine:
             step = step_cls()
             self.ledger.transition(step_cls.id, Event.BEGIN_ROLLBACK, run_id=self.run_id, data={"forced_fence": force_past_fence})
             ctx = self.context(step_cls, attempt_id=self._open_attempt(step_cls.id))
+            ctx.force_past_fence = force_past_fence
             self.reporter.step_started(step_cls.id, "rollback")
             started = time.monotonic()
             try:

@@ -174,6 +174,8 @@ class StepContext:
         self.deadline = deadline
         #: the plan computed (and shown/confirmed) just before this apply, in the same run; None outside apply
         self.plan = plan
+        #: set by the engine during rollback when the operator passed --force-past-fence
+        self.force_past_fence = False
         self._intent_writer = intent_writer
         self._progress_factory = progress_factory
         self._logger = logger

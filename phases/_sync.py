@@ -696,6 +696,8 @@ class Maintenance:
                     )
                 if ref not in replicas:
                     replicas[ref] = int((obj.get("spec") or {}).get("replicas", 1))
+                    # durable before scaling: a run killed half-way still knows what to scale back to
+                    self.ctx.checkpoints.put("maintenance", {"kind": "scale", "replicas": replicas})
                 self.ctx.intent("scale-to-zero", deployment=f"{ns}/{name}", previous=replicas[ref])
                 kube.scale("Deployment", name, ns, 0)
             deadline = time.monotonic() + self.timeout
@@ -891,11 +893,18 @@ class DataSwitch(Step):
     def apply(self, ctx: StepContext) -> Outputs:
         done = ctx.checkpoints.get("switched")
         hook = Maintenance(ctx)
-        if done:  # a killed run after the switch point: only maintenance may still need lifting
+        if done:  # a run killed/failed after the switch point: only maintenance may still need lifting
+            outputs = dict(done.get("outputs") or {})
             if not ctx.checkpoints.get("maintenance-off"):
                 hook.off(dict(ctx.checkpoints.get("maintenance") or {}))
                 ctx.checkpoints.put("maintenance-off", {"at": time.time()})
-            return dict(done.get("outputs") or {})
+                if "write_downtime_s" not in outputs and outputs.get("maintenance_started_at"):
+                    downtime = time.time() - float(outputs["maintenance_started_at"])
+                    outputs["write_downtime_s"] = round(downtime, 3)
+                    outputs["write_downtime_interrupted"] = True  # includes the time until this re-run
+                    ctx.metrics(write_downtime_s=downtime)
+                ctx.checkpoints.put("switched", {"at": outputs.get("switched_at"), "outputs": outputs})
+            return outputs
         pg_out = ctx.upstream.get("pg-sync", {})
         redis_out = ctx.upstream.get("redis-sync", {})
         sync = _pgsync(ctx, pg_out.get("name")) if pg_out.get("subscription") else None
@@ -903,16 +912,28 @@ class DataSwitch(Step):
         tables = list(pg_out.get("tables") or [])
         started_wall = time.time()
         t0 = time.monotonic()
-        recorded = hook.on(ctx.checkpoints.get("maintenance"))
+        try:
+            recorded = hook.on(ctx.checkpoints.get("maintenance"))
+        except Exception as exc:
+            partial = dict(ctx.checkpoints.get("maintenance") or {"kind": hook.kind})
+            ctx.log(f"entering maintenance failed ({exc}); undoing what was done")
+            hook.off(partial)
+            ctx.checkpoints.clear()
+            raise StepFailed(
+                f"data-switch could not enter maintenance: {exc}",
+                "nothing was switched; the app keeps writing to the source",
+                f"fix the maintenance hook ([steps.data-switch] maintenance) and re-run "
+                f"`bpmigrate apply --step data-switch --env {ctx.env_name}`",
+            ) from exc
         ctx.checkpoints.put("maintenance", recorded)
         timings: dict[str, float] = {"maintenance_on_s": time.monotonic() - t0}
         config_prev: dict[str, str | None] | None = None
         cfg = AppConfig(ctx)
-        out: dict[str, Any] = {"maintenance": hook.kind}
+        out: dict[str, Any] = {"maintenance": hook.kind, "maintenance_started_at": started_wall}
         try:
             if sync is not None:
                 t = time.monotonic()
-                fence = sync.current_lsn()
+                fence = sync.fence_lsn()
                 waited = sync.wait_confirmed(fence, float(ctx.setting("catchup_timeout_s", 60)))
                 out["fence_lsn"] = fence
                 timings["catchup_s"] = waited
@@ -989,7 +1010,7 @@ class DataSwitch(Step):
                     f"point the app at {endpoints} by hand"
                 )
             out["switched_at"] = time.time()
-            ctx.checkpoints.put("switched", {"at": out["switched_at"], "outputs": {}})
+            ctx.checkpoints.put("switched", {"at": out["switched_at"], "outputs": dict(out)})
         except Exception as exc:
             ctx.log(f"data-switch failed after the gates ({exc}); reverting to the source")
             if config_prev is not None:
@@ -1007,7 +1028,6 @@ class DataSwitch(Step):
         timings["maintenance_off_s"] = time.monotonic() - t
         downtime = time.monotonic() - t0
         out["write_downtime_s"] = round(downtime, 3)
-        out["maintenance_started_at"] = started_wall
         out["timings"] = {k: round(v, 3) for k, v in timings.items()}
         ctx.metrics(write_downtime_s=downtime)
         ctx.checkpoints.put("switched", {"at": out["switched_at"], "outputs": out})

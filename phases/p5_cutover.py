@@ -882,6 +882,16 @@ class CutoverSettings:
 
     def problems(self) -> list[Finding]:
         out = []
+        if any(f"//{self.record_name}/" in u or u.endswith(f"//{self.record_name}") for u in self.probe_urls):
+            out.append(
+                Finding(
+                    "warn",
+                    f"probes go through the weighted record {self.record_name}: at low stages most of them reach the "
+                    "OLD stack, so a broken new stack is noticed late",
+                    "set [steps.dns-cutover] probe_urls to an endpoint that reaches only the new stack "
+                    "(e.g. a separate record pointing at the ALB)",
+                )
+            )
         if not self.stages or self.stages != sorted(set(self.stages)) or self.stages[-1] != 100 or self.stages[0] < 1:
             out.append(
                 Finding(

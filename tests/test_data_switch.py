@@ -61,11 +61,19 @@ class MaintenanceEndpoint:
     def __init__(self, app: AppWriter) -> None:
         self.calls: list[str] = []
         self.hold_after_off = False  # the app restarts with the new configuration later (the test retargets it)
+        self.fail_off = 0  # answer HTTP 503 to the next N /off calls
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 outer.calls.append(self.path)
+                if self.path == "/off" and outer.fail_off > 0:
+                    outer.fail_off -= 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "4")
+                    self.end_headers()
+                    self.wfile.write(b"busy")
+                    return
                 if self.path == "/on":
                     app.paused.set()
                     app.idle.wait(10)
@@ -163,6 +171,10 @@ def test_failed_gate_rolls_back_with_writes_resumed(tmp_path: Path, streaming: t
             time.sleep(0.3)
             assert sum(app.ops.values()) > before  # the app writes again (to the source)
             assert sync.subscription_info() is not None and slots(src) == [sync.slot]  # stream kept
+            lag = sync.lag()
+            assert lag.bytes is not None and lag.bytes > 0 and not lag.slot_active  # verify reports it
+            checks = {c.name: c for c in PgSyncStep().verify(make_context(tmp_path, env, "pg-sync"))}
+            assert not checks["subscription enabled with a running apply worker (target pg_stat_subscription)"].ok
             assert ctx.recorded_metrics.get("gate_failed") == 1.0
             # fixed: the stream catches up and the switch succeeds
             dst.execute(f'ALTER SUBSCRIPTION "{sync.subscription}" ENABLE')
@@ -273,3 +285,29 @@ def test_skips_without_a_cluster_for_scale_and_without_sync(tmp_path: Path) -> N
     assert DataSwitch().plan(scale).skip_reason
     none = make_context(tmp_path, env, "data-switch")
     assert "no continuous sync" in str(DataSwitch().skip_reason(none))
+
+
+def test_a_switch_interrupted_after_the_switch_point_converges_on_rerun(
+    tmp_path: Path, streaming: tuple[Any, ...]
+) -> None:
+    src, _dst, env, pg_out = streaming
+    with AppWriter(src, seed=9) as app:
+        endpoint = MaintenanceEndpoint(app)
+        try:
+            endpoint.fail_off = 1  # leaving maintenance fails once, after the data was switched
+            ctx = make_context(
+                tmp_path, env, "data-switch", settings={"maintenance": endpoint.settings}, upstream={"pg-sync": pg_out}
+            )
+            with pytest.raises(StepFailed, match="maintenance off"):
+                DataSwitch().apply(ctx)
+            assert app.paused.is_set() and slots(src) == []  # switched, still in maintenance
+            assert DataSwitch().plan(ctx).in_place  # the plan knows the switch happened
+            endpoint.hold_after_off = True
+            out = DataSwitch().apply(ctx)  # re-run: no second switch, only maintenance is lifted
+            assert endpoint.calls == ["/on", "/off", "/off"]
+            assert out["switched_at"] and out["write_marks"]["changes"] >= 0
+            assert out["write_downtime_interrupted"] is True and out["write_downtime_s"] > 0
+            assert [a for a, _ in ctx.recorded_intents].count("detach-stream") == 1
+            assert_identical(tmp_path, env)
+        finally:
+            endpoint.close()

@@ -357,7 +357,7 @@ def test_prerequisites_block_keyless_tables_and_replica_identity_full_fixes_it(
     from phases._sync import _pgsync
 
     sync = _pgsync(ctx)
-    sync.wait_confirmed(sync.current_lsn(), 30)
+    sync.wait_confirmed(sync.fence_lsn(), 30)
     assert dst.query("SELECT b FROM nokey WHERE a = 3") == [("changed",)]
     assert dst.query("SELECT count(*) FROM nokey") == [(19,)]
     step.rollback(make_context(tmp_path, env, "pg-sync", upstream={"pg-sync": out}))

@@ -466,3 +466,12 @@ def test_cli_cutover_revert_is_ledgered_and_resume_continues(moto_reset: Any, tm
         assert weights(env, zone_id) == {"old-stack": 100, "new-stack": 0}
     finally:
         server.stop()
+
+
+def test_plan_warns_when_probes_go_through_the_weighted_record(moto_reset: Any, tmp_path: Path) -> None:
+    env = sandbox_env(moto_reset.endpoint_url)
+    seed_zone(env)
+    cfg = settings("http://127.0.0.1:9/health")
+    del cfg["probe_urls"]
+    plan = DnsCutover().plan(make_context(tmp_path, env, "dns-cutover", settings=cfg))
+    assert any(f.level == "warn" and "weighted record" in f.message for f in plan.findings)

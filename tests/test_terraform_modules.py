@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +212,29 @@ def _workdir(tmp: Path, **kw: Any) -> TfWorkdir:
 
 
 @pytest.fixture(scope="module")
-def plan_workdir(tmp_path_factory: pytest.TempPathFactory) -> TfWorkdir:
-    """One initialised copy of the root (local backend) for plan-only checks."""
-    wd = _workdir(tmp_path_factory.mktemp("tf-plans"))
-    wd.init()
-    return wd
+def env_plans(
+    tmp_path_factory: pytest.TempPathFactory, moto_server: Any
+) -> Iterator[dict[str, Future[dict[str, Any]]]]:
+    """``terraform plan`` + ``show -json`` of the whole root for each environment, started in the background.
+
+    The plans are CPU-bound (the AWS provider's schema load) while the apply test mostly sleeps in the provider's RDS
+    waiters, so the apply test requests this fixture first and the two overlap. Plans only read data sources from
+    moto (-refresh=false, no state): a moto reset by another test does not disturb them."""
+
+    def plan(env: str, tmp: Path) -> dict[str, Any]:
+        wd = _workdir(tmp)
+        wd.init()
+        plan_file = tmp / f"{env}.tfplan"
+        variables = var_args([f"environments/{env}.tfvars"], aws_endpoint_url=moto_server.endpoint_url)
+        wd.run("plan", "-input=false", "-refresh=false", f"-out={plan_file}", *variables)
+        result = wd.show_json(plan_file)
+        print(f"\n[terraform timings, {env} plan] {wd.report()}")
+        return result
+
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tf-plan")
+    futures = {env: pool.submit(plan, env, tmp_path_factory.mktemp(f"tf-plan-{env}")) for env in ENVIRONMENTS}
+    yield futures
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _boto(moto: Any, service: str, region: str = "us-east-1") -> Any:
@@ -241,9 +261,12 @@ def _moto_has_aws_managed_policies(moto: Any) -> bool:
 @pytest.mark.aws_provider
 @pytest.mark.slow  # the provider's RDS waiters alone take ~140 s (create + delete), even though moto answers at once
 @pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
-def test_modules_plan_apply_replan_destroy_against_moto(moto_reset: Any, tmp_path: Path) -> None:
+def test_modules_plan_apply_replan_destroy_against_moto(
+    env_plans: dict[str, Future[dict[str, Any]]], moto_reset: Any, tmp_path: Path
+) -> None:
     """vpc + rds + ecr (+ eks when moto serves the AWS managed IAM policies): plan -out, apply that plan, re-plan
-    shows no changes, read back with boto3, targeted destroy. elasticache is plan-only (moto gap, see the notes)."""
+    shows no changes, read back with boto3, targeted destroy. elasticache is plan-only (moto gap, see the notes).
+    (``env_plans`` is requested only so the per-environment plans run in the background meanwhile.)"""
     with_eks = _moto_has_aws_managed_policies(moto_reset)
     if not with_eks:
         print(
@@ -319,26 +342,12 @@ def test_modules_plan_apply_replan_destroy_against_moto(moto_reset: Any, tmp_pat
     print(f"\n[terraform timings, {'+'.join(modules)} against moto] {wd.report()}")
 
 
-def _plan_env(wd: TfWorkdir, env: str, moto: Any, tmp: Path) -> dict[str, Any]:
-    plan_file = tmp / f"{env}.tfplan"
-    wd.run(
-        "plan",
-        "-input=false",
-        "-refresh=false",
-        f"-out={plan_file}",
-        *var_args([f"environments/{env}.tfvars"], aws_endpoint_url=moto.endpoint_url),
-    )
-    return wd.show_json(plan_file)
-
-
 @pytest.mark.aws_provider
 @pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
 @pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_environment_plan_has_the_promised_shape(
-    env: str, plan_workdir: TfWorkdir, moto_server: Any, tmp_path: Path
-) -> None:
+def test_environment_plan_has_the_promised_shape(env: str, env_plans: dict[str, Future[dict[str, Any]]]) -> None:
     """The whole root planned with each environment's tfvars (against moto: data sources only, nothing created)."""
-    plan = _plan_env(plan_workdir, env, moto_server, tmp_path)
+    plan = env_plans[env].result(timeout=900)
     assert all(a == ["create"] for a in actions_of(plan).values())
 
     # network: 3 AZs, public + private subnet in each, NAT per AZ except development

@@ -357,6 +357,18 @@ class PgSync:
         # the INSERT position: with synchronous_commit = off a committed transaction may lie beyond the write position
         return str(self.source.query("SELECT pg_current_wal_insert_lsn()::text")[0][0])
 
+    def fence_lsn(self) -> str:
+        """The source's WAL insert position, then made durable: an empty transaction that only takes a transaction
+        id commits with synchronous_commit = on, flushing the WAL up to past the fence (no data is written). Without
+        it, the tail of the WAL may sit unflushed on an idle source and the walsender never reaches the fence."""
+        with self.source.session(autocommit=False) as conn:
+            row = conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+            conn.execute("SET LOCAL synchronous_commit = on")
+            conn.execute("SELECT pg_current_xact_id()")
+            conn.commit()
+        assert row is not None
+        return str(row[0])
+
     # -- target objects ----------------------------------------------------------------------------------------
     def subscription_info(self) -> dict[str, Any] | None:
         rows = self.target.query(

@@ -156,7 +156,7 @@ def _copy_table(
             count += 1
             if progress is not None and count % 20_000 == 0:
                 progress(f"{schema}.{table}", count)
-    if progress is not None:
+    if progress is not None and count % 20_000:
         progress(f"{schema}.{table}", count)
     return count
 

@@ -9,8 +9,8 @@ Redis 7) in a temporary directory, generates the data server-side, then measures
 * rds-restore (the RdsRestore step through a real StepContext, in a child process so its peak RSS is measured)
   vs ``pg_dump -Fc | pg_restore`` and vs ``pg_dump -Fd -j2`` + ``pg_restore -j2``, each into a fresh database;
 * data-validate (the DataValidate step) vs rds-restore;
-* redis-migrate's copy (MIGRATE COPY REPLACE batches) vs a pipelined DUMP/PTTL/RESTORE loop, on mixed keys with
-  TTLs across DBs 0-2.
+* redis-migrate's copy (SCAN+MIGRATE COPY REPLACE batches run as a script on the source; also the variant driven
+  from bpmigrate) vs a pipelined DUMP/PTTL/RESTORE loop, on mixed keys with TTLs across DBs 0-2.
 """
 
 from __future__ import annotations
@@ -293,17 +293,21 @@ def bench_redis(args: argparse.Namespace, base: Path, results: dict[str, Any]) -
         total = sum(results["redis_keys"].values())
         src = RedisAdapter(role="source", host=rs.host, port=rs.port)
         dst = RedisAdapter(role="target", host=rt.host, port=rt.port)
-        for method in ("migrate", "dump"):
+        for label, method, server_side in (
+            ("migrate", "migrate", True),
+            ("migrate_client", "migrate", False),
+            ("dump", "dump", False),
+        ):
             redis.Redis(host=rt.host, port=rt.port).flushall()
             started = time.monotonic()
             copied = 0
             for r in routes([0, 1, 2], cluster_mode=False):
-                copied += copy_db(src, dst, r, method=method, batch=args.redis_batch).keys
+                copied += copy_db(src, dst, r, method=method, batch=args.redis_batch, server_side=server_side).keys
             secs = time.monotonic() - started
             assert dst.keyspace() == src.keyspace(), (dst.keyspace(), src.keyspace())
-            results[f"redis_{method}_s"] = round(secs, 2)
-            results[f"redis_{method}_keys_per_s"] = round(copied / secs)
-            log(f"redis {method}: {copied} keys in {secs:.1f}s = {copied / secs:,.0f} keys/s")
+            results[f"redis_{label}_s"] = round(secs, 2)
+            results[f"redis_{label}_keys_per_s"] = round(copied / secs)
+            log(f"redis {label}: {copied} keys in {secs:.1f}s = {copied / secs:,.0f} keys/s")
         results["redis_total_keys"] = total
         results["ratio_redis_migrate_vs_dump_loop"] = round(
             results["redis_migrate_keys_per_s"] / results["redis_dump_keys_per_s"], 2

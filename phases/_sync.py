@@ -20,7 +20,7 @@ import string
 import time
 from typing import TYPE_CHECKING, Any
 
-from migrate.errors import ConfigError, FenceRefused, StepFailed
+from migrate.errors import AdapterError, ConfigError, FenceRefused, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
 if TYPE_CHECKING:
@@ -413,6 +413,8 @@ def _dms(ctx: StepContext) -> Any:
         storage_gb=int(ctx.setting("dms_storage_gb", 100)),
         source_password_env=ctx.env.postgres["source"].password_env,
         target_password_env=ctx.env.postgres["target"].password_env,
+        subnet_group=ctx.setting("dms_subnet_group") or None,
+        security_group_ids=[str(x) for x in ctx.setting("dms_security_group_ids", []) or []],
     )
 
 
@@ -548,7 +550,18 @@ class RedisSyncStep(Step):
             result.in_place.append(f"follower pid {status['pid']} running (lag {status.get('lag_ms')} ms)")
             return result
         flags = str(ctx.setting("notify_flags", "KEA"))
-        current = source.call(lambda: source.client(0).config_get("notify-keyspace-events"), "CONFIG GET")
+        try:
+            current = source.call(lambda: source.client(0).config_get("notify-keyspace-events"), "CONFIG GET")
+        except AdapterError as exc:
+            result.findings.append(
+                Finding(
+                    "block",
+                    f"cannot read notify-keyspace-events on the source ({exc.what})",
+                    "the follower needs CONFIG GET/SET on the source Redis (not renamed or disabled): allow it, or set "
+                    f"notify-keyspace-events {flags} in the source's redis.conf and restart it",
+                )
+            )
+            return result
         result.changes.append(
             Change(
                 "update",
@@ -824,6 +837,7 @@ class DataSwitch(Step):
     phase = 5
     depends_on = ("pg-sync", "redis-sync", "data-validate")
     reversibility = Reversibility.COMPENSABLE
+    causes_downtime = True  # the write-downtime window of the cutover
     gate = None
     timeout = 3600.0
 

@@ -189,6 +189,16 @@ class TerraformModuleStep(Step):
         ctx.intent("terraform-destroy", targets=targets, workspace=runner.workspace)
         runner.destroy(targets)
 
+    def reconcile(self, ctx: StepContext) -> bool:
+        """A run died while applying: the effect is in place only if Terraform plans no change for the module
+        (a half-applied module still has resources to create) and verify passes."""
+        try:
+            if self.runner(ctx).plan(self.targets(ctx)).has_changes:
+                return False
+            return all(check.ok for check in self.verify(ctx))
+        except Exception:
+            return False
+
     def verify(self, ctx: StepContext) -> list[Check]:
         """Subclasses verify against AWS with boto3; the base checks the Terraform state and outputs."""
         return self.verify_terraform_state(ctx)

@@ -869,6 +869,7 @@ class RedisMigrate(Step):
                     migrate_port=ctx.setting("migrate_port") or None,
                     timeout_ms=int(ctx.setting("timeout_ms", 10_000)),
                     on_batch=on_batch,
+                    server_side=bool(ctx.setting("server_side", True)),
                 )
                 if res.fell_back:
                     ctx.log(res.fell_back)
@@ -1029,3 +1030,14 @@ class RedisVerify(Step):
 
     def rollback(self, ctx: StepContext) -> None:
         ctx.log("redis-verify is read-only: nothing to roll back")
+
+
+# continuous sync (near-zero-downtime path; PostgreSQL logical replication and Redis catch-up) lives with the
+# rest of the sync machinery in phases/_sync.py
+def _sync_steps() -> list[type[Step]]:
+    from phases._sync import PgSyncStep, RedisSyncStep
+
+    return [PgSyncStep, RedisSyncStep]
+
+
+__steps__ = _sync_steps()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from migrate.errors import BpmError, ConfigError, FenceRefused, StepFailed, VerifyFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from phases._sync import DataSwitch
 
 if TYPE_CHECKING:
     from migrate.adapters.aws_route53 import RecordSet, Route53Adapter
@@ -965,7 +966,7 @@ class DnsCutover(Step):
         ),
     )
     phase = PHASE
-    depends_on = ("pre-cutover-check", "db-rollback-point", "ingress")
+    depends_on = ("pre-cutover-check", "db-rollback-point", "ingress", "data-switch")
     reversibility = Reversibility.COMPENSABLE
     timeout = None
     clock: ClassVar[Clock] = Clock()
@@ -1661,3 +1662,7 @@ class DbRollbackPoint(Step):
                 ctx.intent("scale", deployment=key, replicas=count)
                 kube.scale("Deployment", name, ns, count)
         ctx.log(f"db-rollback-point: restored {path} into the target; {len(replicas)} deployment(s) scaled back")
+
+
+# the lag-gated data switch (near-zero-downtime path) lives with the sync machinery in phases/_sync.py
+__steps__ = [DataSwitch]

@@ -63,6 +63,8 @@ module "vpc" {
   az_count           = var.az_count
   single_nat_gateway = var.single_nat_gateway
   cluster_name       = local.name
+
+  flow_logs_retention_days = var.vpc_flow_logs_retention_days
 }
 
 module "eks" {

@@ -20,6 +20,7 @@ provider "aws" {
     elasticache = var.aws_endpoint_url
     iam         = var.aws_endpoint_url
     kms         = var.aws_endpoint_url
+    logs        = var.aws_endpoint_url
     rds         = var.aws_endpoint_url
     s3          = var.aws_endpoint_url
     sts         = var.aws_endpoint_url

@@ -50,6 +50,12 @@ variable "az_count" {
   default     = 3
 }
 
+variable "vpc_flow_logs_retention_days" {
+  description = "VPC flow logs to CloudWatch Logs kept this many days; 0 = no flow logs."
+  type        = number
+  default     = 30
+}
+
 variable "single_nat_gateway" {
   description = "One shared NAT gateway instead of one per AZ (cheaper, not zone-redundant)."
   type        = bool
@@ -211,8 +217,8 @@ variable "rds_parameters" {
     "rds.force_ssl" = { value = "1" }
     # slow statements in the PostgreSQL log
     "log_min_duration_statement" = { value = "500" }
-    # 1 GiB (in kB) for building HNSW/IVFFlat indexes after the data copy
-    "maintenance_work_mem" = { value = "1048576" }
+    # 1/16 of the instance memory (in kB) for building HNSW/IVFFlat indexes after the data copy
+    "maintenance_work_mem" = { value = "{DBInstanceClassMemory/16384}" }
     # query statistics for the latency gates
     "shared_preload_libraries" = { value = "pg_stat_statements", apply_method = "pending-reboot" }
   }

@@ -179,3 +179,35 @@ def test_copy_chunks_worker_counts(
     )
     assert stats.rows == 40 + 80 + 30 + 50
     _same_content(src, dst)
+
+
+def test_post_data_is_all_or_nothing_and_resumes(
+    tmp_path: Path, pg_source: Any, pg_target: Any, fresh_pg_db: Callable[[Any], str]
+) -> None:
+    src, dst = make_pair(pg_source, pg_target, fresh_pg_db, users=20, prompts=20, events=20)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_post_data(stage: str) -> None:
+        if stage == "post-data":
+            raise Stop
+
+    with pytest.raises(Stop):
+        pgcopy.run_restore(src, dst, tmp_path, _opts(), on_stage=stop_at_post_data)
+    assert pgcopy.stages_done(dst) == {"pre-data", "plan", "data", "sequences"}
+    # a clashing object makes one post-data statement fail: nothing of post-data may stay behind
+    dst.execute("CREATE INDEX prompts_user_idx ON public.nokey (a)")
+    with pytest.raises(Exception, match="prompts_user_idx"):
+        pgcopy.run_restore(src, dst, tmp_path, _opts())
+    user_keys = (
+        "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+        "WHERE n.nspname IN ('public', 'app') AND c.contype IN ('p', 'f')"
+    )
+    assert dst.query(user_keys)[0][0] == 0
+    assert "post-data" not in pgcopy.stages_done(dst)
+    dst.execute("DROP INDEX public.prompts_user_idx")
+    stats = pgcopy.run_restore(src, dst, tmp_path, _opts())
+    assert stats.stages_run == ["post-data"]
+    assert dst.query(user_keys)[0][0] == 2 + 3  # foreign keys + primary keys
+    _same_content(src, dst)

@@ -365,7 +365,7 @@ def test_prerequisites_block_keyless_tables_and_replica_identity_full_fixes_it(
     assert slots(src) == []
 
 
-def test_plan_reports_missing_wal_level_and_privileges(
+def test_prerequisites_report_a_missing_replication_privilege(
     tmp_path: Path, pair: tuple[PostgresAdapter, PostgresAdapter]
 ) -> None:
     src, dst = pair
@@ -387,3 +387,43 @@ def test_plan_reports_missing_wal_level_and_privileges(
         assert any("REPLICATION privilege" in p.message for p in problems)
     finally:
         src.execute("DROP ROLE sync_nopriv")
+
+
+def test_types_that_bite_survive_copy_stream_and_switch(
+    tmp_path: Path, pg_source: Any, pg_target: Any, fresh_pg_db: Callable[[Any], str]
+) -> None:
+    """The data phase's schema (jsonb, arrays, enum, inet, bytea, identity + generated columns, triggers, a key-less
+    table, a standalone sequence) through pg-sync and data-switch, with writes on the source while it streams."""
+    from tests.pg_data_helpers import make_pair
+
+    src, dst = make_pair(pg_source, pg_target, fresh_pg_db, users=60, prompts=80, events=90)
+    try:
+        dst.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        env = env_for(src, dst)
+        restore(tmp_path, env)
+        out = PgSyncStep().apply(make_context(tmp_path, env, "pg-sync", settings={"replica_identity_full": True}))
+        assert out["replica_identity_full"] == ["public.nokey"]
+        src.execute(
+            "INSERT INTO public.users (email, profile, tags, note, mood) VALUES "
+            "(E'new\\t@example.com', '{\"a\": [1, null]}', ARRAY['x', NULL], E'line\\nbreak\\\\', 'calm');"
+            "UPDATE public.users SET email = 'changed@corp.io', avatar = '\\x00ff00' WHERE id = 5;"
+            "DELETE FROM app.events WHERE id <= 10;"
+            "INSERT INTO app.events (prompt_id, payload) SELECT id, '{}' FROM public.prompts LIMIT 3;"
+            "UPDATE public.nokey SET b = 'upd' WHERE a = 7; DELETE FROM public.nokey WHERE a = 8;"
+            "SELECT nextval('public.standalone_seq');"
+        )
+        sout = DataSwitch().apply(make_context(tmp_path, env, "data-switch", upstream={"pg-sync": out}))
+        assert sout["sequences_set"] >= 3
+        valid = assert_identical(tmp_path, env)
+        assert valid["rows"]["public.nokey"] == 49
+        assert dst.query("SELECT email_domain FROM public.users WHERE id = 5") == [("corp.io",)]  # generated
+    finally:
+        _cleanup(src, dst)
+        PgSyncStep().rollback(
+            make_context(
+                tmp_path,
+                env_for(src, dst),
+                "pg-sync",
+                upstream={"pg-sync": {"name": None, "replica_identity_full": ["public.nokey"]}},
+            )
+        )

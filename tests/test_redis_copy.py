@@ -47,14 +47,16 @@ def assert_same(src: RedisAdapter, dst: RedisAdapter, route: DbRoute, tolerance_
     return len(keys)
 
 
-@pytest.mark.parametrize("method", ["migrate", "dump"])
-def test_copy_every_type_across_dbs(fresh_redis: Any, redis_source: Any, redis_target: Any, method: str) -> None:
+@pytest.mark.parametrize(("method", "server_side"), [("migrate", True), ("migrate", False), ("dump", False)])
+def test_copy_every_type_across_dbs(
+    fresh_redis: Any, redis_source: Any, redis_target: Any, method: str, server_side: bool
+) -> None:
     src, dst = adapter(redis_source, "source"), adapter(redis_target, "target")
     seed(src.client)
     before = src.keyspace()
     for route in routes([0, 1, 2], cluster_mode=False):
-        res = copy_db(src, dst, route, method=method, batch=50)
-        assert res.method == method
+        res = copy_db(src, dst, route, method=method, batch=50, server_side=server_side)
+        assert res.method == method and not res.fell_back
         assert res.keys == src.dbsize(route.source_db)
         assert assert_same(src, dst, route) == 241
     assert dst.keyspace() == before
@@ -78,7 +80,7 @@ def test_copy_resumes_from_the_recorded_cursor(fresh_redis: Any, redis_source: A
             raise Crash
 
     with pytest.raises(Crash):
-        copy_db(src, dst, route, method="migrate", batch=40, on_batch=crash_after_three)
+        copy_db(src, dst, route, method="migrate", batch=40, on_batch=crash_after_three, server_side=False)
     cursor = seen[-1][0]
     assert cursor != 0
     partial = dst.dbsize(2)

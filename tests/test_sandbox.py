@@ -70,6 +70,7 @@ def test_counts_scale_linearly() -> None:
     assert ten.history == 10 * one.history and ten.users == 10 * one.users
     with pytest.raises(ValueError):
         ds.counts_for(0)
+    assert ds.counts_for(0.2).users == 200
 
 
 def test_redis_keys_cover_every_type_db_and_ttls() -> None:
@@ -88,31 +89,40 @@ def test_redis_keys_cover_every_type_db_and_ttls() -> None:
 # ---------------------------------------------------------------------------------------------------------------
 def test_seed_postgres_is_deterministic(pg_source: ls.LocalPostgres, fresh_pg_db: Any) -> None:
     first, second, other = fresh_pg_db(pg_source), fresh_pg_db(pg_source), fresh_pg_db(pg_source)
-    report = sandbox_seed.seed_postgres(first, 1, 7)
-    assert not report.skipped and report.total_rows == sum(ds.counts_for(1).table_rows().values())
-    assert report.rows == ds.counts_for(1).table_rows()
+    small = 0.2  # 1/5 of the default dataset: same shapes, faster
+    report = sandbox_seed.seed_postgres(first, small, 7)
+    assert not report.skipped and report.total_rows == sum(ds.counts_for(small).table_rows().values())
+    assert report.rows == ds.counts_for(small).table_rows()
     assert set(report.extensions_missing) == {"uuid-ossp", "pgcrypto"}  # pgserver ships neither
-    sandbox_seed.seed_postgres(second, 1, 7)
+    sandbox_seed.seed_postgres(second, small, 7)
     sums = sandbox_seed.pg_checksums(first)
     assert sums == sandbox_seed.pg_checksums(second)
     assert sandbox_seed.pg_seed_info(first) is not None
     # idempotent: the same inputs are a no-op; other inputs are refused unless forced
-    assert sandbox_seed.seed_postgres(first, 1, 7).skipped
+    assert sandbox_seed.seed_postgres(first, small, 7).skipped
     with pytest.raises(Exception, match="already seeded"):
-        sandbox_seed.seed_postgres(first, 1, 9)
-    forced = sandbox_seed.seed_postgres(second, 1, 8, force=True)
+        sandbox_seed.seed_postgres(first, small, 9)
+    forced = sandbox_seed.seed_postgres(second, small, 8, force=True)
     assert not forced.skipped
     different = sandbox_seed.pg_checksums(second)
     assert all(sums[t][1] != different[t][1] for t in sums)
-    assert other  # an empty database is not seeded
-    assert sandbox_seed.pg_seed_info(other) is None
+    assert sandbox_seed.pg_seed_info(other) is None  # an empty database is not seeded
+    import psycopg
+
+    with psycopg.connect(other) as conn:
+        conn.execute("CREATE SCHEMA prompts")
+        conn.execute("CREATE TABLE prompts.precious (x int)")
+    with pytest.raises(Exception, match="not created by `sandbox seed`"):
+        sandbox_seed.seed_postgres(other, small, 7)  # someone else's schema is never dropped without --force
+    with psycopg.connect(other) as conn:
+        assert conn.execute("SELECT to_regclass('prompts.precious') IS NOT NULL").fetchone() == (True,)
 
 
 def test_seeded_postgres_has_the_betterprompts_shape(pg_target: ls.LocalPostgres, fresh_pg_db: Any) -> None:
     import psycopg
 
     dsn = fresh_pg_db(pg_target)
-    sandbox_seed.seed_postgres(dsn, 1, 42)
+    sandbox_seed.seed_postgres(dsn, 0.2, 42)
     with psycopg.connect(dsn) as conn:
 
         def one(sql: str) -> Any:
@@ -142,7 +152,7 @@ def test_seeded_postgres_has_the_betterprompts_shape(pg_target: ls.LocalPostgres
             "INSERT INTO auth.api_keys (user_id, name, key_prefix, key_hash, scopes, created_at) "
             "SELECT id, 'n', 'p', '\\x00', '{a}', now() FROM auth.users LIMIT 1 RETURNING id"
         )
-        assert nxt == ds.counts_for(1).api_keys + 1
+        assert nxt == ds.counts_for(0.2).api_keys + 1
         conn.rollback()
         fks = one(
             "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND connamespace IN "
@@ -304,10 +314,41 @@ def test_up_status_seed_down_through_the_cli(project: Path) -> None:
     assert orchestrate.status(load(), "sandbox").state == "absent"
 
 
+@pytest.mark.slow
+def test_up_adopts_a_server_left_by_a_crashed_up(servers_root: Path) -> None:
+    """`up` killed after spawning a server but before writing endpoints.json: the next `up` finds it by its
+    server.json record and adopts it instead of starting a second one; `down` then stops it by PID."""
+    from migrate import config
+    from migrate.sandbox import orchestrate
+
+    root = servers_root / "proj-crashed-up"
+    root.mkdir()
+    toml = (
+        (ROOT / "migrate.toml")
+        .read_text()
+        .replace('kind = "sandbox"', 'kind = "sandbox"\nsandbox = { fsync = false }', 1)
+    )
+    (root / "migrate.toml").write_text(toml)
+    orphan = ls.start_redis(root / "state" / "sandbox" / "redis-source", persist=True, keep_running=True)
+    try:
+        assert not (root / "state/sandbox/endpoints.json").exists()
+        st = orchestrate.up(config.load(root / "migrate.toml"), "sandbox")
+        by_name = {c.name: c for c in st.components}
+        assert by_name["redis-source"].pid == orphan.pid and by_name["redis-source"].action == "adopted"
+        assert by_name["pg-source"].action == "started"
+        pids = [c.pid for c in st.components]
+        orchestrate.down(config.load(root / "migrate.toml"), "sandbox", wipe=True)
+        assert not any(ls.is_alive(pid) for pid in pids)
+    finally:
+        orphan.stop()
+
+
 def test_sandbox_commands_refuse_a_non_sandbox_env(project: Path) -> None:
     done = _cli(project, "up", "--env", "production", check=False)
     assert done.returncode == 2
     assert "not a sandbox" in done.stderr
+    refused = _cli(project, "reset", check=False)  # no TTY and no --yes: never wipes
+    assert refused.returncode == 3 and "--yes" in refused.stderr
 
 
 def test_seed_needs_a_running_sandbox(tmp_path: Path) -> None:
@@ -345,6 +386,7 @@ def _step_states(project: Path) -> dict[str, str]:
         check=False,
     )
     doc = json.loads(done.stdout)
+    assert "phases" in doc, f"`bpmigrate status` failed: {doc}"
     return {s["id"]: s["state"] for phase in doc["phases"] for s in phase["steps"]}
 
 

@@ -172,7 +172,7 @@ def test_provider_endpoint_override_is_the_only_emulator_hook() -> None:
     assert endpoint_body
     values = re.findall(r"=\s*(\S+)", endpoint_body.group(1))
     assert values and set(values) == {"var.aws_endpoint_url"}
-    for service in ("ec2", "eks", "iam", "rds", "elasticache", "ecr", "sts", "s3", "dynamodb", "kms"):
+    for service in ("ec2", "eks", "iam", "rds", "elasticache", "ecr", "sts", "s3", "dynamodb", "kms", "logs"):
         assert re.search(rf"\b{service}\s*=", endpoint_body.group(1)), service
     for flag in ("skip_credentials_validation", "skip_requesting_account_id", "s3_use_path_style"):
         assert re.search(rf"{flag}\s*=\s*local\.custom_endpoint", block.body), flag
@@ -306,6 +306,10 @@ def test_modules_plan_apply_replan_destroy_against_moto(
     assert len(subnets) == 6
     assert len({s["AvailabilityZone"] for s in subnets}) == 3
     assert len(ec2.describe_nat_gateways(Filters=vpc_filter)["NatGateways"]) == 1
+    (flow_log,) = ec2.describe_flow_logs(Filters=[{"Name": "resource-id", "Values": [outputs["vpc_id"]]}])["FlowLogs"]
+    assert flow_log["TrafficType"] == "ALL"
+    destination = flow_log.get("LogGroupName") or flow_log.get("LogDestination") or ""
+    assert "/aws/vpc/betterprompts-sandbox/flow-logs" in destination
     rds = _boto(moto_reset, "rds")
     (db,) = rds.describe_db_instances(DBInstanceIdentifier=outputs["rds_instance_id"])["DBInstances"]
     assert db["Engine"] == "postgres" and db["EngineVersion"].startswith("16")
@@ -355,6 +359,8 @@ def test_environment_plan_has_the_promised_shape(env: str, env_plans: dict[str, 
     assert len(subnets) == 6
     assert len({s["availability_zone"] for s in subnets.values()}) == 3
     assert len(resources_of(plan, "aws_nat_gateway")) == (1 if env == "development" else 3)
+    (flow_log,) = resources_of(plan, "aws_flow_log").values()
+    assert flow_log["traffic_type"] == "ALL"
 
     # EKS node groups: system, application (spot outside production), gpu (labelled + tainted), spot in production
     groups = {v["node_group_name"]: v for v in resources_of(plan, "aws_eks_node_group").values()}

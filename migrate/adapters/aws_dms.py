@@ -76,6 +76,8 @@ class DmsDriver:
         storage_gb: int = 100,
         source_password_env: str | None = None,
         target_password_env: str | None = None,
+        subnet_group: str | None = None,
+        security_group_ids: list[str] | None = None,
         poll_s: float = 0.5,
     ) -> None:
         self.aws = aws
@@ -86,6 +88,8 @@ class DmsDriver:
         self.storage_gb = storage_gb
         self.source_password_env = source_password_env
         self.target_password_env = target_password_env
+        self.subnet_group = subnet_group
+        self.security_group_ids = list(security_group_ids or [])
         self.poll_s = poll_s
 
     # -- reads -------------------------------------------------------------------------------------------------
@@ -177,6 +181,11 @@ class DmsDriver:
         """Create what is missing, start the task; returns ARNs, status and validation state."""
         inst = self._instance()
         if inst is None:
+            network: dict[str, Any] = {}
+            if self.subnet_group:
+                network["ReplicationSubnetGroupIdentifier"] = self.subnet_group
+            if self.security_group_ids:
+                network["VpcSecurityGroupIds"] = self.security_group_ids
             self.aws.call(
                 "dms",
                 "create_replication_instance",
@@ -185,6 +194,7 @@ class DmsDriver:
                 AllocatedStorage=self.storage_gb,
                 PubliclyAccessible=False,
                 MultiAZ=False,
+                **network,
             )
         inst = self._wait("replication instance", self._instance, ("available",), timeout)
         source_arn = self._ensure_endpoint(self.names.source, "source", self.source, self.source_password_env)

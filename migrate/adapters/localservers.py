@@ -213,14 +213,31 @@ def stop_pid(pid: int, timeout: float = 20.0, *, sig: int = signal.SIGTERM) -> N
         _stop_at_exit.pop(pid, None)
 
 
-def _pdeathsig() -> None:  # runs in the child between fork and exec
-    try:
-        import ctypes
+_PRCTL: Any = None
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # best effort; atexit and fixture finalizers still stop the process
-        pass
+
+def _pdeathsig_hook() -> Callable[[], None] | None:
+    """A preexec hook making the child receive SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    The C function is resolved here, in the parent, so the child only makes one libc call between fork and exec
+    (no imports, no locks). Only from the main thread: the signal fires when the *thread* that forked exits.
+    """
+    global _PRCTL
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    if _PRCTL is None:
+        try:
+            import ctypes
+
+            _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):
+            return None
+    prctl = _PRCTL
+
+    def hook() -> None:
+        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+
+    return hook
 
 
 def _spawn(
@@ -250,7 +267,7 @@ def _spawn(
                 user=user,
                 group=user,
                 extra_groups=[] if user else None,
-                preexec_fn=None if keep_running else _pdeathsig,
+                preexec_fn=None if keep_running else _pdeathsig_hook(),
             )
         except FileNotFoundError as exc:
             raise AdapterError(
@@ -539,6 +556,10 @@ def start_postgres(
 
     ``data_dir`` holds ``pgdata/`` (the cluster, with its unix socket) and ``postgres.log``; an existing cluster is
     reused. ``fsync=False`` is for tests only. The server runs with ``wal_level=logical``.
+
+    As root the server runs as ``pgserver``: every ancestor of ``data_dir`` gets o+x (traverse). Do not put it under
+    a directory another process may chmod back to 0700 — pytest's basetemp is one (each new pytest session does);
+    tests use the ``server_dir`` fixture instead of ``tmp_path``.
     """
     bin_dir = pg_bin_dir(version)
     data_dir = Path(data_dir).resolve()

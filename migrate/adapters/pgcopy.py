@@ -9,6 +9,14 @@ Resumability lives IN THE TARGET, in the schema ``_bpmigrate``:
   copy skips finished chunks. The progress row's primary key makes a chunk copied twice (two racing runs) fail
   and roll back instead of duplicating rows.
 
+Consistency: within one run every worker (and the schema dump) reads ONE exported snapshot of the source
+(``pg_export_snapshot``). A resumed run takes a new snapshot for the chunks it still copies, so a source written
+to between the runs can mix two points in time: freeze writes during the copy (phase 5) or re-run data-validate,
+which compares the current source with the target chunk by chunk.
+
+Post-data (indexes, constraints, triggers) runs as one ``psql --single-transaction`` script that also inserts its
+stage marker: a kill leaves all of it or none of it.
+
 The schema stays until rollback (``drop_copy_state``) so that a finished restore re-applied is a no-op.
 The copy streams (binary COPY TO STDOUT piped into COPY FROM STDIN, one row buffer at a time): memory is bounded
 whatever the database size.
@@ -38,7 +46,7 @@ from migrate.adapters.postgres import (
 )
 from migrate.errors import AdapterError
 
-STAGES = ("pre-data", "plan", "data", "sequences", "post-data")
+STAGES = ("pre-data", "plan", "data", "sequences", "post-data", "analyzed")
 
 _STATE_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA};
@@ -101,7 +109,7 @@ class Progress:
 # -- state in the target ---------------------------------------------------------------------------------------
 def ensure_state(target: PostgresAdapter) -> None:
     with target.session() as conn:
-        conn.execute(_STATE_DDL)  # type: ignore[arg-type]
+        conn.execute(_STATE_DDL)
 
 
 def stages_done(target: PostgresAdapter) -> set[str]:
@@ -135,15 +143,13 @@ def load_plan(target: PostgresAdapter) -> list[Chunk]:
 
 def save_plan(target: PostgresAdapter, chunks: Sequence[Chunk]) -> None:
     with target.session(autocommit=False) as conn:
-        conn.execute(f"DELETE FROM {INTERNAL_SCHEMA}.copy_plan")  # type: ignore[arg-type]
+        conn.execute(f"DELETE FROM {INTERNAL_SCHEMA}.copy_plan")
         with conn.cursor() as cur:
             cur.executemany(
-                f"INSERT INTO {INTERNAL_SCHEMA}.copy_plan VALUES (%s, %s, %s, %s, %s, %s)",  # type: ignore[arg-type]
+                f"INSERT INTO {INTERNAL_SCHEMA}.copy_plan VALUES (%s, %s, %s, %s, %s, %s)",
                 [(c.table, c.index, c.lo, c.hi, c.est_rows, c.est_bytes) for c in chunks],
             )
-        conn.execute(
-            f"INSERT INTO {INTERNAL_SCHEMA}.restore_state (stage) VALUES ('plan') ON CONFLICT DO NOTHING"  # type: ignore[arg-type]
-        )
+        conn.execute(f"INSERT INTO {INTERNAL_SCHEMA}.restore_state (stage) VALUES ('plan') ON CONFLICT DO NOTHING")
         conn.commit()
 
 
@@ -195,7 +201,7 @@ class _Worker:
         self.src.isolation_level = IsolationLevel.REPEATABLE_READ
         self.src.read_only = True
         if snapshot:
-            self.src.execute(f"SET TRANSACTION SNAPSHOT {qliteral(snapshot)}")  # type: ignore[arg-type]
+            self.src.execute(f"SET TRANSACTION SNAPSHOT {qliteral(snapshot)}")
         self.dst = target.connect(autocommit=False)
         # safe: a chunk's rows and its progress row commit (or vanish) together, even on a server crash
         self.dst.execute("SET synchronous_commit = off")
@@ -213,7 +219,7 @@ class _Worker:
         pending = 0
         try:
             with self.src.cursor() as sc, self.dst.cursor() as dc:
-                with sc.copy(out_sql) as cout, dc.copy(in_sql) as cin:  # type: ignore[arg-type]
+                with sc.copy(out_sql) as cout, dc.copy(in_sql) as cin:
                     for data in cout:
                         cin.write(data)
                         pending += len(data)
@@ -343,10 +349,10 @@ def drop_user_objects(target: PostgresAdapter) -> list[str]:
             f"""SELECT n.nspname FROM pg_namespace n WHERE n.nspname NOT IN ({excluded})
                 AND n.nspname NOT LIKE 'pg_%' AND n.nspname <> 'public'
                 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = n.oid AND d.deptype = 'e')
-                AND NOT EXISTS (SELECT 1 FROM pg_extension e WHERE e.extnamespace = n.oid)"""  # type: ignore[arg-type]
+                AND NOT EXISTS (SELECT 1 FROM pg_extension e WHERE e.extnamespace = n.oid)"""
         ).fetchall()
         for (schema,) in schemas:
-            conn.execute(f"DROP SCHEMA IF EXISTS {qident(schema)} CASCADE")  # type: ignore[arg-type]
+            conn.execute(f"DROP SCHEMA IF EXISTS {qident(schema)} CASCADE")
             dropped.append(f"schema {schema}")
         rels = conn.execute(
             f"""SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
@@ -356,28 +362,28 @@ def drop_user_objects(target: PostgresAdapter) -> list[str]:
                   AND n.nspname NOT LIKE 'pg_%' AND NOT (c.relkind = 'S' AND EXISTS (
                       SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')))
                   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
-                ORDER BY c.relkind = 'S', c.relname"""  # type: ignore[arg-type]
+                ORDER BY c.relkind = 'S', c.relname"""
         ).fetchall()
         for kind, schema, name in rels:
-            conn.execute(f"DROP {kind} IF EXISTS {qident(schema, name)} CASCADE")  # type: ignore[arg-type]
+            conn.execute(f"DROP {kind} IF EXISTS {qident(schema, name)} CASCADE")
             dropped.append(f"{kind.lower()} {schema}.{name}")
         routines = conn.execute(
             f"""SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                 WHERE n.nspname NOT IN ({excluded}) AND n.nspname NOT LIKE 'pg_%'
-                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"""  # type: ignore[arg-type]
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')"""
         ).fetchall()
         for (sig,) in routines:
-            conn.execute(f"DROP ROUTINE IF EXISTS {sig} CASCADE")  # type: ignore[arg-type]
+            conn.execute(f"DROP ROUTINE IF EXISTS {sig} CASCADE")
             dropped.append(f"routine {sig}")
         types = conn.execute(
             f"""SELECT n.nspname, t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
                 WHERE n.nspname NOT IN ({excluded}) AND n.nspname NOT LIKE 'pg_%'
                   AND t.typtype IN ('e', 'd', 'r', 'm', 'c') AND (t.typrelid = 0 OR
                       (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
-                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')"""  # type: ignore[arg-type]
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')"""
         ).fetchall()
         for schema, name in types:
-            conn.execute(f"DROP TYPE IF EXISTS {qident(schema, name)} CASCADE")  # type: ignore[arg-type]
+            conn.execute(f"DROP TYPE IF EXISTS {qident(schema, name)} CASCADE")
             dropped.append(f"type {schema}.{name}")
     return dropped
 
@@ -492,16 +498,19 @@ def run_restore(
     if "post-data" not in done:
         if on_stage:
             on_stage("post-data")
-        target.restore(
+        # indexes/constraints/triggers and the stage marker commit together: a kill leaves all or nothing
+        target.restore_script(
             schema_file,
             section="post-data",
+            out=workdir / "post-data.sql",
+            trailer=f"INSERT INTO {INTERNAL_SCHEMA}.restore_state (stage) VALUES ('post-data') ON CONFLICT DO NOTHING;",
             client=source,
             pgoptions=f"-c maintenance_work_mem={options.maintenance_work_mem}",
         )
-        if options.analyze:
-            target.execute("ANALYZE")
-        mark_stage(target, "post-data")
         stats.stages_run.append("post-data")
+    if options.analyze and "analyzed" not in done:
+        target.execute("ANALYZE")
+        mark_stage(target, "analyzed")
     return stats
 
 

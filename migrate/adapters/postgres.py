@@ -207,11 +207,11 @@ class PostgresAdapter:
 
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         with self.session() as conn:
-            return list(conn.execute(sql, params).fetchall())  # type: ignore[arg-type]
+            return list(conn.execute(sql, params).fetchall())
 
     def execute(self, sql: str, params: Sequence[Any] | None = None) -> None:
         with self.session() as conn:
-            conn.execute(sql, params)  # type: ignore[arg-type]
+            conn.execute(sql, params)
 
     def ping(self) -> str:
         return self.server_version()
@@ -463,6 +463,40 @@ class PostgresAdapter:
         args.append(archive)
         self._run(args, pgoptions=pgoptions)
 
+    def restore_script(
+        self,
+        archive: Path,
+        *,
+        section: str,
+        out: Path,
+        trailer: str = "",
+        client: PostgresAdapter | None = None,
+        pgoptions: str | None = None,
+    ) -> None:
+        """Run one section of ``archive`` INTO this database as ONE transaction, with ``trailer`` SQL (e.g. the
+        stage marker) inside that same transaction: ``pg_restore -f`` renders the SQL, ``psql -1`` runs it."""
+        tools = client or self
+        args: list[str | Path] = [tools.binary("pg_restore"), "--section", section, "--no-owner", "--no-acl", "-f", out]
+        self._run([*args, archive])
+        if trailer:
+            with out.open("a", encoding="utf-8") as fh:
+                fh.write("\n" + trailer.rstrip() + "\n")
+        self._run(
+            [
+                tools.binary("psql"),
+                "--dbname",
+                self.conninfo(),
+                "--no-psqlrc",
+                "--quiet",
+                "--single-transaction",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+                out,
+            ],
+            pgoptions=pgoptions,
+        )
+
     def restore_list(self, archive: Path) -> list[str]:
         """``pg_restore --list``: the table of contents of a custom-format archive (reads the whole TOC)."""
         out = self._run([self.binary("pg_restore"), "--list", archive])
@@ -520,7 +554,7 @@ def range_where(table: TableInfo, lo: str | None, hi: str | None, *, collate_c: 
 
 def checksum_on(conn: psycopg.Connection[Any], table: TableInfo, lo: str | None, hi: str | None) -> tuple[int, str]:
     """(rows, checksum) of one key range."""
-    row = conn.execute(checksum_sql(table, lo, hi)).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(checksum_sql(table, lo, hi)).fetchone()
     assert row is not None
     return int(row[0]), str(row[1])
 
@@ -541,7 +575,7 @@ def chunk_bounds(
         f"SELECT percentile_disc(ARRAY[{fractions}]::float8[]) WITHIN GROUP (ORDER BY {key})::text[] "
         f"FROM {qident(table.schema, table.name)}{sample}"
     )
-    row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
+    row = conn.execute(sql).fetchone()
     values = [v for v in (row[0] if row and row[0] else []) if v is not None]
     out: list[str] = []
     for v in values:
@@ -732,7 +766,7 @@ def nearest_ids(
             f"SELECT t.{key}::text FROM {scope} t, probe WHERE t.{col} IS NOT NULL "
             f"ORDER BY t.{col} <-> probe.v, t.{key} LIMIT {int(k)}"
         )
-        rows = conn.execute(sql).fetchall()  # type: ignore[arg-type]
+        rows = conn.execute(sql).fetchall()
         conn.rollback()
     return [str(r[0]) for r in rows]
 

@@ -60,6 +60,7 @@ class RedisAdapter:
         self.dbs = list(dbs)
         self._clients: dict[int, Any] = {}
         self._cluster_enabled: bool | None = None
+        self._script_sha: str | None = None
 
     @property
     def endpoint(self) -> str:
@@ -323,6 +324,40 @@ class RedisAdapter:
         next_cursor, found = scanned
         return int(next_cursor), list(found)
 
+    def migrate_scan_server_side(
+        self,
+        db: int,
+        cursor: int,
+        count: int,
+        *,
+        host: str,
+        port: int,
+        dest_db: int,
+        timeout_ms: int,
+        password: str | None,
+    ) -> tuple[int, int]:
+        """One SCAN batch MIGRATEd (COPY REPLACE) by a Lua script ON THIS (source) server: the keys never cross
+        into bpmigrate (no reply parsing per key). Returns (next cursor, keys in the batch).
+
+        Reads only: MIGRATE ... COPY leaves the source keys untouched; the script is cached by SHA (SCRIPT LOAD),
+        which is server memory, not data.
+        """
+        client = self.client(db)
+        args: list[Any] = [cursor, min(max(1, count), 5000), host, port, dest_db, timeout_ms]
+        if password:
+            args.append(password)
+        with self.translated(f"MIGRATE script (db {db} -> {host}:{port}/{dest_db})"):
+            if self._script_sha is None:
+                self._script_sha = str(client.script_load(_MIGRATE_LUA))
+            try:
+                next_cursor, n = client.evalsha(self._script_sha, 0, *args)
+            except Exception as exc:
+                if "NOSCRIPT" not in str(exc):
+                    raise
+                self._script_sha = str(client.script_load(_MIGRATE_LUA))
+                next_cursor, n = client.evalsha(self._script_sha, 0, *args)
+        return int(next_cursor), int(n)
+
     def dump_many(self, db: int, keys: Sequence[bytes]) -> list[tuple[bytes, bytes | None, int]]:
         """(key, DUMP payload or None when gone, PTTL) in one pipelined round trip."""
         with self.translated(f"DUMP (db {db})"):
@@ -348,6 +383,21 @@ class RedisAdapter:
         if not keys:
             return 0
         return int(self.call(lambda: self.client(db).unlink(*keys), f"UNLINK (db {db})"))
+
+
+# SCAN one batch and MIGRATE it COPY REPLACE to ARGV[3]:ARGV[4] db ARGV[5] (AUTH ARGV[7] when given)
+_MIGRATE_LUA = """
+local r = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2])
+local keys = r[2]
+if #keys > 0 then
+  if ARGV[7] then
+    redis.call('MIGRATE', ARGV[3], ARGV[4], '', ARGV[5], ARGV[6], 'COPY', 'REPLACE', 'AUTH', ARGV[7], 'KEYS', unpack(keys))
+  else
+    redis.call('MIGRATE', ARGV[3], ARGV[4], '', ARGV[5], ARGV[6], 'COPY', 'REPLACE', 'KEYS', unpack(keys))
+  end
+end
+return {r[1], #keys}
+"""
 
 
 def _glob_escape(prefix: bytes) -> bytes:

@@ -38,7 +38,7 @@ ORDER_BY = {"analytics.daily_stats": "day, technique"}
 
 @dataclass
 class PgSeedReport:
-    scale: int
+    scale: float
     seed: int
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -163,7 +163,7 @@ def _copy_table(
 
 def seed_postgres(
     dsn: str,
-    scale: int = ds.DEFAULT_SCALE,
+    scale: float = ds.DEFAULT_SCALE,
     seed: int = ds.DEFAULT_SEED,
     *,
     force: bool = False,
@@ -177,6 +177,12 @@ def seed_postgres(
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
             existing = _marker(conn)
+            if existing is None:
+                present = conn.execute(
+                    "SELECT count(*) FROM pg_namespace WHERE nspname = ANY(%s)", (list(ds.SCHEMAS),)
+                ).fetchone()
+                if present and present[0]:
+                    existing = {}  # some of our schemas exist, created by someone else: never drop them silently
             if existing is not None:
                 same = existing.get("scale") == scale and existing.get("seed") == seed
                 if same and not force:

@@ -6,14 +6,13 @@ Exit codes follow :mod:`migrate.errors`: 0 ok (including "already up"/"already s
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from migrate.errors import BpmError
 
@@ -23,8 +22,21 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+@functools.cache
+def _out() -> Any:
+    from rich.console import Console  # imported lazily: `bpmigrate status` must start fast
+
+    return Console()
+
+
+@functools.cache
+def _err() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
 
 ConfigOpt = Annotated[
     str | None, typer.Option("--config", "-c", help="Path to migrate.toml (default: search upwards).")
@@ -43,12 +55,16 @@ def _run(call: Callable[[], T], *, json_out: bool = False) -> T:
         if json_out:
             print(json.dumps(exc.to_dict()))
         else:
-            err_console.print(f"[bold red]error:[/] {exc.what}")
+            _err().print(f"[bold red]error:[/] {exc.what}")
             if exc.why:
-                err_console.print(f"[red]why:[/] {exc.why}", highlight=False)
+                _err().print(f"[red]why:[/] {exc.why}", highlight=False)
             if exc.next_cmd:
-                err_console.print(f"[yellow]next:[/] {exc.next_cmd}", highlight=False)
+                _err().print(f"[yellow]next:[/] {exc.next_cmd}", highlight=False)
         raise typer.Exit(exc.exit_code) from None
+
+
+def _raise(exc: BpmError) -> None:
+    raise exc
 
 
 def _load(config_path: str | None) -> Any:
@@ -70,13 +86,17 @@ def _resolve(ctx: typer.Context, config: str | None, env: str | None, json_out: 
 def _progress(quiet: bool) -> Callable[[str], None] | None:
     if quiet:
         return None
-    return lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False)
+    return lambda msg: _err().print(f"[dim]{msg}[/]", highlight=False)
 
 
 def _render_status(st: Any, title: str) -> None:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
+    wide = _out().width >= 110
     table.add_column("component")
-    table.add_column("role")
+    if wide:
+        table.add_column("role")
     table.add_column("endpoint", overflow="fold")
     table.add_column("pid", justify="right")
     table.add_column("state")
@@ -85,24 +105,24 @@ def _render_status(st: Any, title: str) -> None:
         table.add_column("this run")
     for comp in st.components:
         state = "[green]● up[/]" if comp.ok else ("[yellow]● not answering[/]" if comp.alive else "[red]○ down[/]")
-        row = [comp.name, comp.role, comp.endpoint, str(comp.pid or "-"), state]
+        row = [comp.name, *([comp.role] if wide else []), comp.endpoint, str(comp.pid or "-"), state]
         if show_action:
             row.append(comp.action)
         table.add_row(*row)
-    console.print(table)
+    _out().print(table)
     colour = {"up": "green", "down": "red", "degraded": "yellow"}.get(st.state, "dim")
-    console.print(f"sandbox [bold]{st.env}[/]: [{colour}]{st.state}[/]   data: {st.data_dir}", highlight=False)
+    _out().print(f"sandbox [bold]{st.env}[/]: [{colour}]{st.state}[/]   data: {st.data_dir}", highlight=False)
     if st.seeded:
         pg = st.seeded.get("postgres") or {}
         rd = st.seeded.get("redis") or {}
         rows = sum((pg.get("rows") or {}).values())
-        console.print(
+        _out().print(
             f"seeded: PostgreSQL scale={pg.get('scale')} seed={pg.get('seed')} ({rows} rows); "
             f"Redis {rd.get('keys', 0)} keys",
             highlight=False,
         )
     for note in st.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        _out().print(f"[yellow]note:[/] {note}", highlight=False)
 
 
 @app.command()
@@ -125,7 +145,7 @@ def up(
     else:
         _render_status(st, f"sandbox {env} is up ({st.seconds:.1f}s)")
         seed_hint = "" if st.seeded else f"bpmigrate sandbox seed --env {env}   then   "
-        console.print(f"next: {seed_hint}bpmigrate --env {env} apply --all --yes", highlight=False)
+        _out().print(f"next: {seed_hint}bpmigrate --env {env} apply --all --yes", highlight=False)
 
 
 @app.command()
@@ -204,12 +224,14 @@ def seed(
         return
     pg, rd = result.postgres, result.redis
     if result.skipped:
-        console.print(
+        _out().print(
             f"sandbox {env} is already seeded (scale={pg['scale']}, seed={pg['seed']}, {pg['total_rows']} rows, "
             f"{sum(rd['per_db'].values())} Redis keys) — nothing to do (use --force to replace it)",
             highlight=False,
         )
         return
+    from rich.table import Table
+
     table = Table(title=f"seeded sandbox {env} (scale {scale}, seed {seed_value}) in {result.seconds:.1f}s")
     table.add_column("table / db")
     table.add_column("rows / keys", justify="right")
@@ -217,14 +239,14 @@ def seed(
         table.add_row(name, f"{count:,}")
     for db, count in sorted(rd["per_db"].items()):
         table.add_row(f"redis db {db}", f"{count:,}")
-    console.print(table)
-    console.print(
+    _out().print(table)
+    _out().print(
         f"PostgreSQL: {pg['total_rows']:,} rows, {pg['bytes'] / 1e6:.0f} MB in {pg['seconds']:.1f}s; "
         f"Redis: {rd['keys']:,} keys ({rd['with_ttl']:,} with TTL) in {rd['seconds']:.1f}s",
         highlight=False,
     )
     if pg.get("extensions_missing"):
-        console.print(
+        _out().print(
             f"[yellow]note:[/] extensions not available on this PostgreSQL: {', '.join(pg['extensions_missing'])} "
             "(the source would use them; the data phase reports extension parity)",
             highlight=False,
@@ -243,8 +265,21 @@ def reset(
     from migrate.sandbox import orchestrate
 
     config, env, json_out = _resolve(ctx, config, env, json_out)
-    if not yes and sys.stdin.isatty() and not typer.confirm(f"wipe sandbox {env!r} (data, Terraform state, ledger)?"):
-        raise typer.Exit(3)
+    if not yes:
+        question = f"wipe sandbox {env!r} (server data, stand-in Terraform state; the ledger is archived)?"
+        if not (sys.stdin.isatty() and typer.confirm(question, default=False)):
+            from migrate.errors import NotConfirmed
+
+            _run(
+                lambda: _raise(
+                    NotConfirmed(
+                        "reset not confirmed",
+                        "reset deletes the sandbox's data",
+                        f"bpmigrate sandbox reset --env {env} --yes",
+                    )
+                ),
+                json_out=json_out,
+            )
     st = _run(lambda: orchestrate.reset(_load(config), env, progress=_progress(json_out)), json_out=json_out)
     if json_out:
         print(json.dumps(st.to_dict()))

@@ -461,10 +461,11 @@ class Counts:
         }
 
 
-def counts_for(scale: int) -> Counts:
-    if scale < 1:
-        raise ValueError("scale must be >= 1")
-    users = 1000 * scale
+def counts_for(scale: float) -> Counts:
+    """Row counts for ``scale`` (1 = the default ~60 MB; fractions give tiny datasets for tests)."""
+    if scale <= 0:
+        raise ValueError("scale must be > 0")
+    users = max(20, int(1000 * scale))
     return Counts(
         users=users,
         sessions=2 * users,
@@ -473,7 +474,7 @@ def counts_for(scale: int) -> Counts:
         history=10 * users,
         ml_embeddings=3 * users,
         events=20 * users,
-        daily_stats_days=365 + 30 * min(scale - 1, 20),
+        daily_stats_days=365 + 30 * min(max(int(scale) - 1, 0), 20),
     )
 
 
@@ -519,7 +520,7 @@ class Corpus:
 class Dataset:
     """Row generators for every table; the same (scale, seed) always yields the same rows."""
 
-    scale: int = DEFAULT_SCALE
+    scale: float = DEFAULT_SCALE
     seed: int = DEFAULT_SEED
     counts: Counts = field(init=False)
     corpus: Corpus = field(init=False)

@@ -564,10 +564,14 @@ def seed(
         )
     started = time.perf_counter()
     keys = redis_keys if redis_keys is not None else 5000 * scale
-    say(f"seeding PostgreSQL (scale {scale}, seed {seed_value}) ...")
+    pg_info = sandbox_seed.pg_seed_info(pg.endpoint)
+    if not (pg_info and pg_info.get("scale") == scale and pg_info.get("seed") == seed_value) or force:
+        say(f"seeding PostgreSQL (scale {scale}, seed {seed_value}) ...")
     pg_report = sandbox_seed.seed_postgres(
         pg.endpoint, scale, seed_value, force=force, progress=lambda t, n: say(f"  {t}: {n} rows")
     )
-    say(f"seeding Redis ({keys} keys) ...")
+    rd_info = sandbox_seed.redis_seed_info(ls.LOOPBACK, rd.port)
+    if not (rd_info and rd_info.get("keys") == keys and rd_info.get("seed") == seed_value) or force:
+        say(f"seeding Redis ({keys} keys) ...")
     rd_report = sandbox_seed.seed_redis(ls.LOOPBACK, rd.port, keys, seed_value, force=force)
     return SeedResult(env_name, pg_report.to_dict(), rd_report.to_dict(), round(time.perf_counter() - started, 3))

@@ -114,3 +114,65 @@ resource "aws_route_table_association" "private" {
   subnet_id      = aws_subnet.private[count.index].id
   route_table_id = aws_route_table.private[count.index].id
 }
+
+# --- flow logs (all accepted and rejected traffic) to CloudWatch Logs ----------------------------------------------
+locals {
+  flow_logs = var.flow_logs_retention_days > 0 ? 1 : 0
+}
+
+resource "aws_cloudwatch_log_group" "flow_logs" {
+  count = local.flow_logs
+
+  name              = "/aws/vpc/${var.name}/flow-logs"
+  retention_in_days = var.flow_logs_retention_days
+}
+
+data "aws_iam_policy_document" "flow_logs_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["vpc-flow-logs.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "flow_logs_write" {
+  count = local.flow_logs
+
+  statement {
+    actions = [
+      "logs:CreateLogStream",
+      "logs:PutLogEvents",
+      "logs:DescribeLogGroups",
+      "logs:DescribeLogStreams",
+    ]
+    resources = ["${aws_cloudwatch_log_group.flow_logs[0].arn}:*"]
+  }
+}
+
+resource "aws_iam_role" "flow_logs" {
+  count = local.flow_logs
+
+  name               = "${var.name}-vpc-flow-logs"
+  assume_role_policy = data.aws_iam_policy_document.flow_logs_assume.json
+}
+
+resource "aws_iam_role_policy" "flow_logs" {
+  count = local.flow_logs
+
+  name   = "write-flow-logs"
+  role   = aws_iam_role.flow_logs[0].id
+  policy = data.aws_iam_policy_document.flow_logs_write[0].json
+}
+
+resource "aws_flow_log" "this" {
+  count = local.flow_logs
+
+  vpc_id          = aws_vpc.this.id
+  traffic_type    = "ALL"
+  log_destination = aws_cloudwatch_log_group.flow_logs[0].arn
+  iam_role_arn    = aws_iam_role.flow_logs[0].arn
+
+  tags = { Name = "${var.name}-flow-logs" }
+}

@@ -27,3 +27,8 @@ output "nat_gateway_ids" {
   description = "NAT gateway IDs."
   value       = aws_nat_gateway.this[*].id
 }
+
+output "flow_log_group_name" {
+  description = "CloudWatch Logs group receiving the VPC flow logs (null when disabled)."
+  value       = one(aws_cloudwatch_log_group.flow_logs[*].name)
+}

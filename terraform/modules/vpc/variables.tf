@@ -24,3 +24,9 @@ variable "cluster_name" {
   description = "EKS cluster that discovers these subnets (kubernetes.io/cluster/<name> tags for load balancers)."
   type        = string
 }
+
+variable "flow_logs_retention_days" {
+  description = "VPC flow logs (all traffic) to CloudWatch Logs kept this many days; 0 = no flow logs."
+  type        = number
+  default     = 30
+}

@@ -329,6 +329,14 @@ class Engine:
         states = self._states()
         todo = [s for s in steps if states.get(s.id, State.PENDING) != State.VERIFIED]
         todo = [s for s in todo if not (states.get(s.id) == State.SKIPPED and self._manual_skip(s.id))]
+        still_skipped = []
+        for step_cls in todo:  # skipped for an environment reason: re-check the reason, cheaply, before planning
+            if states.get(step_cls.id) == State.SKIPPED:
+                reason = step_cls().skip_reason(self.context(step_cls))
+                if reason:
+                    still_skipped.append(step_cls)
+                    self.reporter.message("note", f"still skipped: {reason}", step_cls.id)
+        todo = [s for s in todo if s not in still_skipped]
         if not todo:
             result.nothing_to_do = True
             self.reporter.message("ok", f"nothing to do: all {len(steps)} selected step(s) are already verified or skipped")

@@ -836,6 +836,7 @@ def start_moto(
     log_path = data_dir / "moto.log"
     env = {
         "MOTO_ACM_VALIDATION_WAIT": "0",
+        "MOTO_IAM_LOAD_MANAGED_POLICIES": "true",  # the eks module attaches AWS managed policies
         "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),

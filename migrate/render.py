@@ -119,18 +119,19 @@ def status_dashboard(report: dict[str, Any]) -> Group:
         table.add_column("last attempt", no_wrap=True)
         table.add_column("took", justify="right")
         table.add_column("estimate", justify="right")
-        table.add_column("outputs / reason")
+        table.add_column("outputs / reason", ratio=1, overflow="fold")
         for step in phase["steps"]:
             style = STATE_STYLE.get(step["state"], "")
             state = f"[{style}]{step['state']}[/{style}]"
             if step.get("definition_changed"):
                 state += " [yellow]⚠ code changed[/yellow]"
             last = step.get("last_attempt")
-            last_text = f"{last['action']} {last['status']} {fmt_time(last['started_at'])}" if last else "—"
+            last_text = f"{last['action']} {last['status']} {time.strftime('%m-%d %H:%M', time.localtime(last['started_at']))}" if last else "—"
             detail = step.get("reason") or step.get("outputs_summary") or ""
             table.add_row(
                 escape(step["id"]), state, escape(last_text), fmt_duration(last.get("duration") if last else None),
-                escape(step.get("estimate") or ""), escape(_short(redact(detail), 70)),
+                "" if step["state"] in ("verified", "skipped") else escape(step.get("estimate") or ""),
+                escape(_short(redact(detail), 90)),
             )
         parts.append(table)
     for warning in report.get("warnings", []):

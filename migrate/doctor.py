@@ -143,24 +143,32 @@ def check_aws(ctx: DoctorContext) -> list[Result]:
     return _guard("AWS credentials", run)
 
 
-def check_postgres(ctx: DoctorContext) -> list[Result]:
+def _servers(
+    label: str, configured: Any, connect: Callable[[str], Any], provider_step: str, fix: str
+) -> list[Result]:
+    """Reachability and version of the source and target servers of one kind (PostgreSQL or Redis)."""
     results: list[Result] = []
     for role in ("source", "target"):
-        if role not in ctx.env.postgres:
-            results.append(Result(f"PostgreSQL {role}", "skip", "not configured for this environment"))
+        name = f"{label} {role}"
+        if role not in configured:
+            results.append(Result(name, "skip", "not configured for this environment"))
             continue
 
-        def run(role: str = role) -> list[Result]:
-            pg = ctx.pg(role)
-            if pg.needs_address:
-                return [Result(f"PostgreSQL {role}", "skip", "address comes from the rds step's output (not applied yet)")]
-            reason = pg.unreachable_reason()
+        def run(role: str = role, name: str = name) -> list[Result]:
+            server = connect(role)
+            if server.needs_address:
+                return [Result(name, "skip", f"address comes from the {provider_step} step's output (not applied yet)")]
+            reason = server.unreachable_reason()
             if reason:
-                return [Result(f"PostgreSQL {role}", "fail", reason, "check the host/port/credentials in migrate.toml", True)]
-            return [Result(f"PostgreSQL {role}", "ok", f"{pg.endpoint} — PostgreSQL {pg.server_version()}")]
+                return [Result(name, "fail", reason, fix, True)]
+            return [Result(name, "ok", f"{server.endpoint} — {label} {server.server_version()}")]
 
-        results += _guard(f"PostgreSQL {role}", run)
+        results += _guard(name, run)
     return results
+
+
+def check_postgres(ctx: DoctorContext) -> list[Result]:
+    return _servers("PostgreSQL", ctx.env.postgres, ctx.pg, "rds", "check the host/port/credentials in migrate.toml")
 
 
 def check_extension_parity(ctx: DoctorContext) -> list[Result]:
@@ -194,22 +202,7 @@ def check_extension_parity(ctx: DoctorContext) -> list[Result]:
 
 
 def check_redis(ctx: DoctorContext) -> list[Result]:
-    results: list[Result] = []
-    for role in ("source", "target"):
-        if role not in ctx.env.redis:
-            results.append(Result(f"Redis {role}", "skip", "not configured for this environment"))
-            continue
-
-        def run(role: str = role) -> list[Result]:
-            rd = ctx.redis(role)
-            if rd.needs_address:
-                return [Result(f"Redis {role}", "skip", "address comes from the elasticache step's output")]
-            reason = rd.unreachable_reason()
-            if reason:
-                return [Result(f"Redis {role}", "fail", reason, "check redis host/port/password in migrate.toml", True)]
-            return [Result(f"Redis {role}", "ok", f"{rd.endpoint} — Redis {rd.server_version()}")]
-
-        results += _guard(f"Redis {role}", run)
+    results = _servers("Redis", ctx.env.redis, ctx.redis, "elasticache", "check redis host/port/password in migrate.toml")
     target_cfg = ctx.env.redis.get("target")
     if "source" in ctx.env.redis and target_cfg is not None and target_cfg.cluster_mode:
 

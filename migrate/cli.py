@@ -182,17 +182,17 @@ def status(
 
     console = _console()
     if not watch:
-        console.print(status_dashboard(build_status(cfg, env, graph)))
+        console.print(status_dashboard(build_status(cfg, env, graph), console.width))
         return
     import time
 
     from rich.live import Live
 
     try:
-        with Live(status_dashboard(build_status(cfg, env, graph)), console=console, refresh_per_second=4) as live:
+        with Live(status_dashboard(build_status(cfg, env, graph), console.width), console=console, refresh_per_second=4) as live:
             while True:
                 time.sleep(interval)
-                live.update(status_dashboard(build_status(cfg, env, graph)))
+                live.update(status_dashboard(build_status(cfg, env, graph), console.width))
     except KeyboardInterrupt:
         return
 

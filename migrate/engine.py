@@ -344,6 +344,7 @@ class Engine:
         self._check_dependencies(todo, states)
         shown = self.plan_steps(todo, record=False)
         shown_fp = {s.id: (p.fingerprint() if p and not p.unknown else None) for s, p, _ in shown}
+        shown_plans = {s.id: p for s, p, _ in shown if p is not None and not p.unknown}
         self._check_saved_plans(shown)
         needs_confirm = any(p is not None and not p.is_noop for _, p, _ in shown) or any(s.destructive for s in todo)
         if needs_confirm and not assume_yes:
@@ -359,7 +360,7 @@ class Engine:
                 )
         for step_cls in todo:
             self._check_lock()
-            self._apply_one(step_cls, shown_fp.get(step_cls.id), result)
+            self._apply_one(step_cls, shown_fp.get(step_cls.id), result, shown_plans.get(step_cls.id))
         return result
 
     def _check_dependencies(self, todo: list[type[Step]], states: dict[str, State]) -> None:
@@ -392,7 +393,13 @@ class Engine:
                     f"bpmigrate --env {self.env_name} plan {step_cls.id}   (review the new plan, then apply again)",
                 )
 
-    def _apply_one(self, step_cls: type[Step], shown_fingerprint: str | None, result: RunResult) -> None:
+    def _apply_one(
+        self,
+        step_cls: type[Step],
+        shown_fingerprint: str | None,
+        result: RunResult,
+        shown_plan: PlanResult | None = None,
+    ) -> None:
         step = step_cls()
         state = self.state_of(step_cls.id)
         if state == State.APPLIED:
@@ -413,7 +420,11 @@ class Engine:
                 "an operator must confirm the manual precondition before this step runs",
                 f"bpmigrate --env {self.env_name} approve {step_cls.id} --reason '...'   then apply again",
             )
-        plan = step.plan(ctx)
+        if shown_plan is not None and not shown_plan.skip_reason and step.plan_still_current(ctx, shown_plan):
+            plan = shown_plan  # nothing it was based on changed: apply what was shown, without planning twice
+            self.reporter.message("note", "applying the plan shown above: nothing it was based on changed since", step_cls.id)
+        else:
+            plan = step.plan(ctx)
         if plan.skip_reason:
             self.ledger.transition(step_cls.id, Event.SKIP, run_id=self.run_id, reason=plan.skip_reason, skip_kind="auto")
             result.add(step_cls.id, "apply", State.SKIPPED, plan.skip_reason)

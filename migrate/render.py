@@ -93,8 +93,21 @@ def fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "—"
 
 
-def status_dashboard(report: dict[str, Any]) -> Group:
+def _when(ts: float) -> str:
+    """HH:MM for today, MM-DD HH:MM otherwise (keeps the dashboard's columns narrow)."""
+    local = time.localtime(ts)
+    today = time.localtime()
+    same_day = (local.tm_year, local.tm_yday) == (today.tm_year, today.tm_yday)
+    return time.strftime("%H:%M" if same_day else "%m-%d %H:%M", local)
+
+
+#: below this console width the "last attempt" column is dropped so the outputs/reason column stays readable
+NARROW_WIDTH = 110
+
+
+def status_dashboard(report: dict[str, Any], width: int | None = None) -> Group:
     """Phases × steps with state, last attempt, duration, outputs summary; lock holder; warnings."""
+    wide = width is None or width >= NARROW_WIDTH
     parts: list[RenderableType] = []
     lock = report.get("lock")
     header = f"[bold]{escape(report['project'])}[/bold] · env [bold]{escape(report['env'])}[/bold] · ledger {escape(report['ledger'])}"
@@ -114,25 +127,31 @@ def status_dashboard(report: dict[str, Any]) -> Group:
         elif phase.get("downtime_seconds") is None:
             title += " · expected downtime window: no estimate yet (rehearse in the sandbox)"
         table = Table(title=title, title_justify="left", expand=True)
+        pending = any(step["state"] not in ("verified", "skipped") for step in phase["steps"])
         table.add_column("step", no_wrap=True, min_width=14)
         table.add_column("state", no_wrap=True)
-        table.add_column("last attempt", no_wrap=True)
-        table.add_column("took", justify="right")
-        table.add_column("estimate", justify="right")
-        table.add_column("outputs / reason", ratio=1, overflow="fold")
+        if wide:
+            table.add_column("last attempt", no_wrap=True)
+        table.add_column("took", justify="right", no_wrap=True)
+        if pending:  # a finished phase has nothing left to estimate: the column goes, the details get the room
+            table.add_column("estimate", justify="right")
+        table.add_column("outputs / reason", ratio=1, min_width=24, overflow="fold")
         for step in phase["steps"]:
             style = STATE_STYLE.get(step["state"], "")
             state = f"[{style}]{step['state']}[/{style}]"
-            if step.get("definition_changed"):
-                state += " [yellow]⚠ code changed[/yellow]"
             last = step.get("last_attempt")
-            last_text = f"{last['action']} {last['status']} {time.strftime('%m-%d %H:%M', time.localtime(last['started_at']))}" if last else "—"
-            detail = step.get("reason") or step.get("outputs_summary") or ""
-            table.add_row(
-                escape(step["id"]), state, escape(last_text), fmt_duration(last.get("duration") if last else None),
-                "" if step["state"] in ("verified", "skipped") else escape(step.get("estimate") or ""),
-                escape(_short(redact(detail), 90)),
-            )
+            last_text = f"{last['action']} {last['status']} {_when(last['started_at'])}" if last else "—"
+            detail = escape(_short(redact(step.get("reason") or step.get("outputs_summary") or ""), 160))
+            if step.get("definition_changed"):
+                detail = "[yellow]⚠ step code changed since it was applied[/yellow] " + detail
+            cells = [escape(step["id"]), state]
+            if wide:
+                cells.append(escape(last_text))
+            cells.append(fmt_duration(last.get("duration") if last else None))
+            if pending:
+                cells.append("" if step["state"] in ("verified", "skipped") else escape(step.get("estimate") or ""))
+            cells.append(detail)
+            table.add_row(*cells)
         parts.append(table)
     for warning in report.get("warnings", []):
         parts.append(Text(f"⚠ {warning}", style="yellow"))

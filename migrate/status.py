@@ -15,10 +15,14 @@ from migrate.plan import PHASE_NAMES, Graph
 from migrate.states import IN_FLIGHT, State
 from migrate.step import Step
 
+#: outputs shown first, untruncated, in the dashboard's summary (where a step's proof lives)
+_LEAD_OUTPUTS = ("terraform_state",)
+
 
 def _summary(outputs: dict[str, Any]) -> str:
-    parts = []
-    for key, value in list(outputs.items())[:4]:
+    parts = [f"{key}={outputs[key]}" for key in _LEAD_OUTPUTS if outputs.get(key)]
+    rest = [(k, v) for k, v in outputs.items() if k not in _LEAD_OUTPUTS]
+    for key, value in rest[: 4 - len(parts)]:
         text = value if isinstance(value, str) else repr(value)
         parts.append(f"{key}={text[:40]}")
     return ", ".join(parts)

@@ -258,6 +258,14 @@ class Step:
         """Return why this step cannot run in this environment (e.g. no Kubernetes cluster), or None."""
         return None
 
+    def plan_still_current(self, ctx: StepContext, shown: PlanResult) -> bool:
+        """``shown`` was planned moments ago by this same command: may apply use it as is, without planning again?
+
+        Only when a cheap check proves nothing it was based on changed since (a Terraform step: the state's lineage
+        and serial are those its saved plan was made against). Default False: apply re-plans and refuses a plan whose
+        fingerprint differs from the one shown."""
+        return False
+
     def reconcile(self, ctx: StepContext) -> bool:
         """A run died while applying: is the effect in place? Default: every verify check passes."""
         try:

@@ -43,8 +43,6 @@ from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibil
 if TYPE_CHECKING:
     from migrate.adapters.terraform import TerraformRunner, TfPlan
 
-#: the root of terraform_data stand-ins used by the sandbox when the AWS provider is not at hand
-STAND_IN_ROOT = "templates/sandbox/terraform"
 #: the step whose outputs configure the s3 backend (bucket, state_key, region, lock_table)
 BACKEND_STEP = "tf-state-backend"
 
@@ -85,8 +83,10 @@ class TerraformModuleStep(Step):
     def stand_in(self, ctx: StepContext) -> bool:
         """True when the root is the sandbox's terraform_data stand-in (nothing in AWS to verify against)."""
         runner = ctx.adapters.terraform()
+        if runner.is_stand_in:
+            return True
         try:
-            return runner.root == (ctx.project_root / STAND_IN_ROOT).resolve() or runner.providers().source == "builtin"
+            return runner.providers().source == "builtin"
         except Exception:
             return False
 
@@ -125,6 +125,18 @@ class TerraformModuleStep(Step):
                 )
             )
         return result
+
+    def plan_still_current(self, ctx: StepContext, shown: PlanResult) -> bool:
+        """The plan shown by this command may be applied without re-planning when its saved file is intact and the
+        workspace's state still has the lineage and serial it was made against (no other apply in between)."""
+        from migrate.adapters.terraform import TfPlan
+
+        if not (shown.data.get("plan_file") and shown.data.get("plan_sha256")):
+            return False
+        try:
+            return self.runner(ctx).plan_is_current(TfPlan.from_data(shown.data))
+        except Exception:  # any doubt: plan again
+            return False
 
     def saved_plan(self, ctx: StepContext) -> TfPlan | None:
         from migrate.adapters.terraform import TfPlan
@@ -204,6 +216,27 @@ class TerraformModuleStep(Step):
         return self.verify_terraform_state(ctx)
 
     # -- helpers -----------------------------------------------------------------------------------------------
+    def verify_state_object(self, ctx: StepContext) -> list[Check]:
+        """The module's resources are recorded in the Terraform state object in S3 (read with S3 GetObject, not
+        through Terraform). Nothing to check for a local backend."""
+        location = str(ctx.output(self.id, "terraform_state", "") or "")
+        if not location.startswith("s3://"):
+            return []
+        bucket, _, key = location[len("s3://") :].partition("/")
+        state = ctx.adapters.get("aws_foundation").terraform_state(bucket, key)
+        prefix = f"{self.module}." if self.module else ""
+        mine = [a for a in state.addresses if a.startswith(prefix)]
+        detail = f"{location} (serial {state.serial}, {state.size} bytes), read with S3 GetObject"
+        return [
+            Check(
+                f"Terraform state in S3 records {self.module or 'the root'}",
+                state.exists and bool(mine),
+                observed=len(mine) if state.exists else "no state object",
+                expected="> 0 resources",
+                detail=detail,
+            )
+        ]
+
     def verify_terraform_state(self, ctx: StepContext) -> list[Check]:
         """Read the workspace's state back (``terraform state list`` + ``output -json``): resources under the
         module exist and every mapped output is set. Used for the sandbox stand-in, where AWS has nothing."""

@@ -372,6 +372,7 @@ class Vpc(TerraformModuleStep):
         missing = [s for s in private + public if s not in found]
         azs = {s.get("AvailabilityZone") for s in aws.subnets(vpc_id) if s["SubnetId"] in private} if vpc else set()
         return [
+            *self.verify_state_object(ctx),
             Check(
                 "VPC exists", vpc is not None, observed=(vpc or {}).get("State"), expected="available", detail=vpc_id
             ),
@@ -421,6 +422,7 @@ class Eks(TerraformModuleStep):
         checks = [
             Check("EKS cluster ACTIVE", status == "ACTIVE", observed=status or "absent", expected="ACTIVE", detail=name)
         ]
+        checks += self.verify_state_object(ctx)
         groups = {ng["nodegroupName"]: ng for ng in aws.eks_nodegroups(name)} if cluster else {}
         for role in required:
             ng_name = expected_groups.get(role, role)
@@ -491,11 +493,14 @@ class Kubeconfig(Step):
         return str(ctx.env.kube.context or ctx.output("eks", "cluster_name"))
 
     def skip_reason(self, ctx: StepContext) -> str | None:
+        hint = (
+            f"to rehearse Kubernetes steps point [environments.{ctx.env_name}] kube = "
+            "{ kubeconfig = ..., context = ... } at a cluster"
+        )
         if ctx.upstream.get("eks", {}).get("terraform_providers") == "builtin":
-            return (
-                "the EKS cluster is a terraform_data stand-in without an API server; to rehearse Kubernetes steps "
-                f"point [environments.{ctx.env_name}] kube = {{ kubeconfig = ..., context = ... }} at a cluster"
-            )
+            return f"the EKS cluster is a terraform_data stand-in without an API server; {hint}"
+        if ctx.is_sandbox and ctx.env.aws.endpoint_url and not (ctx.env.kube.kubeconfig or ctx.env.kube.context):
+            return f"the EKS cluster exists in the sandbox's moto server, which runs no Kubernetes API server; {hint}"
         return None
 
     def _contexts(self, path: Path) -> dict[str, dict[str, Any]]:

@@ -100,12 +100,68 @@ def extension_findings(source: PostgresAdapter, target: PostgresAdapter) -> list
 
 
 # -- Terraform-provisioned targets ------------------------------------------------------------------------------
-class Rds(TerraformModuleStep):
+SANDBOX_ENDPOINT_NOTE = (
+    "sandbox: the {what} in moto has no server behind it; the data steps connect to the local target {engine} "
+    "from the sandbox's config (state/{env}/endpoints.json), and verify reads the moto resource back"
+)
+
+
+def sandbox_connection(
+    ctx: StepContext, kind: str, tf_outputs: dict[str, Any], endpoint_output: str, port_output: str
+) -> dict[str, Any]:
+    """Sandbox with the real modules: the connection endpoint is the local server, not moto's fake address.
+
+    Returns the outputs that replace ``endpoint``/``port`` (with the moto address kept as ``aws_endpoint``), or {}
+    outside that case (real AWS: Terraform's outputs are the connection endpoints; stand-in: they already point at
+    the local servers)."""
+    target = (ctx.env.postgres if kind == "postgres" else ctx.env.redis).get("target")
+    if not ctx.is_sandbox or target is None or target.host == "from-terraform":
+        return {}
+    what, engine = ("RDS instance", "PostgreSQL") if kind == "postgres" else ("ElastiCache group", "Redis")
+    note = SANDBOX_ENDPOINT_NOTE.format(what=what, engine=engine, env=ctx.env_name)
+    ctx.log(f"{note}: {target.host}:{target.port}")
+    return {
+        "endpoint": target.host,
+        "port": target.port,
+        "aws_endpoint": tf_outputs.get(endpoint_output),
+        "aws_port": tf_outputs.get(port_output),
+        "endpoint_source": note,
+    }
+
+
+class _SandboxTargetStep(TerraformModuleStep):
+    """A data-store module whose sandbox connection endpoint is the local server (see :func:`sandbox_connection`)."""
+
+    kind: ClassVar[str] = "postgres"
+
+    def plan(self, ctx: StepContext) -> PlanResult:
+        result = super().plan(ctx)
+        target = (ctx.env.postgres if self.kind == "postgres" else ctx.env.redis).get("target")
+        if ctx.is_sandbox and not self.stand_in(ctx) and target is not None and target.host != "from-terraform":
+            what, engine = ("RDS instance", "PostgreSQL") if self.kind == "postgres" else ("ElastiCache group", "Redis")
+            result.findings.append(
+                Finding("info", SANDBOX_ENDPOINT_NOTE.format(what=what, engine=engine, env=ctx.env_name), "")
+            )
+        return result
+
+    def extra_outputs(self, ctx: StepContext, tf_outputs: dict[str, Any]) -> dict[str, Any]:
+        if self.stand_in(ctx):
+            return {}
+        return sandbox_connection(
+            ctx, self.kind, tf_outputs, self.output_map["endpoint"], self.output_map["port"]
+        )
+
+
+class Rds(_SandboxTargetStep):
     """RDS PostgreSQL 16 (pgvector-capable) through Terraform module.rds.
 
     Outputs the endpoint used by every later data step when postgres.target.host = "from-terraform". In the sandbox
-    the stand-in root's outputs point at the local target PostgreSQL.
+    the stand-in root's outputs point at the local target PostgreSQL; with the project's modules applied to moto,
+    verify reads moto's instance back and the endpoint output is the local target PostgreSQL (``aws_endpoint`` keeps
+    moto's address, ``endpoint_source`` says why).
     """
+
+    kind = "postgres"
 
     id = "rds"
     phase = 2
@@ -123,6 +179,7 @@ class Rds(TerraformModuleStep):
         if self.stand_in(ctx):
             checks += self.verify_terraform_state(ctx)
         else:
+            checks += self.verify_state_object(ctx)
             instance_id = ctx.output(self.id, "instance_id")
             found = ctx.adapters.aws().call("rds", "describe_db_instances", DBInstanceIdentifier=instance_id)
             inst = (found.get("DBInstances") or [{}])[0]
@@ -147,8 +204,11 @@ class Rds(TerraformModuleStep):
         return checks
 
 
-class ElastiCache(TerraformModuleStep):
-    """ElastiCache Redis 7 through Terraform module.elasticache (outputs the endpoint)."""
+class ElastiCache(_SandboxTargetStep):
+    """ElastiCache Redis 7 through Terraform module.elasticache (outputs the endpoint; in a sandbox applying the
+    project's modules to moto, the endpoint output is the local target Redis, as for :class:`Rds`)."""
+
+    kind = "redis"
 
     id = "elasticache"
     phase = 2
@@ -165,6 +225,7 @@ class ElastiCache(TerraformModuleStep):
         if self.stand_in(ctx):
             checks += self.verify_terraform_state(ctx)
         else:
+            checks += self.verify_state_object(ctx)
             group = ctx.output(self.id, "replication_group_id")
             found = ctx.adapters.aws().call("elasticache", "describe_replication_groups", ReplicationGroupId=group)
             rg = (found.get("ReplicationGroups") or [{}])[0]

@@ -371,31 +371,60 @@ def test_held_dynamodb_lock_names_the_holder(moto_server: Any, tmp_path: Path) -
 def test_sandbox_root_selection(tmp_path: Path, monkeypatch: Any) -> None:
     from migrate.adapters.terraform import SANDBOX_ROOT_ENV, from_config
     from migrate.config import EnvConfig
+    from migrate.errors import AdapterError
 
     repo = Path(__file__).resolve().parent.parent
-    env = EnvConfig.model_validate(
-        {
-            "name": "sandbox",
-            "kind": "sandbox",
-            "aws": {"endpoint_url": "http://127.0.0.1:1"},
-            "terraform": {"root": "templates/sandbox/terraform"},
-        }
-    )
+
+    def sandbox(**terraform: Any) -> EnvConfig:
+        return EnvConfig.model_validate(
+            {"name": "sandbox", "kind": "sandbox", "aws": {"endpoint_url": "http://127.0.0.1:1"}, "terraform": terraform}
+        )
+
     monkeypatch.delenv(SANDBOX_ROOT_ENV, raising=False)
-    standin = from_config(env, project_root=repo, state_dir=tmp_path)
-    assert standin.root == repo / "templates" / "sandbox" / "terraform" and "stand-in" in standin.root_reason
+    standin = from_config(sandbox(sandbox_root="stand-in"), project_root=repo, state_dir=tmp_path)
+    assert standin.root == repo / "templates" / "sandbox" / "terraform" and standin.is_stand_in
+    assert "terraform.sandbox_root = 'stand-in'" in standin.root_reason
     assert standin.var_files == [tmp_path / "sandbox" / "terraform.tfvars.json"]
     assert standin.extra_env["AWS_ACCESS_KEY_ID"] == "testing", "never the operator's real credentials against moto"
 
+    project = from_config(sandbox(sandbox_root="project"), project_root=repo, state_dir=tmp_path)
+    assert project.root == repo / "terraform" and not project.is_stand_in
+    assert project.var_files == [repo / "terraform" / "environments" / "sandbox.tfvars"]
+    assert project.extra_vars == {"aws_endpoint_url": "http://127.0.0.1:1"}
+
+    # auto (the default): the project's root when the AWS provider can be found, else the stand-in, saying why
+    no_mirror = tmp_path / "empty-mirror"
+    no_mirror.mkdir()
+    monkeypatch.setattr("migrate.adapters.terraform.MIRROR_CANDIDATES", (), raising=False)
+    monkeypatch.setenv("TF_CLI_CONFIG_FILE", str(tmp_path / "absent.tfrc"))
+    monkeypatch.delenv("TF_PLUGIN_CACHE_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.terraformrc, no plugin cache of the operator's
+    auto = from_config(sandbox(plugin_mirror=str(no_mirror)), project_root=repo, state_dir=tmp_path)
+    assert auto.is_stand_in and "the AWS provider is not available" in auto.root_reason
+    assert "empty-mirror lacks hashicorp/aws" in auto.root_reason
+    provider = tmp_path / "mirror" / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0" / "linux_amd64"
+    provider.mkdir(parents=True)
+    (provider / "terraform-provider-aws_v5.100.0_x5").write_bytes(b"")
+    found = from_config(sandbox(plugin_mirror=str(tmp_path / "mirror")), project_root=repo, state_dir=tmp_path)
+    assert found.root == repo / "terraform" and not found.is_stand_in
+    assert f"filesystem mirror {tmp_path / 'mirror'}" in found.root_reason
+
+    # the environment variable overrides migrate.toml for one run; a wrong value is refused, with the fix
     monkeypatch.setenv(SANDBOX_ROOT_ENV, "real")
-    real = from_config(env, project_root=repo, state_dir=tmp_path)
-    assert real.root == repo / "terraform"
-    assert real.var_files == [repo / "terraform" / "environments" / "sandbox.tfvars"]
-    assert real.extra_vars == {"aws_endpoint_url": "http://127.0.0.1:1"}
+    assert from_config(sandbox(sandbox_root="stand-in"), project_root=repo, state_dir=tmp_path).root == repo / "terraform"
+    monkeypatch.setenv(SANDBOX_ROOT_ENV, "prod")
+    with pytest.raises(AdapterError) as exc:
+        from_config(sandbox(), project_root=repo, state_dir=tmp_path)
+    assert SANDBOX_ROOT_ENV in exc.value.what and "auto" in exc.value.next_cmd
+    monkeypatch.delenv(SANDBOX_ROOT_ENV)
+
+    # a legacy config naming the stand-in as terraform.root keeps it
+    legacy = from_config(sandbox(root="templates/sandbox/terraform"), project_root=repo, state_dir=tmp_path)
+    assert legacy.is_stand_in and legacy.root == repo / "templates" / "sandbox" / "terraform"
 
     aws_env = EnvConfig.model_validate({"name": "production", "aws": {"profile": "bp-prod"}})
     prod = from_config(aws_env, project_root=repo, state_dir=tmp_path)
-    assert prod.root == repo / "terraform" and prod.workspace == "production"
+    assert prod.root == repo / "terraform" and prod.workspace == "production" and not prod.is_stand_in
     assert prod.var_files == [repo / "terraform" / "environments" / "production.tfvars"]
     assert prod.extra_env == {"AWS_PROFILE": "bp-prod"} and prod.extra_vars == {}
     assert prod.state_dir == tmp_path / "production" / "terraform"

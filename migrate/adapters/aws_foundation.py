@@ -36,6 +36,26 @@ class BucketState:
 
 
 @dataclass
+class TerraformStateObject:
+    """What a Terraform state object in S3 records, reduced to addresses (a state can hold secrets: values are
+    never read out of this adapter)."""
+
+    bucket: str
+    key: str
+    exists: bool
+    serial: int = 0
+    lineage: str = ""
+    terraform_version: str = ""
+    version_id: str = ""
+    size: int = 0
+    addresses: list[str] = field(default_factory=list)  # managed resources, e.g. module.vpc.aws_vpc.this
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass
 class TableState:
     name: str
     exists: bool
@@ -246,6 +266,45 @@ class AwsFoundation:
 
     def delete_table(self, name: str) -> bool:
         return self._maybe("dynamodb", "delete_table", {"ResourceNotFoundException"}, TableName=name) is not None
+
+    def terraform_state(self, bucket: str, key: str) -> TerraformStateObject:
+        """Read a Terraform state object with S3 GetObject (not through Terraform): serial, lineage and the
+        addresses of its managed resources. Values are dropped here, so no secret in the state leaves the adapter."""
+        import json
+
+        res = self._maybe("s3", "get_object", {"NoSuchKey", "NoSuchBucket", "404"}, Bucket=bucket, Key=key)
+        if res is None:
+            return TerraformStateObject(bucket, key, exists=False)
+        body = res["Body"].read()
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise AdapterError(
+                f"s3://{bucket}/{key} is not a Terraform state (not JSON)",
+                "the object at the state key was written by something other than Terraform",
+                "inspect it: aws s3 cp s3://{bucket}/{key} - | head",
+                service="s3",
+            ) from None
+        addresses = []
+        for r in doc.get("resources", []):
+            if r.get("mode") != "managed":
+                continue
+            prefix = f"{r['module']}." if r.get("module") else ""
+            for inst in r.get("instances", []) or [{}]:
+                index = inst.get("index_key")
+                suffix = "" if index is None else (f'["{index}"]' if isinstance(index, str) else f"[{index}]")
+                addresses.append(f"{prefix}{r.get('type')}.{r.get('name')}{suffix}")
+        return TerraformStateObject(
+            bucket,
+            key,
+            exists=True,
+            serial=int(doc.get("serial", 0)),
+            lineage=str(doc.get("lineage", "")),
+            terraform_version=str(doc.get("terraform_version", "")),
+            version_id=str(res.get("VersionId") or ""),
+            size=len(body),
+            addresses=addresses,
+        )
 
     # -- EC2 / EKS read-backs ----------------------------------------------------------------------------------
     def vpc(self, vpc_id: str) -> dict[str, Any] | None:

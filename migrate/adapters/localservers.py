@@ -8,7 +8,8 @@ One way to start real engines, shared by the sandbox (``bpmigrate sandbox up``) 
   binaries run as the unprivileged ``pgserver`` system user (the same user pgserver itself creates with ``useradd``)
   and the data directory is handed to that user.
 * Redis: the ``redis-server`` binary on PATH (Debian's), managed as a child process (``--daemonize no``).
-* moto: ``python -m moto.server`` with ``MOTO_ACM_VALIDATION_WAIT=0``.
+* moto: ``python -m migrate.adapters.moto_server`` (moto's server plus the fidelity patches the Terraform AWS provider
+  needs) with ``MOTO_ACM_VALIDATION_WAIT=0`` and ``MOTO_IAM_LOAD_MANAGED_POLICIES=true``.
 
 Every start waits (bounded) until the server really answers, records the PID, and ``stop()`` terminates the whole
 process group and waits for it. Servers started with ``keep_running=False`` (the default, used by tests) are also
@@ -817,7 +818,8 @@ def _moto_answers(port: int) -> bool:
 def start_moto(
     data_dir: Path, *, port: int | None = None, keep_running: bool = False, timeout: float = 60.0
 ) -> LocalMoto:
-    """Start ``python -m moto.server`` on 127.0.0.1 (state is in memory: it does not survive a stop)."""
+    """Start moto's server on 127.0.0.1 with the provider-fidelity patches of :mod:`migrate.adapters.moto_server`
+    (state is in memory: it does not survive a stop)."""
     try:
         import importlib.util
 
@@ -844,7 +846,7 @@ def start_moto(
     }
 
     def starter(chosen: int) -> LocalMoto:
-        argv = [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(chosen)]
+        argv = [sys.executable, "-m", "migrate.adapters.moto_server", "-H", LOOPBACK, "-p", str(chosen)]
         proc = _spawn(argv, log_path=log_path, keep_running=keep_running, env=env, cwd=data_dir)
         write_record(data_dir, "moto", proc.pid, chosen)
         try:

@@ -363,6 +363,8 @@ class TerraformRunner:
         #: variables bpmigrate adds (e.g. the moto endpoint), written to a var file under state_dir at plan time
         self.extra_vars: dict[str, Any] = {}
         self.root_reason = "given"
+        #: the sandbox's terraform_data stand-in root (nothing in AWS to read back); set by ``from_config``
+        self.is_stand_in = False
         self._argv0: list[str] | None = None
         self._engine_desc = ""
         self._providers: ProviderSetup | None = None
@@ -689,6 +691,27 @@ class TerraformRunner:
                 f"re-plan: bpmigrate plan --env {self.env_name}",
             )
 
+    def state_identity(self) -> tuple[str, int] | None:
+        """(lineage, serial) of the workspace's current state (``terraform state pull``); None when there is none."""
+        self.init()
+        res = self._run(["state", "pull"], stream=False, check=False, what="terraform state pull")
+        text = (res.stdout or "").strip()
+        if res.returncode != 0 or not text:
+            return None
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return None
+        return str(doc.get("lineage", "")), int(doc.get("serial", 0))
+
+    def plan_is_current(self, plan: TfPlan) -> bool:
+        """True when the saved plan file is intact and was made against the state as it is now (same lineage and
+        serial): Terraform applies a saved plan under exactly that condition, so planning again would add nothing."""
+        if not plan.path.is_file() or sha256_file(plan.path) != plan.sha256:
+            return False
+        prior = plan_state_identity(plan.path)
+        return prior is not None and prior == self.state_identity()
+
     def apply(self, plan: TfPlan) -> None:
         """Apply exactly the saved plan (refuses a missing, modified or stale plan)."""
         self.verify_plan_file(plan)
@@ -776,6 +799,19 @@ def _digest(resource_changes: list[dict[str, Any]], output_changes: Mapping[str,
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def plan_state_identity(path: Path) -> tuple[str, int] | None:
+    """(lineage, serial) of the state a saved plan file was made against (its ``tfstate`` member), or None."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            doc = json.loads(archive.read("tfstate"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    lineage = str(doc.get("lineage", ""))
+    return (lineage, int(doc.get("serial", 0))) if lineage else None
+
+
 def _lock_field(text: str, name: str) -> str:
     match = re.search(rf"^\s*{name}:\s*(.+)$", text, re.MULTILINE)
     return match.group(1).strip() if match else ""
@@ -835,30 +871,50 @@ def default_var_files(env: EnvConfig, root: Path, state_dir: Path) -> list[Path]
     return [state_dir / env.name / "terraform.tfvars.json"]
 
 
-#: sandbox only: which root to rehearse with — "stand-in" (default), "real" (the project's terraform/ against moto),
-#: or "auto" (real when the AWS provider is available from the user's setup or a filesystem mirror)
+#: sandbox only: overrides ``terraform.sandbox_root`` for one run — "auto", "project" (alias "real") or "stand-in"
 SANDBOX_ROOT_ENV = "BPMIGRATE_SANDBOX_TERRAFORM"
+_SANDBOX_MODES = {"auto": "auto", "project": "project", "real": "project", "stand-in": "stand-in"}
 
 
-def select_root(env: EnvConfig, project_root: Path, state_dir: Path) -> tuple[Path, str]:
-    """The Terraform root for this environment and why it was chosen."""
+def sandbox_root_mode(env: EnvConfig) -> tuple[str, str]:
+    """The sandbox root mode and where it was set (the environment variable wins over migrate.toml)."""
+    override = os.environ.get(SANDBOX_ROOT_ENV, "").strip()
+    if override:
+        mode = _SANDBOX_MODES.get(override)
+        if mode is None:
+            raise AdapterError(
+                f"{SANDBOX_ROOT_ENV}={override!r} is not a sandbox Terraform root mode",
+                "it overrides terraform.sandbox_root and must be auto, project or stand-in",
+                f"unset {SANDBOX_ROOT_ENV} (use migrate.toml's terraform.sandbox_root) or set it to auto",
+                service="terraform",
+            )
+        return mode, f"{SANDBOX_ROOT_ENV}={override}"
+    return env.terraform.sandbox_root, f"terraform.sandbox_root = {env.terraform.sandbox_root!r}"
+
+
+def select_root(env: EnvConfig, project_root: Path, state_dir: Path) -> tuple[Path, str, bool]:
+    """The Terraform root for this environment, why it was chosen, and whether it is the sandbox stand-in."""
     configured = (project_root / env.terraform.root).resolve()
-    real = (project_root / "terraform").resolve()
-    if env.kind != "sandbox" or configured == real:
-        return configured, "terraform.root in migrate.toml"
-    mode = os.environ.get(SANDBOX_ROOT_ENV, "stand-in")
-    if mode not in ("real", "auto") or not _tf_files(real):
-        return configured, f"sandbox stand-in root ({SANDBOX_ROOT_ENV}={mode})"
-    if mode == "real":
-        return real, f"the project's terraform/ root against moto ({SANDBOX_ROOT_ENV}=real)"
+    if env.kind != "sandbox":
+        return configured, "terraform.root in migrate.toml", False
+    stand_in = (project_root / env.terraform.stand_in_root).resolve()
+    if configured == stand_in:
+        return stand_in, "sandbox stand-in root (terraform.root names it)", True
+    mode, source = sandbox_root_mode(env)
+    if mode == "stand-in":
+        return stand_in, f"sandbox stand-in root ({source})", True
+    if not _tf_files(configured):
+        return stand_in, f"sandbox stand-in root: {configured} holds no Terraform files", True
+    if mode == "project":
+        return configured, f"the project's {env.terraform.root}/ root against moto ({source})", False
     setup = discover_providers(
-        real,
+        configured,
         cli_config_path=terraform_state_dir(state_dir, env.name) / "terraform.tfrc",
         plugin_mirror=env.terraform.plugin_mirror,
     )
-    if setup.source in ("user", "mirror"):
-        return real, f"the project's terraform/ root against moto: {setup.detail}"
-    return configured, f"sandbox stand-in root: the AWS provider is not available ({setup.detail})"
+    if setup.source in ("user", "mirror", "builtin"):
+        return configured, f"the project's {env.terraform.root}/ root against moto: {setup.detail}", False
+    return stand_in, f"sandbox stand-in root: the AWS provider is not available ({setup.detail})", True
 
 
 def _declares_variable(root: Path, name: str) -> bool:
@@ -867,7 +923,7 @@ def _declares_variable(root: Path, name: str) -> bool:
 
 
 def from_config(env: EnvConfig, *, project_root: Path, state_dir: Path, **_: Any) -> TerraformRunner:
-    root, why = select_root(env, project_root, state_dir)
+    root, why, stand_in = select_root(env, project_root, state_dir)
     extra: dict[str, str] = {}
     extra_vars: dict[str, Any] = {}
     if env.aws.endpoint_url:  # moto: never let the provider fall through to the operator's real credentials
@@ -894,6 +950,7 @@ def from_config(env: EnvConfig, *, project_root: Path, state_dir: Path, **_: Any
     )
     runner.extra_vars = extra_vars
     runner.root_reason = why
+    runner.is_stand_in = stand_in
     return runner
 
 

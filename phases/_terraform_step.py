@@ -42,6 +42,7 @@ from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibil
 
 if TYPE_CHECKING:
     from migrate.adapters.terraform import TerraformRunner, TfPlan
+    from migrate.adapters.terraform_lock import StateLock
 
 #: the step whose outputs configure the s3 backend (bucket, state_key, region, lock_table)
 BACKEND_STEP = "tf-state-backend"
@@ -53,6 +54,11 @@ def configure_runner(ctx: StepContext) -> TerraformRunner:
 
     runner = ctx.adapters.terraform()
     runner.log = ctx.log
+
+    def on_stale_lock(lock: StateLock, why: str) -> None:
+        ctx.intent("terraform-force-unlock", lock_id=lock.lock_id, holder=lock.holder, operation=lock.operation, why=why)
+
+    runner.on_stale_lock = on_stale_lock
     if root_backend(runner.root) == "s3" and not runner.backend_config:
         runner.set_s3_backend(
             bucket=str(ctx.output(BACKEND_STEP, "bucket")),
@@ -113,6 +119,16 @@ class TerraformModuleStep(Step):
         runner = self.runner(ctx)
         tfplan = runner.plan(self.targets(ctx))
         result = plan_result_from(tfplan, runner.engine_description())
+        if runner.dead_lock is not None:
+            lock, why = runner.dead_lock
+            result.findings.append(
+                Finding(
+                    "warn",
+                    f"the Terraform state {lock.describe()}: {why}",
+                    "planned without the lock; apply takes the lock over first (terraform force-unlock, recorded "
+                    "in the ledger as an intent)",
+                )
+            )
         if not tfplan.has_changes:
             result.in_place.append(f"{self.module or 'root'}: Terraform state matches the configuration")
         if self.stand_in(ctx):

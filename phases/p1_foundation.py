@@ -499,8 +499,6 @@ class Kubeconfig(Step):
         )
         if ctx.upstream.get("eks", {}).get("terraform_providers") == "builtin":
             return f"the EKS cluster is a terraform_data stand-in without an API server; {hint}"
-        if ctx.is_sandbox and ctx.env.aws.endpoint_url and not (ctx.env.kube.kubeconfig or ctx.env.kube.context):
-            return f"the EKS cluster exists in the sandbox's moto server, which runs no Kubernetes API server; {hint}"
         return None
 
     def _contexts(self, path: Path) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from migrate.adapters.terraform import SANDBOX_ROOT_ENV
 from migrate.config import EnvConfig
 from migrate.errors import GateWaiting, StepFailed
 from migrate.step import Check, PlanResult
@@ -288,17 +289,20 @@ def test_stale_saved_plan_is_refused_by_the_step(moto_reset: Any, tmp_path: Path
 
 
 # -- vpc / eks verify with boto3 (the real-provider path reads AWS, not Terraform) -----------------------------------
-def _aws_root_env(moto: Any, tmp_path: Path) -> EnvConfig:
+def _aws_root_env(moto: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> EnvConfig:
+    """A sandbox env whose root is an AWS-provider root (not the stand-in), pinned with sandbox_root = "project"
+    (and the tests' BPMIGRATE_SANDBOX_TERRAFORM=stand-in default lifted for this test)."""
+    monkeypatch.delenv(SANDBOX_ROOT_ENV, raising=False)
     root = tmp_path / "aws-root"
     root.mkdir()
     (root / "main.tf").write_text('terraform {\n  backend "s3" {}\n}\nresource "aws_vpc" "x" {}\n')
     mirror = tmp_path / "mirror" / "registry.terraform.io" / "hashicorp" / "aws" / "5.100.0"
     mirror.mkdir(parents=True)
-    return _env(moto, terraform={"root": str(root), "plugin_mirror": str(tmp_path / "mirror")})
+    return _env(moto, terraform={"root": str(root), "plugin_mirror": str(tmp_path / "mirror"), "sandbox_root": "project"})
 
 
-def test_vpc_verify_reads_ec2(moto_reset: Any, tmp_path: Path) -> None:
-    env = _aws_root_env(moto_reset, tmp_path)
+def test_vpc_verify_reads_ec2(moto_reset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _aws_root_env(moto_reset, tmp_path, monkeypatch)
     ec2 = _boto(moto_reset, "ec2")
     vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnets = [
@@ -316,8 +320,10 @@ def test_vpc_verify_reads_ec2(moto_reset: Any, tmp_path: Path) -> None:
     assert [c.name for c in failed] == ["subnets exist in the VPC"]
 
 
-def test_eks_verify_reads_cluster_and_gpu_node_group(moto_reset: Any, tmp_path: Path) -> None:
-    env = _aws_root_env(moto_reset, tmp_path)
+def test_eks_verify_reads_cluster_and_gpu_node_group(
+    moto_reset: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _aws_root_env(moto_reset, tmp_path, monkeypatch)
     eks = _boto(moto_reset, "eks")
     role = "arn:aws:iam::123456789012:role/eks"
     eks.create_cluster(name="bp", roleArn=role, resourcesVpcConfig={"subnetIds": ["subnet-1", "subnet-2"]})
@@ -477,8 +483,10 @@ def test_plan_result_fingerprint_ignores_only_the_volatile_keys() -> None:
     assert PlanResult(data=dict(base)).fingerprint() != PlanResult(data=dict(base, plan_file="/b")).fingerprint()
 
 
-def test_terraform_step_plan_waits_for_the_state_backend(moto_server: Any, tmp_path: Path) -> None:
-    env = _aws_root_env(moto_server, tmp_path)
+def test_terraform_step_plan_waits_for_the_state_backend(
+    moto_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _aws_root_env(moto_server, tmp_path, monkeypatch)
     plan = Vpc().plan(make_context(tmp_path, env, "vpc"))
     assert plan.unknown and "tf-state-backend" in plan.unknown[0]
     assert [c.target for c in plan.changes] == ["module.vpc"]

@@ -5,6 +5,7 @@ plan refusal, failure translation with redaction, provider discovery, and the S3
 from __future__ import annotations
 
 import json
+import subprocess
 import os
 import shutil
 from pathlib import Path
@@ -365,6 +366,66 @@ def test_held_dynamodb_lock_names_the_holder(moto_server: Any, tmp_path: Path) -
         runner.plan(["module.net"])
     assert "alice@ops-laptop" in exc.value.what
     assert "force-unlock 7d9d2f1c-0000-4000-8000-000000000001" in exc.value.next_cmd
+    # the command given works as printed: our data dir and workspace, not the root's default .terraform
+    assert f"TF_DATA_DIR={runner.data_dir} TF_WORKSPACE=sandbox terraform -chdir={runner.root}" in exc.value.next_cmd
+    runner.on_stale_lock = lambda lock, why: pytest.fail("a lock held from another host is never taken over")
+    with pytest.raises(LockHeld):
+        runner.plan(["module.net"])
+
+
+def _put_lock(ddb: Any, table: str, bucket: str, who: str, lock_id: str) -> str:
+    path = f"{bucket}/env:/sandbox/betterprompts/terraform.tfstate"
+    info = {"ID": lock_id, "Operation": "OperationTypeApply", "Info": "", "Who": who, "Version": "1.11.4",
+            "Created": "2026-11-23T03:00:00Z", "Path": path}  # fmt: skip
+    ddb.put_item(TableName=table, Item={"LockID": {"S": path}, "Info": {"S": json.dumps(info)}})
+    return path
+
+
+def test_lock_left_by_a_killed_run_of_this_machine_is_taken_over_by_apply_only(
+    moto_server: Any, tmp_path: Path
+) -> None:
+    """terraform SIGKILLed while applying leaves its DynamoDB lock: plan (read-only) plans without the lock and
+    reports it; apply tells the caller (the step records an intent), force-unlocks, and applies."""
+    from migrate.adapters.terraform_lock import local_identity
+
+    runner, (_s3, ddb), bucket = _s3_backend(moto_server, tmp_path, "dead")
+    runner.init()
+    path = _put_lock(ddb, "locks-dead", bucket, local_identity(), "0dead000-0000-4000-8000-000000000002")
+    told: list[tuple[str, str]] = []
+    runner.on_stale_lock = lambda lock, why: told.append((lock.lock_id, why))
+
+    plan = runner.plan(["module.net"])
+    assert plan.has_changes and runner.dead_lock is not None
+    lock, why = runner.dead_lock
+    assert lock.lock_id == "0dead000-0000-4000-8000-000000000002" and "no terraform process here" in why
+    assert "Item" in ddb.get_item(TableName="locks-dead", Key={"LockID": {"S": path}}), "plan changed nothing"
+    assert told == []
+
+    runner.apply(plan)
+    assert told == [("0dead000-0000-4000-8000-000000000002", why)]
+    assert "Item" not in ddb.get_item(TableName="locks-dead", Key={"LockID": {"S": path}})
+    assert not runner.plan(["module.net"]).has_changes and runner.dead_lock is None
+
+
+def test_lock_of_a_live_orphan_terraform_is_not_taken_over(moto_server: Any, tmp_path: Path) -> None:
+    """bpmigrate died but its terraform child still runs (same host, our TF_DATA_DIR): hands off, and say so."""
+    from migrate.adapters.terraform_lock import local_identity
+
+    runner, (_s3, ddb), bucket = _s3_backend(moto_server, tmp_path, "orphan")
+    runner.init()
+    _put_lock(ddb, "locks-orphan", bucket, local_identity(), "0a1b2c3d-0000-4000-8000-000000000003")
+    orphan = subprocess.Popen(
+        ["bash", "-c", "exec -a terraform-apply-orphan sleep 60"],
+        env={**os.environ, "TF_DATA_DIR": str(runner.data_dir)},
+    )
+    try:
+        runner.on_stale_lock = lambda lock, why: pytest.fail("a live holder's lock must not be taken over")
+        with pytest.raises(LockHeld) as exc:
+            runner.plan(["module.net"])
+        assert f"terraform pid {orphan.pid}" in exc.value.why and "still running" in exc.value.why
+    finally:
+        orphan.kill()
+        orphan.wait()
 
 
 # -- root selection for the sandbox (issue 10) ------------------------------------------------------------------------

@@ -38,8 +38,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from migrate.adapters.terraform_lock import StateLock, dead_holder_reason, live_holder_hint, parse_lock_error
 from migrate.errors import AdapterError, ConfigError, LockHeld, StalePlan
 from migrate.redact import MASK, redact, register
 
@@ -363,6 +364,10 @@ class TerraformRunner:
         #: variables bpmigrate adds (e.g. the moto endpoint), written to a var file under state_dir at plan time
         self.extra_vars: dict[str, Any] = {}
         self.root_reason = "given"
+        #: told (lock, why) before a dead run's state lock is force-unlocked by ``apply``; None = never take over
+        self.on_stale_lock: Callable[[StateLock, str], None] | None = None
+        #: set by ``plan`` when it had to plan without the lock because a dead run of this machine holds it
+        self.dead_lock: tuple[StateLock, str] | None = None
         #: the sandbox's terraform_data stand-in root (nothing in AWS to read back); set by ``from_config``
         self.is_stand_in = False
         self._argv0: list[str] | None = None
@@ -530,7 +535,7 @@ class TerraformRunner:
             self._raise(what or shown, result)
         return result
 
-    def _raise(self, what: str, result: _Run) -> None:
+    def _raise(self, what: str, result: _Run) -> NoReturn:
         text = redact(result.stderr + "\n" + (result.stdout if "Error" in result.stdout else ""))
         if "Saved plan is stale" in text:
             raise StalePlan(
@@ -538,15 +543,13 @@ class TerraformRunner:
                 "the state changed after the plan was made (another apply ran); Terraform refused to apply it",
                 f"re-plan and apply again: bpmigrate plan --env {self.env_name} then bpmigrate apply --env {self.env_name}",
             )
-        if "Error acquiring the state lock" in text:
-            holder = _lock_field(text, "Who") or "unknown"
-            lock_id = _lock_field(text, "ID")
+        lock = parse_lock_error(text)
+        if lock is not None:
             raise LockHeld(
-                f"{what}: the Terraform state lock is held by {holder}",
-                f"lock {lock_id} ({_lock_field(text, 'Operation')} since {_lock_field(text, 'Created')}); "
-                "another Terraform run is in progress or died holding the lock",
+                f"{what}: the Terraform state lock is held by {lock.holder}",
+                f"{lock.describe()}; {live_holder_hint(lock, self.data_dir)}",
                 "wait for the other run; only if its holder is dead: "
-                f"terraform -chdir={self.root} force-unlock {lock_id or '<LOCK_ID>'}",
+                f"{self.force_unlock_command(lock.lock_id or '<LOCK_ID>')}",
             )
         errors = _error_summary(text)
         raise AdapterError(
@@ -598,12 +601,16 @@ class TerraformRunner:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = ["init", "-input=false", "-no-color", "-reconfigure", f"-lock-timeout={self.lock_timeout}"]
         self._run([*args, *self._backend_args()], stream=False, what="terraform init", pin_workspace=False)
-        self._run(
-            ["workspace", "select", "-or-create", "-no-color", self.workspace],
-            stream=False,
-            what="terraform workspace select",
-            pin_workspace=False,
-        )
+        select = ["workspace", "select", "-or-create", "-no-color", self.workspace]
+        for attempt in range(3):
+            res = self._run(select, stream=False, check=False, what="terraform workspace select", pin_workspace=False)
+            if res.returncode == 0:
+                break
+            # creating a workspace takes the state lock briefly, without -lock-timeout: a lock held for an instant
+            # by another operation fails it at once, so a lock conflict is tried again (a real holder still fails)
+            if "failed to lock" not in res.stderr + res.stdout or attempt == 2:
+                self._raise("terraform workspace select", res)
+            time.sleep(1.0 + attempt)
         self._initialized = True
 
     def _var_args(self) -> list[str]:
@@ -640,8 +647,17 @@ class TerraformRunner:
         # the human-readable plan is not echoed (the step renders the show -json summary); stderr still is.
         # -detailed-exitcode: 0 = no changes (then `show -json`, which loads every provider again, is skipped), 2 = changes
         res = self._run([*args, "-detailed-exitcode"], stream=False, check=False, what="terraform plan")
+        self.dead_lock = None
         if res.returncode not in (0, 2):
-            self._raise("terraform plan", res)
+            lock, why = self._dead_lock(res)
+            if lock is None:
+                self._raise("terraform plan", res)
+            # plan stays read-only: it does not take the dead run's lock over, it plans without locking and
+            # reports the lock (apply takes it over, recorded); applying the saved plan locks again
+            self.dead_lock = (lock, why)
+            res = self._run([*args, "-lock=false", "-detailed-exitcode"], stream=False, check=False, what="terraform plan")
+            if res.returncode not in (0, 2):
+                self._raise("terraform plan", res)
         changes: list[TfResourceChange] = []
         outputs: list[str] = []
         digest = _digest([], {})
@@ -713,12 +729,37 @@ class TerraformRunner:
         return prior is not None and prior == self.state_identity()
 
     def apply(self, plan: TfPlan) -> None:
-        """Apply exactly the saved plan (refuses a missing, modified or stale plan)."""
+        """Apply exactly the saved plan (refuses a missing, modified or stale plan). A state lock left by a dead
+        run of this machine is taken over first (``on_stale_lock`` is told before the force-unlock)."""
         self.verify_plan_file(plan)
         self.init()
-        self._run(
-            ["apply", "-input=false", "-no-color", f"-lock-timeout={self.lock_timeout}", str(plan.path)],
-            what="terraform apply",
+        args = ["apply", "-input=false", "-no-color", f"-lock-timeout={self.lock_timeout}", str(plan.path)]
+        res = self._run(args, check=False, what="terraform apply")
+        if res.returncode != 0:
+            lock, why = self._dead_lock(res)
+            if lock is None or self.on_stale_lock is None:
+                self._raise("terraform apply", res)
+            self.take_over_lock(lock, why)
+            self._run(args, what="terraform apply")
+
+    # -- state locks left by dead runs (migrate/adapters/terraform_lock.py) ------------------------------------
+    def _dead_lock(self, res: _Run) -> tuple[StateLock | None, str]:
+        lock = parse_lock_error(redact(res.stderr + "\n" + res.stdout))
+        why = dead_holder_reason(lock, self.data_dir) if lock is not None else None
+        return (lock, why) if lock is not None and why else (None, "")
+
+    def take_over_lock(self, lock: StateLock, why: str) -> None:
+        """``terraform force-unlock`` of a lock whose holder is provably dead; the caller is told first (intent)."""
+        if self.on_stale_lock is not None:
+            self.on_stale_lock(lock, why)
+        self._emit(f"taking over the Terraform state lock: {lock.describe()}; {why}\n")
+        self._run(["force-unlock", "-force", lock.lock_id], stream=False, what="terraform force-unlock")
+
+    def force_unlock_command(self, lock_id: str) -> str:
+        """The exact command an operator runs to release a lock by hand (our data dir and workspace)."""
+        return (
+            f"TF_DATA_DIR={self.data_dir} TF_WORKSPACE={self.workspace} terraform -chdir={self.root} "
+            f"force-unlock {lock_id}"
         )
 
     def outputs(self) -> dict[str, Any]:
@@ -810,11 +851,6 @@ def plan_state_identity(path: Path) -> tuple[str, int] | None:
         return None
     lineage = str(doc.get("lineage", ""))
     return (lineage, int(doc.get("serial", 0))) if lineage else None
-
-
-def _lock_field(text: str, name: str) -> str:
-    match = re.search(rf"^\s*{name}:\s*(.+)$", text, re.MULTILINE)
-    return match.group(1).strip() if match else ""
 
 
 def _error_summary(text: str) -> str:

@@ -1,0 +1,111 @@
+"""Terraform state locks left behind by a dead run, and when bpmigrate may take one over.
+
+A Terraform process killed with SIGKILL (an OOM kill, a crashed bastion, ``kill -9`` of the whole process group)
+never releases its state lock: with the S3 backend the DynamoDB item stays, and every later plan/apply fails with
+"Error acquiring the state lock" until someone runs ``terraform force-unlock`` with the right data dir, backend
+settings and workspace. bpmigrate takes such a lock over itself only when its holder is provably dead:
+
+* the lock names this machine's ``user@host`` (Terraform's ``Who``), so the holder ran here, and
+* no live ``terraform`` process on this host uses this runner's ``TF_DATA_DIR`` (``/proc/<pid>/environ``), so it
+  is not an orphan still applying after its bpmigrate parent died, and
+* the caller holds the environment's bpmigrate lease (the engine does, for every apply/rollback), so no other
+  bpmigrate of this environment can be the holder.
+
+A lock held from another host or user is never taken over: the error names the holder and the exact command.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+_FIELD_RE = r"^\s*{name}:\s*(.+)$"
+
+
+@dataclass(frozen=True)
+class StateLock:
+    """What Terraform printed about the lock it could not acquire."""
+
+    lock_id: str
+    holder: str  # Terraform's "Who": user@host
+    operation: str = ""
+    created: str = ""
+
+    def describe(self) -> str:
+        return f"lock {self.lock_id} held by {self.holder} ({self.operation or 'operation unknown'} since {self.created or '?'})"
+
+
+def lock_field(text: str, name: str) -> str:
+    match = re.search(_FIELD_RE.format(name=name), text, re.MULTILINE)
+    return match.group(1).strip() if match else ""
+
+
+def parse_lock_error(text: str) -> StateLock | None:
+    """The lock described by Terraform's "Error acquiring the state lock" message, or None for any other error."""
+    if "Error acquiring the state lock" not in text:
+        return None
+    return StateLock(
+        lock_id=lock_field(text, "ID"),
+        holder=lock_field(text, "Who") or "unknown",
+        operation=lock_field(text, "Operation"),
+        created=lock_field(text, "Created"),
+    )
+
+
+def local_identity() -> str:
+    """``user@host`` as Terraform writes it into a lock's ``Who``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"
+
+
+def terraform_pids_using(data_dir: Path, proc: Path = Path("/proc")) -> list[int]:
+    """PIDs of live terraform processes on this host whose environment sets ``TF_DATA_DIR`` to ``data_dir``."""
+    needle = f"TF_DATA_DIR={Path(data_dir).resolve()}".encode()
+    found: list[int] = []
+    me = os.getpid()
+    for entry in proc.iterdir() if proc.is_dir() else []:
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        if needle in environ and b"terraform" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def dead_holder_reason(lock: StateLock, data_dir: Path) -> str | None:
+    """Why the lock's holder is provably dead (so it may be taken over), or None when that is not proven."""
+    if not lock.lock_id or lock.holder != local_identity():
+        return None
+    if not Path("/proc/self/environ").exists():  # no way to prove no terraform still runs here
+        return None
+    alive = terraform_pids_using(data_dir)
+    if alive:
+        return None
+    return (
+        f"its holder {lock.holder} is this machine and no terraform process here uses {data_dir} "
+        "(a run killed while holding the lock)"
+    )
+
+
+def live_holder_hint(lock: StateLock, data_dir: Path) -> str:
+    """What to tell the operator about a lock that is not taken over."""
+    if lock.holder == local_identity():
+        pids = terraform_pids_using(data_dir)
+        if pids:
+            return (
+                f"terraform pid {', '.join(map(str, pids))} on this machine is still running with this workspace "
+                "(an orphan of a killed bpmigrate?); wait for it to finish, or stop it with kill -INT so it releases "
+                "the lock"
+            )
+    return "another Terraform run is in progress or died holding the lock"

@@ -106,6 +106,19 @@ SANDBOX_ENDPOINT_NOTE = (
 )
 
 
+def _sandbox_note(kind: str, env_name: str) -> str:
+    what, engine = ("RDS instance", "PostgreSQL") if kind == "postgres" else ("ElastiCache group", "Redis")
+    return SANDBOX_ENDPOINT_NOTE.format(what=what, engine=engine, env=env_name)
+
+
+def _local_target(ctx: StepContext, kind: str) -> Any:
+    """The sandbox's local target server (None outside a sandbox, or when its address comes from Terraform)."""
+    target = (ctx.env.postgres if kind == "postgres" else ctx.env.redis).get("target")
+    if not ctx.is_sandbox or target is None or target.host == "from-terraform":
+        return None
+    return target
+
+
 def sandbox_connection(
     ctx: StepContext, kind: str, tf_outputs: dict[str, Any], endpoint_output: str, port_output: str
 ) -> dict[str, Any]:
@@ -114,11 +127,10 @@ def sandbox_connection(
     Returns the outputs that replace ``endpoint``/``port`` (with the moto address kept as ``aws_endpoint``), or {}
     outside that case (real AWS: Terraform's outputs are the connection endpoints; stand-in: they already point at
     the local servers)."""
-    target = (ctx.env.postgres if kind == "postgres" else ctx.env.redis).get("target")
-    if not ctx.is_sandbox or target is None or target.host == "from-terraform":
+    target = _local_target(ctx, kind)
+    if target is None:
         return {}
-    what, engine = ("RDS instance", "PostgreSQL") if kind == "postgres" else ("ElastiCache group", "Redis")
-    note = SANDBOX_ENDPOINT_NOTE.format(what=what, engine=engine, env=ctx.env_name)
+    note = _sandbox_note(kind, ctx.env_name)
     ctx.log(f"{note}: {target.host}:{target.port}")
     return {
         "endpoint": target.host,
@@ -136,12 +148,8 @@ class _SandboxTargetStep(TerraformModuleStep):
 
     def plan(self, ctx: StepContext) -> PlanResult:
         result = super().plan(ctx)
-        target = (ctx.env.postgres if self.kind == "postgres" else ctx.env.redis).get("target")
-        if ctx.is_sandbox and not self.stand_in(ctx) and target is not None and target.host != "from-terraform":
-            what, engine = ("RDS instance", "PostgreSQL") if self.kind == "postgres" else ("ElastiCache group", "Redis")
-            result.findings.append(
-                Finding("info", SANDBOX_ENDPOINT_NOTE.format(what=what, engine=engine, env=ctx.env_name), "")
-            )
+        if _local_target(ctx, self.kind) is not None and not self.stand_in(ctx):
+            result.findings.append(Finding("info", _sandbox_note(self.kind, ctx.env_name), ""))
         return result
 
     def extra_outputs(self, ctx: StepContext, tf_outputs: dict[str, Any]) -> dict[str, Any]:

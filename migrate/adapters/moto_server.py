@@ -12,6 +12,9 @@ fix lives here and nothing in ``terraform/`` is sandbox-specific. Each patch nam
 * ElastiCache ``DeleteReplicationGroup`` (and ``DeleteCacheCluster``) on AWS end with the resource gone; moto leaves
   it in ``deleting`` forever, so the provider's deletion waiter (``NotFound``) would wait out its 40-minute timeout.
   The patch removes the group and its members (a rollback of the ``elasticache`` step is a real targeted destroy).
+* ElastiCache ``CreateReplicationGroup`` with cluster mode disabled has ``NumCacheClusters`` members on AWS; moto
+  sizes the group from ``ReplicasPerNodeGroup`` alone (one member when only ``NumCacheClusters`` is given), so a
+  primary + replica group would plan a change forever. The patch honours ``NumCacheClusters``.
 * ElastiCache ``DeleteCacheSubnetGroup`` is not implemented by moto (HTTP 500, which the provider retries for its
   whole timeout). The patch implements it: ``CacheSubnetGroupNotFoundFault`` for an unknown name, else deleted.
 
@@ -80,7 +83,7 @@ def _decorate_member(cluster: Any, rg: Any) -> None:
 
 
 def patch_elasticache() -> None:
-    from moto.elasticache.models import ElastiCacheBackend
+    from moto.elasticache.models import ElastiCacheBackend, ReplicationGroup
     from moto.elasticache.responses import ElastiCacheResponse
 
     original_create: Callable[..., Any] = ElastiCacheBackend.create_replication_group
@@ -129,6 +132,14 @@ def patch_elasticache() -> None:
         self.elasticache_backend.delete_cache_subnet_group(self._get_param("CacheSubnetGroupName"))
         return EmptyResult()
 
+    original_members: Callable[..., Any] = ReplicationGroup._set_node_members_clusters_disabled
+
+    def set_node_members_clusters_disabled(self: Any, **kwargs: Any) -> Any:
+        wanted = int(kwargs.get("num_cache_clusters") or 1)
+        kwargs["replicas_per_node_group"] = max(int(kwargs.get("replicas_per_node_group") or 0), wanted - 1)
+        return original_members(self, **kwargs)
+
+    ReplicationGroup._set_node_members_clusters_disabled = set_node_members_clusters_disabled  # type: ignore[method-assign,assignment]
     ElastiCacheBackend.create_replication_group = create_replication_group  # type: ignore[method-assign]
     ElastiCacheBackend.delete_replication_group = delete_replication_group  # type: ignore[method-assign]
     ElastiCacheBackend.delete_cache_cluster = delete_cache_cluster  # type: ignore[method-assign]
@@ -136,6 +147,7 @@ def patch_elasticache() -> None:
     ElastiCacheResponse.delete_cache_subnet_group = delete_cache_subnet_group_response  # type: ignore[attr-defined]
     APPLIED["elasticache-member-clusters"] = "CreateReplicationGroup creates its member cache clusters"
     APPLIED["elasticache-delete"] = "DeleteReplicationGroup/DeleteCacheCluster end with the resource gone"
+    APPLIED["elasticache-num-cache-clusters"] = "cluster-mode-disabled groups get NumCacheClusters members"
     APPLIED["elasticache-delete-subnet-group"] = "DeleteCacheSubnetGroup is implemented"
 
 

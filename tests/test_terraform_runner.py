@@ -367,7 +367,9 @@ def test_held_dynamodb_lock_names_the_holder(moto_server: Any, tmp_path: Path) -
     assert "alice@ops-laptop" in exc.value.what
     assert "force-unlock 7d9d2f1c-0000-4000-8000-000000000001" in exc.value.next_cmd
     # the command given works as printed: our data dir and workspace, not the root's default .terraform
-    assert f"TF_DATA_DIR={runner.data_dir} TF_WORKSPACE=sandbox terraform -chdir={runner.root}" in exc.value.next_cmd
+    assert f"env $(cat {runner.state_dir / 'handrun.env'})" in exc.value.next_cmd
+    assert f"TF_DATA_DIR={runner.data_dir}\nTF_WORKSPACE=sandbox\n" in (runner.state_dir / "handrun.env").read_text()
+    assert f"terraform -chdir={runner.root} force-unlock" in exc.value.next_cmd
     runner.on_stale_lock = lambda lock, why: pytest.fail("a lock held from another host is never taken over")
     with pytest.raises(LockHeld):
         runner.plan(["module.net"])
@@ -583,3 +585,53 @@ def test_real_aws_provider_from_mirror_against_moto(moto_server: Any, tmp_path: 
     assert runner.state_resources() == []
     assert not [v for v in ec2.describe_vpcs()["Vpcs"] if v["VpcId"] == vpc_id]
     assert not (root / ".terraform").exists() and (tmp_path / "state" / "terraform.tfrc").is_file()
+
+
+# -- an apply killed before Terraform saved its state: the next apply names what to adopt ----------------------------
+KILLED_RUN_ERRORS = """
+╷
+│ Error: creating CloudWatch Logs Log Group (/aws/vpc/betterprompts-sandbox/flow-logs): operation error CloudWatch
+│ Logs: CreateLogGroup, https response error StatusCode: 400, RequestID: 5oGG, ResourceAlreadyExistsException: The
+│ specified log group already exists
+│
+│   with module.vpc.aws_cloudwatch_log_group.flow_logs[0],
+│   on modules/vpc/main.tf line 123, in resource "aws_cloudwatch_log_group" "flow_logs":
+│  123: resource "aws_cloudwatch_log_group" "flow_logs" {
+│
+╵
+╷
+│ Error: creating IAM Role (betterprompts-sandbox-vpc-flow-logs): operation error IAM: CreateRole, https response
+│ error StatusCode: 409, RequestID: hqOv, EntityAlreadyExists: Role with name betterprompts-sandbox-vpc-flow-logs
+│ already exists.
+│
+│   with module.vpc.aws_iam_role.flow_logs[0],
+│   on modules/vpc/main.tf line 154, in resource "aws_iam_role" "flow_logs":
+│  154: resource "aws_iam_role" "flow_logs" {
+│
+╵
+╷
+│ Error: creating EC2 Subnet: InvalidParameterValue: Value (us-east-1x) for parameter availabilityZone is invalid
+│
+│   with module.vpc.aws_subnet.public[0],
+╵
+"""
+
+
+def test_resources_created_by_a_killed_apply_are_named_with_their_import_commands(tmp_path: Path) -> None:
+    from migrate.adapters.terraform import _Run
+    from migrate.adapters.terraform_lock import Unrecorded, unrecorded_resources
+
+    assert unrecorded_resources(KILLED_RUN_ERRORS) == [
+        Unrecorded("module.vpc.aws_cloudwatch_log_group.flow_logs[0]", "/aws/vpc/betterprompts-sandbox/flow-logs"),
+        Unrecorded("module.vpc.aws_iam_role.flow_logs[0]", "betterprompts-sandbox-vpc-flow-logs"),
+    ]  # the subnet error is another failure, not an existing resource
+    root = _write_root(tmp_path / "root")
+    runner = TerraformRunner(root, "sandbox", [], tmp_path / "state", {"AWS_PROFILE": "bp-dev"}, env_name="sandbox")
+    with pytest.raises(AdapterError) as exc:
+        runner._raise("terraform apply", _Run(1, "", KILLED_RUN_ERRORS))
+    assert "2 resource(s) already exist but are not in the Terraform state" in exc.value.what
+    assert "killed before Terraform saved its state" in exc.value.why
+    env_file = tmp_path / "state" / "handrun.env"
+    assert f"env $(cat {env_file}) terraform -chdir={root} import " in exc.value.next_cmd
+    assert "'module.vpc.aws_iam_role.flow_logs[0]' 'betterprompts-sandbox-vpc-flow-logs'" in exc.value.next_cmd
+    assert env_file.read_text().splitlines()[-1] == "AWS_PROFILE=bp-dev"

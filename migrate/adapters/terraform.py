@@ -40,7 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from migrate.adapters.terraform_lock import StateLock, dead_holder_reason, live_holder_hint, parse_lock_error
+from migrate.adapters.terraform_lock import (
+    StateLock,
+    dead_holder_reason,
+    live_holder_hint,
+    parse_lock_error,
+    unrecorded_resources,
+)
 from migrate.errors import AdapterError, ConfigError, LockHeld, StalePlan
 from migrate.redact import MASK, redact, register
 
@@ -552,6 +558,18 @@ class TerraformRunner:
                 f"{self.force_unlock_command(lock.lock_id or '<LOCK_ID>')}",
             )
         errors = _error_summary(text)
+        unrecorded = unrecorded_resources(text)
+        if unrecorded:
+            imports = "; ".join(self.import_command(u.address, u.import_id) for u in unrecorded)
+            raise AdapterError(
+                f"{what}: {len(unrecorded)} resource(s) already exist but are not in the Terraform state: "
+                + ", ".join(f"{u.address} ({u.import_id})" for u in unrecorded),
+                "most likely created by an apply that was killed before Terraform saved its state (it saves every "
+                "20 s), so Terraform tried to create them again. Unnamed resources of that run (a VPC, subnets) may "
+                "exist twice: look for resources tagged Project/Environment that the state does not list",
+                f"if they are yours, adopt them into the state, then re-run the same bpmigrate command: {imports}",
+                service="terraform",
+            )
         raise AdapterError(
             f"{what} failed (terraform exit code {result.returncode})",
             errors or "\n".join(text.strip().splitlines()[-20:]) or "no output",
@@ -755,12 +773,30 @@ class TerraformRunner:
         self._emit(f"taking over the Terraform state lock: {lock.describe()}; {why}\n")
         self._run(["force-unlock", "-force", lock.lock_id], stream=False, what="terraform force-unlock")
 
+    def import_command(self, address: str, import_id: str) -> str:
+        """The exact ``terraform import`` an operator runs to adopt a resource (our data dir, workspace, vars)."""
+        variables = " ".join(self._var_args())
+        return f"{self._env_prefix()} terraform -chdir={self.root} import {variables} '{address}' '{import_id}'"
+
+    def _env_prefix(self) -> str:
+        """``env $(cat <file>)``: the environment a hand-run terraform needs to act on what this runner acts on,
+        written to ``handrun.env`` under state/ (no secret: the data dir, workspace, CLI config, a profile name,
+        or moto's literal test credentials)."""
+        values = {"TF_DATA_DIR": str(self.data_dir), "TF_WORKSPACE": self.workspace}
+        if self.cli_config_path.is_file():
+            values["TF_CLI_CONFIG_FILE"] = str(self.cli_config_path)
+        for key in ("AWS_PROFILE", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            value = self.extra_env.get(key)
+            if value and (key in ("AWS_PROFILE", "AWS_REGION") or value == "testing"):
+                values[key] = value
+        path = self.state_dir / "handrun.env"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+        return f"env $(cat {path})"
+
     def force_unlock_command(self, lock_id: str) -> str:
         """The exact command an operator runs to release a lock by hand (our data dir and workspace)."""
-        return (
-            f"TF_DATA_DIR={self.data_dir} TF_WORKSPACE={self.workspace} terraform -chdir={self.root} "
-            f"force-unlock {lock_id}"
-        )
+        return f"{self._env_prefix()} terraform -chdir={self.root} force-unlock {lock_id}"
 
     def outputs(self) -> dict[str, Any]:
         """``terraform output -json``: values unwrapped; sensitive ones registered for redaction and masked."""

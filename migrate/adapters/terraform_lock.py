@@ -17,6 +17,7 @@ A lock held from another host or user is never taken over: the error names the h
 from __future__ import annotations
 
 import getpass
+import itertools
 import os
 import re
 import socket
@@ -109,3 +110,35 @@ def live_holder_hint(lock: StateLock, data_dir: Path) -> str:
                 "the lock"
             )
     return "another Terraform run is in progress or died holding the lock"
+
+
+# -- resources a killed apply created but never recorded -----------------------------------------------------------
+_BLOCK_RE = re.compile(r"^[│\s]*Error: ", re.MULTILINE)
+_CREATING_RE = re.compile(r"creating [^(\n]*\(([^)\n]+)\)")
+_WITH_RE = re.compile(r"with ((?:module\.[\w-]+(?:\[[^\]]+\])?\.)*[\w-]+\.[\w-]+(?:\[[^\]]+\])?),")
+_EXISTS_RE = re.compile(r"already exists?|AlreadyExists|EntityAlreadyExists|AlreadyOwnedByYou", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Unrecorded:
+    """A resource Terraform tried to create that already exists: ``address`` in the config, ``import_id`` in AWS."""
+
+    address: str
+    import_id: str
+
+
+def unrecorded_resources(text: str) -> list[Unrecorded]:
+    """The "creating X (ID): ... already exists ... with ADDRESS," errors of a failed apply, as import candidates.
+
+    After an apply killed between creating resources and saving the state (Terraform saves it every 20 s), the next
+    apply fails this way for every named resource; the name in the provider's message is the import ID."""
+    found: list[Unrecorded] = []
+    starts = [m.start() for m in _BLOCK_RE.finditer(text)] + [len(text)]
+    for begin, end in itertools.pairwise(starts):
+        block = " ".join(line.strip("│╷╵ ") for line in text[begin:end].splitlines())
+        creating, with_ = _CREATING_RE.search(block), _WITH_RE.search(block)
+        if creating and with_ and _EXISTS_RE.search(block):
+            item = Unrecorded(with_.group(1), creating.group(1))
+            if item not in found:
+                found.append(item)
+    return found

@@ -15,9 +15,11 @@ resource "aws_ecr_repository" "this" {
 }
 
 resource "aws_ecr_lifecycle_policy" "this" {
-  for_each = aws_ecr_repository.this
+  # static keys (the repository list), not the repository resources: `terraform import` evaluates for_each before
+  # anything is known, and a key set derived from resources fails it ("Invalid for_each argument")
+  for_each = toset(var.repositories)
 
-  repository = each.value.name
+  repository = aws_ecr_repository.this[each.key].name
   policy = jsonencode({
     rules = [
       {

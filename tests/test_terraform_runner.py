@@ -5,9 +5,9 @@ plan refusal, failure translation with redaction, provider discovery, and the S3
 from __future__ import annotations
 
 import json
-import subprocess
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -434,7 +434,6 @@ def test_lock_of_a_live_orphan_terraform_is_not_taken_over(moto_server: Any, tmp
 def test_sandbox_root_selection(tmp_path: Path, monkeypatch: Any) -> None:
     from migrate.adapters.terraform import SANDBOX_ROOT_ENV, from_config
     from migrate.config import EnvConfig
-    from migrate.errors import AdapterError
 
     repo = Path(__file__).resolve().parent.parent
 
@@ -476,7 +475,7 @@ def test_sandbox_root_selection(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv(SANDBOX_ROOT_ENV, "real")
     assert from_config(sandbox(sandbox_root="stand-in"), project_root=repo, state_dir=tmp_path).root == repo / "terraform"
     monkeypatch.setenv(SANDBOX_ROOT_ENV, "prod")
-    with pytest.raises(AdapterError) as exc:
+    with pytest.raises(ConfigError) as exc:  # exit 2, like any bad setting
         from_config(sandbox(), project_root=repo, state_dir=tmp_path)
     assert SANDBOX_ROOT_ENV in exc.value.what and "auto" in exc.value.next_cmd
     monkeypatch.delenv(SANDBOX_ROOT_ENV)

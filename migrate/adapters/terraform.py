@@ -954,11 +954,10 @@ def sandbox_root_mode(env: EnvConfig) -> tuple[str, str]:
     if override:
         mode = _SANDBOX_MODES.get(override)
         if mode is None:
-            raise AdapterError(
+            raise ConfigError(
                 f"{SANDBOX_ROOT_ENV}={override!r} is not a sandbox Terraform root mode",
                 "it overrides terraform.sandbox_root and must be auto, project or stand-in",
                 f"unset {SANDBOX_ROOT_ENV} (use migrate.toml's terraform.sandbox_root) or set it to auto",
-                service="terraform",
             )
         return mode, f"{SANDBOX_ROOT_ENV}={override}"
     return env.terraform.sandbox_root, f"terraform.sandbox_root = {env.terraform.sandbox_root!r}"

@@ -109,7 +109,7 @@ def test_sandbox_applies_the_project_modules_to_moto(project: Path) -> None:
     steps = step_status(project)
     backend = steps["tf-state-backend"]["outputs"]
     bucket, key = backend["bucket"], f"env:/sandbox/{backend['state_key']}"
-    for step_id, module in (("vpc", "module.vpc"), ("elasticache", "module.elasticache")):
+    for step_id in ("vpc", "elasticache"):
         st = steps[step_id]
         assert st["state"] == "verified", st
         assert st["outputs"]["terraform_state"] == f"s3://{bucket}/{key}"

@@ -21,6 +21,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,19 @@ def server_dir(servers_root: Path) -> Path:
     path = Path(tempfile.mkdtemp(prefix="t-", dir=servers_root))
     path.chmod(0o711)
     return path
+
+
+def moto_client(endpoint_url: str, service: str, region: str = "us-east-1") -> Any:
+    """A boto3 client for the moto server at ``endpoint_url`` (test credentials, never the operator's)."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint_url,
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 @pytest.fixture(scope="session")

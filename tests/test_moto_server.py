@@ -7,17 +7,11 @@ from typing import Any
 
 import pytest
 
+from tests.servers_plugin import moto_client
+
 
 def _client(moto: Any, service: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        service,
-        endpoint_url=moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return moto_client(moto.endpoint_url, service)
 
 
 def test_replication_group_members_exist_and_carry_the_groups_settings(moto_reset: Any) -> None:

@@ -29,6 +29,7 @@ from phases.p1_foundation import (
 )
 from tests import kube_double
 from tests.kube_double import KubeApiDouble
+from tests.servers_plugin import moto_client
 
 kube_api = kube_double.kube_api  # the fixture: a fresh Kubernetes API test double per test
 
@@ -51,15 +52,7 @@ def _failed(checks: list[Check]) -> list[Check]:
 
 
 def _boto(moto: Any, service: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        service,
-        endpoint_url=moto.endpoint_url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return moto_client(moto.endpoint_url, service)
 
 
 # -- aws-accounts ---------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from migrate.adapters.terraform import SANDBOX_ROOT_ENV
+from tests.servers_plugin import moto_client
 from tests.tf_provider import provider_skip_reason
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,16 +75,8 @@ def ok(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def boto(project: Path, service: str) -> Any:
-    import boto3
-
     endpoints = json.loads((project / "state/sandbox/endpoints.json").read_text())
-    return boto3.client(
-        service,
-        endpoint_url=endpoints["aws"]["endpoint_url"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return moto_client(endpoints["aws"]["endpoint_url"], service)
 
 
 def step_status(project: Path) -> dict[str, dict[str, Any]]:

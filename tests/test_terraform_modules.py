@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.servers_plugin import moto_client
 from tests.tf_provider import (
     API_OUTPUTS,
     STANDIN_DIR,
@@ -238,15 +239,7 @@ def env_plans(
 
 
 def _boto(moto: Any, service: str, region: str = "us-east-1") -> Any:
-    import boto3
-
-    return boto3.client(
-        service,
-        endpoint_url=moto.endpoint_url,
-        region_name=region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return moto_client(moto.endpoint_url, service, region)
 
 
 def _moto_has_aws_managed_policies(moto: Any) -> bool:

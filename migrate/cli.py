@@ -261,7 +261,6 @@ def apply(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Apply steps (idempotent), verifying each. With no selector: continue where the plan stopped."""
-    from migrate.plan import parse_phase
 
     chosen = [x for x in (step, phase, from_step) if x] + (["all"] if all_ else [])
     if len(chosen) > 1:
@@ -271,7 +270,7 @@ def apply(
         if step:
             selected = [engine.graph.get(step)]
         elif phase:
-            selected = engine.graph.phase_steps(parse_phase(phase) or 0)
+            selected = engine.graph.phase_steps(engine.graph.parse_phase(phase) or 0)
         elif from_step:
             selected = engine.graph.from_step(from_step)
         else:
@@ -311,13 +310,11 @@ def rollback(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Unwind applied steps in reverse order (default: the last applied step)."""
-    from migrate.plan import parse_phase
-
     if len([x for x in (step, phase, to) if x]) > 1:
         raise UsageError("choose one of --step, --phase, --to", "they select different sets of steps", "bpmigrate rollback --help")
     engine = _engine(_command_line())
     try:
-        phase_no = parse_phase(phase) if phase else None
+        phase_no = engine.graph.parse_phase(phase) if phase else None
         for named in (step, to):
             if named:
                 engine.graph.get(named)  # unknown step: usage error before anything is written
@@ -530,7 +527,7 @@ def runbook_export(out: str | None = typer.Option(None, "--out", help="Directory
         raise UsageError("runbook export is not available", str(exc), "pip install -e .") from None
     cfg = _config()
     graph = load_graph(cfg.phases_dir)
-    paths = export_runbooks(list(graph.steps), Path(out) if out else cfg.runbooks_dir)
+    paths = export_runbooks(list(graph.steps), Path(out) if out else cfg.runbooks_dir, graph.phases)
     for p in paths:
         _console().print(f"wrote {p}")
 

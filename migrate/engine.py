@@ -37,6 +37,8 @@ from migrate.lock import LeaseLock
 from migrate.plan import Graph, load_graph
 from migrate.redact import redact
 from migrate.reporting import Reporter
+from migrate.settings import model_for as settings_model_for
+from migrate.settings import validate_settings
 from migrate.states import IN_FLIGHT, ROLLBACKABLE, SATISFIES_DEPENDENCY, Event, State
 from migrate.step import Check, PlanResult, Reversibility, Step, StepContext
 
@@ -96,6 +98,7 @@ class Engine:
         self.reporter = reporter
         self.command = command or "bpmigrate"
         self.graph: Graph = load_graph(config.phases_dir)
+        validate_settings(config, self.graph)
         self.ledger_url = config.ledger_url(self.env_name)
         self._ledger: Ledger | None = None
         self._adapters: Adapters | None = None
@@ -187,6 +190,9 @@ class Engine:
             env_name=self.env_name,
             env=self.env,
             settings=self.config.step_settings(self.env_name, step.id),
+            settings_model=settings_model_for(self.config, self.env_name, step),
+            allowed_upstream=frozenset(d.id for d in self.graph.dependencies(step.id)) if step.id in self.graph.ids else None,
+            reverifier=self._reverify,
             adapters=self.adapters,
             upstream=upstream,
             state_dir=self.config.state_dir,
@@ -202,6 +208,23 @@ class Engine:
             deadline=deadline,
             plan=plan,
         )
+
+    def _reverify(self, step_id: str) -> list[Check]:
+        """Another step's verify, now, with its own settings and upstream (``ctx.reverify`` for gates)."""
+        step_cls = self.graph.get(step_id)
+        ctx = self.context(step_cls)
+        step = step_cls()
+        reason = step.skip_reason(ctx)
+        if reason:
+            return [Check(f"{step_id}: skipped in this environment", True, reason, "")]
+        return step.verify(ctx)
+
+    def _plan_one(self, step: Step, ctx: StepContext) -> PlanResult:
+        """The engine asks ``skip_reason`` once, before ``plan``: a step that cannot run here is not planned."""
+        reason = step.skip_reason(ctx)
+        if reason:
+            return PlanResult(skip_reason=reason)
+        return step.plan(ctx)
 
     def _states(self) -> dict[str, State]:
         reader = self.reader()
@@ -295,7 +318,7 @@ class Engine:
             else:
                 ctx = self.context(step_cls)
                 try:
-                    plan = step_cls().plan(ctx)
+                    plan = self._plan_one(step_cls(), ctx)
                 except BpmError as exc:
                     if waiting:
                         plan = PlanResult(unknown=[f"depends on {', '.join(waiting)} (not applied yet): {exc.what}"])
@@ -424,7 +447,7 @@ class Engine:
             plan = shown_plan  # nothing it was based on changed: apply what was shown, without planning twice
             self.reporter.message("note", "applying the plan shown above: nothing it was based on changed since", step_cls.id)
         else:
-            plan = step.plan(ctx)
+            plan = self._plan_one(step, ctx)
         if plan.skip_reason:
             self.ledger.transition(step_cls.id, Event.SKIP, run_id=self.run_id, reason=plan.skip_reason, skip_kind="auto")
             result.add(step_cls.id, "apply", State.SKIPPED, plan.skip_reason)

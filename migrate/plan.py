@@ -1,29 +1,38 @@
 """Load the migration plan from the phases directory (like alembic loads revision scripts) and resolve selectors.
 
-Every module named ``p<N>_<name>.py`` in the phases directory is imported; each ``Step`` subclass it defines with
-an ``id`` becomes a step. Modules starting with ``_`` are helpers. The steps are ordered by phase, then
-topologically by ``depends_on``, then by definition order.
+A phase is a package ``p<N>_<name>/`` in the phases directory whose ``__init__`` may set ``NUMBER``, ``TITLE`` and
+``ORDER`` (its step modules in definition order). Each public module in it (not starting with ``_``) holds one step:
+a ``Step`` subclass with an ``id``. Modules starting with ``_`` are helpers. A single-file phase ``p<N>_<name>.py``
+(all its steps in one module) is still accepted. The engine knows no phase names: they come from the packages.
+
+The phases directory is imported once, as one package under one canonical name (its directory name, e.g.
+``phases``, unless another package of that name is already loaded), so ``import phases.p5_cutover.dns_cutover``
+in a test and the engine see the same module and the same classes.
+
+The steps are ordered by phase, then topologically by ``depends_on``, then by definition order.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import importlib.util
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 from migrate.errors import ConfigError, UsageError
 from migrate.step import Reversibility, Step
 
-PHASE_NAMES = {1: "foundation", 2: "data", 3: "app", 4: "ml", 5: "cutover", 6: "cleanup"}
-_NAME_TO_PHASE = {name: num for num, name in PHASE_NAMES.items()}
-_MODULE_RE = re.compile(r"^p(\d)_[a-z0-9_]+\.py$")
+_PHASE_RE = re.compile(r"^p(\d+)_([a-z0-9_]+?)(\.py)?$")
 
 
 @dataclass(frozen=True)
 class Graph:
     steps: tuple[type[Step], ...]  # in execution order
+    phases: dict[int, str] = field(default_factory=dict)  # number -> name, as the phase packages say
 
     @property
     def ids(self) -> list[str]:
@@ -42,6 +51,9 @@ class Graph:
 
     def phase_steps(self, phase: int) -> list[type[Step]]:
         return [s for s in self.steps if s.phase == phase]
+
+    def phase_name(self, phase: int) -> str:
+        return self.phases.get(phase, f"phase-{phase}")
 
     def dependents(self, step_id: str) -> list[type[Step]]:
         """Every step that depends on step_id, directly or not."""
@@ -69,7 +81,7 @@ class Graph:
         if selector in (None, "", "all"):
             return list(self.steps)
         assert selector is not None
-        phase = parse_phase(selector, strict=False)
+        phase = self.parse_phase(selector, strict=False)
         if phase is not None:
             return self.phase_steps(phase)
         return [self.get(selector)]
@@ -77,81 +89,150 @@ class Graph:
     def from_step(self, step_id: str) -> list[type[Step]]:
         return list(self.steps[self.index(step_id) :])
 
+    def parse_phase(self, selector: str, *, strict: bool = True) -> int | None:
+        return parse_phase(selector, self.phases, strict=strict)
 
-def parse_phase(selector: str, *, strict: bool = True) -> int | None:
+
+def parse_phase(selector: str, phases: dict[int, str], *, strict: bool = True) -> int | None:
     text = selector.strip().lower()
     if text.startswith("phase-"):
         text = text[len("phase-") :]
-    if text.isdigit() and 1 <= int(text) <= 6:
+    if text.isdigit() and int(text) in phases:
         return int(text)
-    if text in _NAME_TO_PHASE:
-        return _NAME_TO_PHASE[text]
+    for number, name in phases.items():
+        if text == name:
+            return number
     if strict:
+        numbers = sorted(phases)
+        span = f"phase-{numbers[0]} … phase-{numbers[-1]}" if numbers else "none are defined"
         raise UsageError(
             f"unknown phase {selector!r}",
-            "phases are phase-1 … phase-6 or foundation, data, app, ml, cutover, cleanup",
+            f"phases are {span} or {', '.join(phases[n] for n in numbers)}",
             "bpmigrate steps",
         )
     return None
 
 
-def _import(path: Path) -> list[type[Step]]:
-    import hashlib
+def _package_name(phases_dir: Path) -> str:
+    """One canonical import name for the phases directory: its own name when free (or already this directory)."""
+    base = phases_dir.name
+    existing = sys.modules.get(base)
+    if base.isidentifier() and existing is None and importlib.util.find_spec(base) is None:
+        return base
+    if base.isidentifier() and existing is not None:
+        paths = [Path(p).resolve() for p in getattr(existing, "__path__", [])]
+        if phases_dir.resolve() in paths:
+            return base
+    if base.isidentifier() and existing is None:
+        spec = importlib.util.find_spec(base)
+        locations = list(spec.submodule_search_locations or []) if spec else []
+        if any(Path(p).resolve() == phases_dir.resolve() for p in locations):
+            return base
+    tag = hashlib.sha1(str(phases_dir.resolve()).encode()).hexdigest()[:8]
+    return f"bpm_phases_{tag}"
 
-    tag = hashlib.sha1(str(path.parent.resolve()).encode()).hexdigest()[:8]
-    name = f"bpm_phases_{tag}.{path.stem}"
+
+def _load_package(name: str, directory: Path) -> ModuleType:
     if name in sys.modules:
-        module = sys.modules[name]
-    else:
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise ConfigError(f"cannot load {path}", "not a Python module", "check the phases directory")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        return sys.modules[name]
+    init = directory / "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        name, init if init.exists() else None, submodule_search_locations=[str(directory)]
+    )
+    if spec is None:
+        raise ConfigError(f"cannot load {directory}", "not a Python package", "check the phases directory")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    if spec.loader is not None and init.exists():
         try:
             spec.loader.exec_module(module)
-        except Exception as exc:  # noqa: BLE001 - a broken phase module is a config error, not a trace
+        except Exception as exc:
             del sys.modules[name]
-            raise ConfigError(
-                f"phase module {path.name} failed to import: {type(exc).__name__}: {exc}",
-                "the plan could not be loaded",
-                f"fix {path} (run `python {path}` to see the traceback)",
-            ) from exc
+            raise _import_error(init, exc) from exc
+    return module
+
+
+def _import_error(path: Path, exc: BaseException) -> ConfigError:
+    return ConfigError(
+        f"phase module {path} failed to import: {type(exc).__name__}: {exc}",
+        "the plan could not be loaded",
+        f"fix {path} (run `python -c 'import runpy; runpy.run_path(\"{path}\")'` to see the traceback)",
+    )
+
+
+def _import(name: str, path: Path) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a broken phase module is a config error, not a trace
+        sys.modules.pop(name, None)
+        raise _import_error(path, exc) from exc
+
+
+def _steps_in(module: ModuleType) -> list[type[Step]]:
     found: list[type[Step]] = []
     for value in vars(module).values():
         if isinstance(value, type) and issubclass(value, Step) and value.__module__ == module.__name__ and value.id:
             found.append(value)
-    # steps defined in a helper module (phases/_x.py) join a phase by being listed in its __steps__
-    for value in getattr(module, "__steps__", ()):
-        if isinstance(value, type) and issubclass(value, Step) and value.id and value not in found:
-            found.append(value)
     return found
+
+
+def _phase_modules(package: ModuleType, directory: Path) -> list[str]:
+    """The step modules of a phase package: ORDER first, then the others by name."""
+    names = sorted(p.stem for p in directory.glob("*.py") if not p.name.startswith("_"))
+    order = [str(n) for n in getattr(package, "ORDER", ()) if str(n) in names]
+    return order + [n for n in names if n not in order]
 
 
 def load_graph(phases_dir: Path) -> Graph:
     if not phases_dir.is_dir():
         raise ConfigError(
             f"phases directory {phases_dir} not found",
-            "migrate.toml's project.phases_dir must name a directory of p<N>_<name>.py modules",
+            "migrate.toml's project.phases_dir must name a directory of p<N>_<name>/ phase packages",
             "fix project.phases_dir in migrate.toml",
         )
-    parent = str(phases_dir.parent)
-    if parent not in sys.path:
-        sys.path.insert(0, parent)  # lets phase modules import their helpers as `phases._x`
+    root_name = _package_name(phases_dir)
+    _load_package(root_name, phases_dir)
     steps: list[type[Step]] = []
+    phases: dict[int, str] = {}
     for path in sorted(phases_dir.iterdir()):
-        match = _MODULE_RE.match(path.name)
-        if not match:
+        match = _PHASE_RE.match(path.name)
+        if not match or path.name.startswith("_") or (path.is_dir() and not (path / "__init__.py").exists()):
             continue
-        for step in _import(path):
-            if step.phase != int(match.group(1)):
+        if path.is_file() and not match.group(3):
+            continue
+        number, name = int(match.group(1)), match.group(2)
+        if path.is_dir():
+            package = _import(f"{root_name}.{path.name}", path / "__init__.py")
+            number = int(getattr(package, "NUMBER", number))
+            name = str(getattr(package, "TITLE", name))
+            found: list[type[Step]] = []
+            for mod_name in _phase_modules(package, path):
+                module = _import(f"{root_name}.{path.name}.{mod_name}", path / f"{mod_name}.py")
+                in_module = _steps_in(module)
+                if len(in_module) > 1:
+                    raise ConfigError(
+                        f"{path.name}/{mod_name}.py defines {len(in_module)} steps ({', '.join(s.id for s in in_module)})",
+                        "a phase package holds one step per module, so each step id maps to one file",
+                        f"move each step into its own module in {path}",
+                    )
+                found.extend(in_module)
+        else:
+            module = _import(f"{root_name}.{path.stem}", path)
+            found = _steps_in(module)
+        if number in phases and phases[number] != name:
+            raise ConfigError(f"two phases numbered {number}", f"{phases[number]} and {name}", "renumber one of them")
+        phases[number] = name
+        for step in found:
+            if step.phase != number:
                 raise ConfigError(
                     f"step {step.id} in {path.name} says phase = {step.phase}",
-                    f"a step in module {path.name} must belong to phase {match.group(1)}",
+                    f"a step in {path.name} must belong to phase {number}",
                     f"fix the step's phase in {path}",
                 )
             steps.append(step)
-    return Graph(tuple(_order(steps)))
+    return Graph(tuple(_order(steps)), dict(sorted(phases.items())))
 
 
 def _order(steps: list[type[Step]]) -> list[type[Step]]:

@@ -11,9 +11,9 @@ from typing import Any
 
 from migrate.config import Config
 from migrate.ledger_read import AttemptRow, LedgerReader
-from migrate.plan import PHASE_NAMES, Graph
+from migrate.plan import Graph
 from migrate.states import IN_FLIGHT, State
-from migrate.step import Step
+from migrate.step import CHECKSUM_PREFIX, Step
 
 #: outputs shown first, untruncated, in the dashboard's summary (where a step's proof lives)
 _LEAD_OUTPUTS = ("terraform_state",)
@@ -99,7 +99,7 @@ def build_status(config: Config, env_name: str, graph: Graph) -> dict[str, Any]:
     phases: list[dict[str, Any]] = []
     warnings: list[str] = []
     next_cmd = ""
-    for number, name in PHASE_NAMES.items():
+    for number, name in graph.phases.items():
         rows = []
         total_estimate = 0.0
         have_estimate = True
@@ -121,8 +121,13 @@ def build_status(config: Config, env_name: str, graph: Graph) -> dict[str, Any]:
                     have_downtime = False
                 else:
                     downtime += est
+            recorded = row.definition_checksum if row else None
+            # a checksum recorded by an older bpmigrate (another format: a hash of the class source) is not compared
             changed = bool(
-                row and row.definition_checksum and state in ("applied", "verified") and row.definition_checksum != step.definition_checksum()
+                recorded
+                and recorded.startswith(CHECKSUM_PREFIX)
+                and state in ("applied", "verified")
+                and recorded != step.definition_checksum()
             )
             if changed:
                 warnings.append(f"{step.id}: its code changed after it was applied (re-verify: bpmigrate verify {step.id})")

@@ -19,20 +19,40 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
-from migrate.errors import DependencyNotReady, TransientError
+from pydantic import BaseModel, ConfigDict
+
+from migrate.errors import DependencyNotReady, StepError, TransientError
 
 if TYPE_CHECKING:
     from migrate.adapters import Adapters
     from migrate.config import EnvConfig
 
 Outputs = dict[str, Any]
+
+
+class StepSettings(BaseModel):
+    """A step's settings: ``[steps.<id>]`` merged with ``[environments.<env>.steps.<id>]`` in migrate.toml.
+
+    Each step declares its own subclass as a nested ``Settings`` class (field, type, default, description); the
+    whole file is validated against every step's model when it loads, so a misspelled or mistyped key is an error
+    (exit 2) naming the step, the key and the expected type, and ``bpmigrate show STEP`` lists them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+SettingsT = TypeVar("SettingsT", bound=StepSettings)
+
+
+class StepContractError(StepError):
+    """A step broke the contract (read an undeclared setting, another step's outputs outside its depends_on)."""
 
 
 class Reversibility(StrEnum):
@@ -159,11 +179,19 @@ class StepContext:
         metrics_writer: Callable[[dict[str, float]], None],
         deadline: float | None = None,
         plan: PlanResult | None = None,
+        settings_model: StepSettings | None = None,
+        allowed_upstream: frozenset[str] | None = None,
+        reverifier: Callable[[str], list[Check]] | None = None,
     ) -> None:
         self.step_id = step_id
         self.env_name = env_name
         self.env = env
         self.settings = dict(settings)
+        #: the step's validated Settings (None when the step declares none)
+        self.settings_model = settings_model
+        #: the step ids whose outputs this step may read (its transitive depends_on); None = unrestricted (tests)
+        self.allowed_upstream = allowed_upstream
+        self._reverifier = reverifier
         self.adapters = adapters
         self.upstream = upstream
         self.state_dir = state_dir
@@ -187,10 +215,44 @@ class StepContext:
         return self.env.kind == "sandbox"
 
     def setting(self, key: str, default: Any = None) -> Any:
+        """One setting. With a declared ``Settings`` model the key must be one of its fields (its default applies)."""
+        if self.settings_model is not None:
+            fields = type(self.settings_model).model_fields
+            if key not in fields:
+                raise StepContractError(
+                    f"step {self.step_id} read setting {key!r}, which its Settings model does not declare",
+                    f"declared: {', '.join(sorted(fields)) or 'none'}",
+                    f"declare {key} in the Settings class of step {self.step_id}",
+                )
+            return getattr(self.settings_model, key)
         return self.settings.get(key, default)
 
+    def typed(self, model: type[SettingsT]) -> SettingsT:
+        """This step's settings as its own validated model: ``s = ctx.typed(self.Settings)``."""
+        if isinstance(self.settings_model, model):
+            return self.settings_model
+        return model.model_validate(self.settings)
+
+    def reverify(self, step_id: str) -> list[Check]:
+        """Re-run another step's read-only proof now, with that step's own settings (for gates)."""
+        if self._reverifier is None:
+            raise StepContractError(
+                f"step {self.step_id} asked to re-verify {step_id}, but this context cannot run other steps",
+                "only contexts built by the engine carry a re-verifier",
+                "run the step through bpmigrate",
+            )
+        return self._reverifier(step_id)
+
     def output(self, step_id: str, key: str, default: Any = ...) -> Any:
-        """An upstream step's recorded output; raises DependencyNotReady when absent and no default is given."""
+        """An upstream step's recorded output; raises DependencyNotReady when absent and no default is given.
+
+        Only the outputs of the steps this step declares in ``depends_on`` (directly or not) can be read."""
+        if self.allowed_upstream is not None and step_id not in self.allowed_upstream:
+            raise StepContractError(
+                f"step {self.step_id} read outputs of {step_id}, which is not among its dependencies",
+                "a step reads only the outputs of the steps it declares in depends_on (directly or not)",
+                f"add {step_id!r} to depends_on of step {self.step_id}",
+            )
         value = self.upstream.get(step_id, {}).get(key, default)
         if value is ...:
             raise DependencyNotReady(
@@ -239,6 +301,7 @@ class Step:
     gate: ClassVar[str | None] = None  # manual gate: operator must `bpmigrate approve STEP` before apply
     destructive: ClassVar[bool] = False  # apply destroys/overwrites data: always needs a shown plan and --yes
     causes_downtime: ClassVar[bool] = False  # its apply time counts toward the cutover's expected downtime window
+    Settings: ClassVar[type[StepSettings]] = StepSettings  # a step declares its own nested ``class Settings``
 
     # -- the contract ------------------------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> PlanResult:
@@ -291,10 +354,28 @@ class Step:
         return doc.splitlines()[0] if doc else cls.id
 
     @classmethod
+    def declares_settings(cls) -> bool:
+        return cls.Settings is not StepSettings
+
+    @classmethod
     def definition_checksum(cls) -> str:
-        """Hash of the step's source: `status` warns when the code changed after the step was applied."""
-        try:
-            source = inspect.getsource(cls)
-        except (OSError, TypeError):
-            source = repr(sorted((k, repr(v)) for k, v in vars(cls).items() if not k.startswith("__")))
-        return hashlib.sha256(source.encode()).hexdigest()[:16]
+        """Hash of the step's module file (one module per step): `status` warns when it changed after apply.
+
+        Prefixed ``f1:`` so a checksum recorded by an older bpmigrate (a hash of the class source) is recognised as
+        another format and never compared (see ledger schema migration 3)."""
+        return CHECKSUM_PREFIX + _file_hash(inspect.getfile(cls) if cls.__module__ in sys.modules else "")
+
+
+CHECKSUM_PREFIX = "f1:"
+_FILE_HASHES: dict[tuple[str, float], str] = {}
+
+
+def _file_hash(path: str) -> str:
+    try:
+        stat = Path(path).stat()
+    except OSError:
+        return "unknown"
+    key = (path, stat.st_mtime)
+    if key not in _FILE_HASHES:
+        _FILE_HASHES[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return _FILE_HASHES[key]

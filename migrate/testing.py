@@ -13,7 +13,7 @@ from typing import Any
 
 from migrate.adapters import Adapters
 from migrate.config import EnvConfig
-from migrate.step import PlanResult, StepContext
+from migrate.step import Check, PlanResult, Step, StepContext
 
 
 class _DictCheckpoints:
@@ -65,8 +65,33 @@ def make_context(
     upstream: Mapping[str, Mapping[str, Any]] | None = None,
     project_root: Path | None = None,
     plan: PlanResult | None = None,
+    other_settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> RecordingContext:
+    """A context for ``step_id``. When ``step_id`` names a step of the project's plan that declares ``Settings``,
+    ``settings`` are validated against that model (as the engine does). ``ctx.reverify(other)`` runs the other
+    step's verify through a context of its own, with ``other_settings[other]``."""
     root = project_root or Path(__file__).resolve().parent.parent
+    step_cls = _plan_step(root, step_id)
+    model = step_cls.Settings.model_validate(dict(settings or {})) if step_cls and step_cls.declares_settings() else None
+
+    def reverify(other: str) -> list[Check]:
+        other_cls = _plan_step(root, other)
+        if other_cls is None:
+            raise KeyError(f"no step {other!r} in the plan under {root}")
+        child = make_context(
+            tmp_path / "reverify" / other,
+            env,
+            other,
+            settings=(other_settings or {}).get(other, {}),
+            upstream=upstream,
+            project_root=project_root,
+            other_settings=other_settings,
+        )
+        step = other_cls()
+        reason = step.skip_reason(child)
+        if reason:
+            return [Check(f"{other}: skipped in this environment", True, reason, "")]
+        return step.verify(child)
     state_dir = tmp_path / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
     intents: list[tuple[str, dict[str, Any]]] = []
@@ -99,9 +124,21 @@ def make_context(
         artifact_writer=lambda kind, path, sha, size: artifacts.append((kind, path, sha, size)),
         metrics_writer=write_metrics,
         plan=plan,
+        settings_model=model,
+        reverifier=reverify,
     )
     ctx.recorded_intents = intents
     ctx.recorded_logs = logs
     ctx.recorded_artifacts = artifacts
     ctx.recorded_metrics = metrics
     return ctx
+
+
+def _plan_step(root: Path, step_id: str) -> type[Step] | None:
+    from migrate.plan import load_graph
+
+    phases = root / "phases"
+    if not phases.is_dir():
+        return None
+    graph = load_graph(phases)
+    return next((s for s in graph.steps if s.id == step_id), None)

@@ -17,7 +17,9 @@ from migrate.adapters.postgres import PostgresAdapter
 from migrate.config import EnvConfig, KubeSettings, PgEndpoint
 from migrate.errors import FenceRefused, StepFailed
 from migrate.testing import make_context
-from phases._sync import DataSwitch, PgSyncStep, _pgsync
+from phases.p5_cutover.data_switch import DataSwitch
+from phases.p2_data.pg_sync import PgSyncStep
+from phases._sync import _pgsync
 from tests.kube_double import KubeApiDouble
 from tests.test_pg_sync import Writer, assert_identical, env_for, pair, restore, slots  # noqa: F401 - fixture
 

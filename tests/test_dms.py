@@ -16,7 +16,8 @@ from migrate.adapters.postgres import PostgresAdapter
 from migrate.config import AwsSettings, EnvConfig, PgEndpoint
 from migrate.errors import StepFailed
 from migrate.testing import make_context
-from phases._sync import DataSwitch, PgSyncStep
+from phases.p5_cutover.data_switch import DataSwitch
+from phases.p2_data.pg_sync import PgSyncStep
 from tests.test_pg_sync import pair, restore  # noqa: F401 - fixture
 
 

@@ -26,8 +26,10 @@ from migrate.adapters.postgres import PostgresAdapter
 from migrate.config import EnvConfig, PgEndpoint
 from migrate.errors import StepFailed
 from migrate.testing import make_context
-from phases._sync import DataSwitch, PgSyncStep
-from phases.p2_data import DataValidate, RdsRestore
+from phases.p5_cutover.data_switch import DataSwitch
+from phases.p2_data.pg_sync import PgSyncStep
+from phases.p2_data.data_validate import DataValidate
+from phases.p2_data.rds_restore import RdsRestore
 from tests.pg_data_helpers import adapter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,7 +242,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 from migrate.config import EnvConfig
 from migrate.testing import make_context
-from phases._sync import PgSyncStep
+from phases.p2_data.pg_sync import PgSyncStep
 from pathlib import Path
 spec = json.loads(sys.argv[2])
 env = EnvConfig.model_validate(spec["env"])

@@ -17,16 +17,14 @@ from migrate.errors import GateWaiting, StepFailed
 from migrate.step import Check, PlanResult
 from migrate.testing import make_context
 from phases._terraform_step import TerraformPlanResult
-from phases.p1_foundation import (
-    AwsAccounts,
-    ClusterAddons,
-    ClusterSmoke,
-    Eks,
-    Kubeconfig,
-    SsoCheck,
-    TfStateBackend,
-    Vpc,
-)
+from phases.p1_foundation.aws_accounts import AwsAccounts
+from phases.p1_foundation.cluster_addons import ClusterAddons
+from phases.p1_foundation.cluster_smoke import ClusterSmoke
+from phases.p1_foundation.eks import Eks
+from phases.p1_foundation.kubeconfig import Kubeconfig
+from phases.p1_foundation.sso_check import SsoCheck
+from phases.p1_foundation.tf_state_backend import TfStateBackend
+from phases.p1_foundation.vpc import Vpc
 from tests import kube_double
 from tests.kube_double import KubeApiDouble
 from tests.servers_plugin import moto_client

@@ -12,7 +12,13 @@ from migrate.adapters.postgres import nearest_ids
 from migrate.config import EnvConfig, PgEndpoint, RedisEndpoint
 from migrate.errors import StepFailed
 from migrate.testing import make_context
-from phases.p2_data import DataValidate, PgBackup, PgVector, RdsRestore, RedisMigrate, RedisVerify, extension_findings
+from phases.p2_data.data_validate import DataValidate
+from phases.p2_data.pg_backup import PgBackup
+from phases.p2_data.pgvector import PgVector
+from phases.p2_data.rds_restore import RdsRestore
+from phases.p2_data.redis_migrate import RedisMigrate
+from phases.p2_data.redis_verify import RedisVerify
+from phases.p2_data._common import extension_findings
 from tests.pg_data_helpers import make_pair
 from tests.test_redis_copy import seed
 

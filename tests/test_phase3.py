@@ -26,19 +26,15 @@ from migrate.errors import ConfigError, DependencyNotReady, StepFailed
 from migrate.redact import redact, redact_obj
 from migrate.step import Check
 from migrate.testing import make_context
-from phases.p3_app import (
-    SERVICES,
-    AppSmoke,
-    EcrRepos,
-    Hpa,
-    Images,
-    Ingress,
-    K8sConfig,
-    K8sDeploy,
-    LoadTest,
-    compose_credentials,
-    rewrite_url_hosts,
-)
+from phases.p3_app._common import SERVICES, compose_credentials, rewrite_url_hosts
+from phases.p3_app.app_smoke import AppSmoke
+from phases.p3_app.ecr_repos import EcrRepos
+from phases.p3_app.hpa import Hpa
+from phases.p3_app.images import Images
+from phases.p3_app.ingress import Ingress
+from phases.p3_app.k8s_config import K8sConfig
+from phases.p3_app.k8s_deploy import K8sDeploy
+from phases.p3_app.load_test import LoadTest
 from tests.kube_double import KubeApiDouble
 from tests.test_http_adapter import ControlledServer
 

@@ -21,7 +21,13 @@ from migrate.config import EnvConfig
 from migrate.errors import AdapterError, ConfigError, StepFailed
 from migrate.step import Step
 from migrate.testing import RecordingContext, make_context
-from phases.p4_ml import GpuNodes, MlConfig, MlPerf, Models, NvidiaPlugin, TorchServe, sample_archive_bytes
+from phases.p4_ml.gpu_nodes import GpuNodes
+from phases.p4_ml.ml_config import MlConfig
+from phases.p4_ml.ml_perf import MlPerf
+from phases.p4_ml.models import Models
+from phases.p4_ml.nvidia_plugin import NvidiaPlugin
+from phases.p4_ml.torchserve import TorchServe
+from phases.p4_ml._common import sample_archive_bytes
 from tests import kube_double
 from tests.kube_double import KubeApiDouble
 

@@ -14,16 +14,14 @@ from migrate.config import EnvConfig
 from migrate.errors import VerifyFailed
 from migrate.step import Check, Outputs, PlanResult, Reversibility, Step, StepContext
 from migrate.testing import RecordingContext, make_context
-from phases import p5_cutover
-from phases.p5_cutover import (
-    PSA_LABEL,
-    AutoscaleTune,
-    CostControls,
-    DbRollbackPoint,
-    PostCutoverWatch,
-    PreCutoverCheck,
-    SecurityHardening,
-)
+from phases.p5_cutover import _common as p5_cutover
+from phases.p5_cutover._common import PSA_LABEL
+from phases.p5_cutover.autoscale_tune import AutoscaleTune
+from phases.p5_cutover.cost_controls import CostControls
+from phases.p5_cutover.db_rollback_point import DbRollbackPoint
+from phases.p5_cutover.post_cutover_watch import PostCutoverWatch
+from phases.p5_cutover.pre_cutover_check import PreCutoverCheck
+from phases.p5_cutover.security_hardening import SecurityHardening
 from tests.kube_double import KubeApiDouble
 from tests.test_route53_cutover import FakeClock, HealthServer
 
@@ -371,7 +369,7 @@ def test_db_rollback_scales_down_restores_backup_and_scales_back(
 
 
 def test_sandbox_without_a_new_stack_skips_the_cutover_chain(tmp_path: Path) -> None:
-    from phases.p5_cutover import DnsCutover
+    from phases.p5_cutover.dns_cutover import DnsCutover
 
     env = env_with()
     assert "no new stack to cut over to" in (DnsCutover().skip_reason(ctx(tmp_path, env, "dns-cutover")) or "")

@@ -16,7 +16,11 @@ from migrate.adapters.aws_route53 import RecordSet
 from migrate.config import EnvConfig
 from migrate.errors import AdapterError, GateWaiting, StepFailed
 from migrate.testing import RecordingContext, make_context
-from phases.p6_cleanup import Archive, CostReport, Decommission, FinalBackup, PerfReview
+from phases.p6_cleanup.archive import Archive
+from phases.p6_cleanup.cost_report import CostReport
+from phases.p6_cleanup.decommission import Decommission
+from phases.p6_cleanup.final_backup import FinalBackup
+from phases.p6_cleanup.perf_review import PerfReview
 from tests.test_route53_cutover import FakeClock
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,7 +17,8 @@ from migrate.config import EnvConfig
 from migrate.errors import FenceRefused, StepFailed
 from migrate.step import StepContext
 from migrate.testing import RecordingContext, make_context
-from phases.p5_cutover import Clock, DnsCutover
+from phases.p5_cutover._common import Clock
+from phases.p5_cutover.dns_cutover import DnsCutover
 
 DOMAIN = "betterprompts.test"
 RECORD = f"api.{DOMAIN}"
@@ -368,7 +369,7 @@ def _project(tmp_path: Path, endpoint: str, probe_url: str) -> Path:
     project = tmp_path / "project"
     (project / "cutphases").mkdir(parents=True)
     (project / "cutphases" / "p5_cutover.py").write_text(
-        "import phases.p5_cutover as base\n\n\n"
+        "import phases.p5_cutover.dns_cutover as base\n\n\n"
         "class DnsCutover(base.DnsCutover):\n"
         "    depends_on = ()  # the rest of the plan is exercised elsewhere\n"
     )

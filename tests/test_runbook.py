@@ -80,7 +80,7 @@ def test_real_plan_pages_document_the_rollback_procedures(tmp_path: Path) -> Non
 
     root = Path(__file__).resolve().parent.parent
     graph = load_graph(root / "phases")
-    export_runbooks(list(graph.steps), tmp_path)
+    export_runbooks(list(graph.steps), tmp_path, graph.phases)
     cutover = (tmp_path / "phase-5-cutover.md").read_text()
     assert "## `dns-cutover`" in cutover and "wait out the OLD TTL" in cutover
     rb = (tmp_path / "rollback.md").read_text()

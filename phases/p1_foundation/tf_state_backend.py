@@ -1,0 +1,138 @@
+"""Step ``tf-state-backend``: Terraform state backend: S3 bucket (versioned, encrypted, public access blocked) + DynamoDB lock table."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from migrate.errors import StepFailed
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, RetryPolicy, Reversibility, Step, StepContext
+
+if TYPE_CHECKING:
+    from migrate.adapters.aws_foundation import AwsFoundation
+from ._common import PROJECT, _aws
+
+
+class TfStateBackend(Step):
+    """Terraform state backend: S3 bucket (versioned, encrypted, public access blocked) + DynamoDB lock table.
+
+    The bucket and table names come from ``[steps.tf-state-backend]`` (defaults: ``betterprompts-tfstate-
+    <account>-<region>`` and ``betterprompts-terraform-locks``); existing ones are adopted and brought to the
+    required settings. Rollback deletes them only when empty (no state object versions, no lock items).
+    """
+
+    id = "tf-state-backend"
+    title = "Terraform state bucket + lock table"
+    phase = 1
+    reversibility = Reversibility.COMPENSABLE
+    retry = RetryPolicy(attempts=3)
+
+    def _names(self, ctx: StepContext, aws: AwsFoundation) -> tuple[str, str, str]:
+        bucket = ctx.setting("bucket") or f"{PROJECT}-tfstate-{aws.account_id()}-{aws.region}"
+        table = str(ctx.setting("lock_table", f"{PROJECT}-terraform-locks"))
+        key = str(ctx.setting("state_key", f"{PROJECT}/terraform.tfstate"))
+        return str(bucket), table, key
+
+    def plan(self, ctx: StepContext) -> PlanResult:
+        aws = _aws(ctx)
+        bucket, table, key = self._names(ctx, aws)
+        result = PlanResult(data={"bucket": bucket, "lock_table": table, "state_key": key})
+        b = aws.bucket_state(bucket)
+        if not b.exists:
+            result.changes.append(Change("create", f"s3://{bucket}", "versioned, encrypted, public access blocked"))
+        else:
+            result.in_place.append(f"bucket s3://{bucket} exists")
+            if b.versioning != "Enabled":
+                result.changes.append(Change("update", f"s3://{bucket}", "enable versioning"))
+            if not b.encryption:
+                result.changes.append(Change("update", f"s3://{bucket}", "enable default encryption"))
+            if not b.public_blocked:
+                result.changes.append(Change("update", f"s3://{bucket}", "block all public access"))
+        t = aws.table_state(table)
+        if not t.exists:
+            result.changes.append(Change("create", f"dynamodb table {table}", "hash key LockID (S), on-demand"))
+        elif t.hash_key != "LockID" or t.hash_key_type != "S":
+            result.findings.append(
+                Finding(
+                    "block",
+                    f"DynamoDB table {table} exists with hash key {t.hash_key or '?'} ({t.hash_key_type or '?'})",
+                    "Terraform's lock table needs hash key LockID of type S: choose another lock_table name in "
+                    "[steps.tf-state-backend]",
+                )
+            )
+        else:
+            result.in_place.append(f"lock table {table} (LockID) exists")
+        return result
+
+    def apply(self, ctx: StepContext) -> Outputs:
+        aws = _aws(ctx)
+        bucket, table, key = self._names(ctx, aws)
+        b = aws.bucket_state(bucket)
+        if not b.exists:
+            ctx.intent("create-bucket", bucket=bucket, region=aws.region)
+            aws.create_bucket(bucket)
+        if b.versioning != "Enabled":
+            ctx.intent("enable-versioning", bucket=bucket)
+            aws.enable_versioning(bucket)
+        if not b.encryption:
+            ctx.intent("enable-encryption", bucket=bucket)
+            aws.enable_encryption(bucket, ctx.setting("kms_key_id"))
+        if not b.public_blocked:
+            ctx.intent("block-public-access", bucket=bucket)
+            aws.block_public_access(bucket)
+        t = aws.table_state(table)
+        if t.exists and t.hash_key != "LockID":
+            raise StepFailed(
+                f"DynamoDB table {table} has hash key {t.hash_key}, not LockID",
+                "Terraform's S3 backend locks with items keyed by LockID",
+                "set another [steps.tf-state-backend] lock_table in migrate.toml and re-run",
+            )
+        if not t.exists or t.status != "ACTIVE":
+            ctx.intent("create-lock-table", table=table)
+            aws.create_lock_table(table)
+        return {"bucket": bucket, "lock_table": table, "state_key": key, "region": aws.region}
+
+    def verify(self, ctx: StepContext) -> list[Check]:
+        aws = _aws(ctx)
+        bucket, table, _ = self._names(ctx, aws)
+        b = aws.bucket_state(bucket)
+        t = aws.table_state(table)
+        return [
+            Check("state bucket exists", b.exists, observed=b.exists, expected=True, detail=f"s3://{bucket}"),
+            Check("bucket versioning", b.versioning == "Enabled", observed=b.versioning or "off", expected="Enabled"),
+            Check("bucket default encryption", bool(b.encryption), observed=b.encryption or "none", expected="on"),
+            Check(
+                "bucket public access blocked", b.public_blocked, observed=b.public_access_block, expected="all true"
+            ),
+            Check("lock table ACTIVE", t.status == "ACTIVE", observed=t.status or "absent", expected="ACTIVE"),
+            Check(
+                "lock table hash key LockID (S)",
+                t.hash_key == "LockID" and t.hash_key_type == "S",
+                observed=f"{t.hash_key}:{t.hash_key_type}",
+                expected="LockID:S",
+            ),
+        ]
+
+    def rollback(self, ctx: StepContext) -> None:
+        aws = _aws(ctx)
+        bucket, table, _ = self._names(ctx, aws)
+        problems: list[str] = []
+        if aws.table_state(table).exists:
+            items = aws.table_item_count(table)
+            if items:
+                problems.append(f"lock table {table} holds {items} item(s) (a lock or state digests)")
+            else:
+                ctx.intent("delete-lock-table", table=table)
+                aws.delete_table(table)
+        if aws.bucket_state(bucket).exists:
+            objects = aws.bucket_object_count(bucket)
+            if objects:
+                problems.append(f"bucket s3://{bucket} holds {objects}+ object version(s) (Terraform state)")
+            else:
+                ctx.intent("delete-bucket", bucket=bucket)
+                aws.delete_bucket(bucket)
+        if problems:
+            raise StepFailed(
+                "tf-state-backend rollback kept what is not empty: " + "; ".join(problems),
+                "the state backend is deleted only when empty, so no Terraform state is ever lost",
+                "roll back the Terraform steps first (bpmigrate rollback --phase 1), or empty them by hand",
+            )

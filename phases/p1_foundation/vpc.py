@@ -1,0 +1,59 @@
+"""Step ``vpc``: VPC with public and private subnets in each AZ (Terraform module.vpc; verified with EC2 describe calls)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from migrate.step import Check, StepContext
+
+from .._terraform_step import TerraformModuleStep
+
+if TYPE_CHECKING:
+    pass
+from ._common import _aws
+
+
+class Vpc(TerraformModuleStep):
+    """VPC with public and private subnets in each AZ (Terraform module.vpc; verified with EC2 describe calls)."""
+
+    id = "vpc"
+    title = "VPC and subnets (Terraform)"
+    phase = 1
+    depends_on = ("tf-state-backend",)
+    module = "module.vpc"
+    output_map: ClassVar[dict[str, str]] = {
+        "vpc_id": "vpc_id",
+        "private_subnet_ids": "private_subnet_ids",
+        "public_subnet_ids": "public_subnet_ids",
+    }
+
+    def verify(self, ctx: StepContext) -> list[Check]:
+        if self.stand_in(ctx):
+            return self.verify_terraform_state(ctx)
+        aws = _aws(ctx)
+        vpc_id = str(ctx.output(self.id, "vpc_id"))
+        private = list(ctx.output(self.id, "private_subnet_ids"))
+        public = list(ctx.output(self.id, "public_subnet_ids"))
+        vpc = aws.vpc(vpc_id)
+        found = {s["SubnetId"] for s in aws.subnets(vpc_id)} if vpc else set()
+        missing = [s for s in private + public if s not in found]
+        azs = {s.get("AvailabilityZone") for s in aws.subnets(vpc_id) if s["SubnetId"] in private} if vpc else set()
+        return [
+            *self.verify_state_object(ctx),
+            Check(
+                "VPC exists", vpc is not None, observed=(vpc or {}).get("State"), expected="available", detail=vpc_id
+            ),
+            Check(
+                "subnets exist in the VPC",
+                bool(found) and not missing,
+                observed=len(found),
+                expected=len(private) + len(public),
+                detail=", ".join(missing),
+            ),
+            Check(
+                "private subnets span AZs",
+                len(azs) >= min(2, len(private)),
+                observed=sorted(a for a in azs if a),
+                expected=">= 2 AZs",
+            ),
+        ]

@@ -1,0 +1,210 @@
+"""Helpers shared by the phase-2 steps (no step lives here)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from migrate.errors import ConfigError
+from migrate.step import Check, Finding, PlanResult, StepContext
+
+from .._terraform_step import TerraformModuleStep
+
+if TYPE_CHECKING:
+    from migrate.adapters.postgres import PostgresAdapter
+    from migrate.adapters.redis import RedisAdapter
+    from migrate.adapters.redis_copy import DbRoute
+
+
+MB = 1 << 20
+
+
+def _host_port(value: Any, default_port: int) -> tuple[str, int]:
+    text = str(value or "")
+    if ":" in text and text.rsplit(":", 1)[1].isdigit():
+        host, port = text.rsplit(":", 1)
+        return host, int(port)
+    return text, default_port
+
+
+def pg(ctx: StepContext, role: str) -> PostgresAdapter:
+    """The source, or the target — whose address comes from the rds step when migrate.toml says from-terraform."""
+    adapter = ctx.adapters.postgres(role)
+    if role == "target" and adapter.needs_address:
+        host, port = _host_port(ctx.output("rds", "endpoint"), int(ctx.output("rds", "port", adapter.port) or 5432))
+        adapter = adapter.with_address(host, port)
+    return adapter
+
+
+def rds(ctx: StepContext, role: str) -> RedisAdapter:
+    adapter = ctx.adapters.redis(role)
+    if role == "target" and adapter.needs_address:
+        host, port = _host_port(
+            ctx.output("elasticache", "endpoint"), int(ctx.output("elasticache", "port", adapter.port) or 6379)
+        )
+        adapter = adapter.with_address(host, port)
+    return adapter
+
+
+def _target_address_known(ctx: StepContext, kind: str) -> str | None:
+    """None when the target address is known; else what is missing (for plan's ``unknown``)."""
+    adapter = ctx.adapters.postgres("target") if kind == "postgres" else ctx.adapters.redis("target")
+    step = "rds" if kind == "postgres" else "elasticache"
+    if adapter.needs_address and ctx.upstream.get(step, {}).get("endpoint") in (None, ""):
+        return f"{kind} target address (output 'endpoint' of step {step}, recorded when it is applied)"
+    return None
+
+
+def _refuse_same_database(source: PostgresAdapter, target: PostgresAdapter) -> None:
+    if (source.host, source.port, source.dbname) == (target.host, target.port, target.dbname):
+        raise ConfigError(
+            f"postgres.source and postgres.target are the same database ({source.endpoint})",
+            "the restore overwrites the target: it would destroy the source",
+            "fix postgres.target in migrate.toml",
+        )
+
+
+def extension_findings(source: PostgresAdapter, target: PostgresAdapter) -> list[Finding]:
+    """Extensions used on the source but not available on the target (like RDS's allow-list)."""
+    available = target.extensions_available()
+    findings: list[Finding] = []
+    for use in source.extension_uses():
+        if use.name in available:
+            continue
+        if use.tables:
+            findings.append(
+                Finding(
+                    "block",
+                    f"extension {use.name} {use.version} is used by {', '.join(use.tables[:5])} on the source but is "
+                    "not available on the target",
+                    f"install/allow {use.name} on the target (RDS: check the engine version's extension list), or "
+                    "rewrite those columns/defaults without it before migrating",
+                )
+            )
+        else:
+            findings.append(
+                Finding(
+                    "warn",
+                    f"extension {use.name} {use.version} is installed on the source but not available on the target",
+                    f"no table depends on it: drop it from the source dump (DROP EXTENSION {use.name}) or accept that "
+                    "the schema restore will fail on its CREATE EXTENSION",
+                )
+            )
+    return findings
+
+
+SANDBOX_ENDPOINT_NOTE = (
+    "sandbox: the {what} in moto has no server behind it; the data steps connect to the local target {engine} "
+    "from the sandbox's config (state/{env}/endpoints.json), and verify reads the moto resource back"
+)
+
+
+def _sandbox_note(kind: str, env_name: str) -> str:
+    what, engine = ("RDS instance", "PostgreSQL") if kind == "postgres" else ("ElastiCache group", "Redis")
+    return SANDBOX_ENDPOINT_NOTE.format(what=what, engine=engine, env=env_name)
+
+
+def _local_target(ctx: StepContext, kind: str) -> Any:
+    """The sandbox's local target server (None outside a sandbox, or when its address comes from Terraform)."""
+    target = (ctx.env.postgres if kind == "postgres" else ctx.env.redis).get("target")
+    if not ctx.is_sandbox or target is None or target.host == "from-terraform":
+        return None
+    return target
+
+
+def sandbox_connection(
+    ctx: StepContext, kind: str, tf_outputs: dict[str, Any], endpoint_output: str, port_output: str
+) -> dict[str, Any]:
+    """Sandbox with the real modules: the connection endpoint is the local server, not moto's fake address.
+
+    Returns the outputs that replace ``endpoint``/``port`` (with the moto address kept as ``aws_endpoint``), or {}
+    outside that case (real AWS: Terraform's outputs are the connection endpoints; stand-in: they already point at
+    the local servers)."""
+    target = _local_target(ctx, kind)
+    if target is None:
+        return {}
+    note = _sandbox_note(kind, ctx.env_name)
+    ctx.log(f"{note}: {target.host}:{target.port}")
+    return {
+        "endpoint": target.host,
+        "port": target.port,
+        "aws_endpoint": tf_outputs.get(endpoint_output),
+        "aws_port": tf_outputs.get(port_output),
+        "endpoint_source": note,
+    }
+
+
+class _SandboxTargetStep(TerraformModuleStep):
+    """A data-store module whose sandbox connection endpoint is the local server (see :func:`sandbox_connection`)."""
+
+    kind: ClassVar[str] = "postgres"
+
+    def plan(self, ctx: StepContext) -> PlanResult:
+        result = super().plan(ctx)
+        if _local_target(ctx, self.kind) is not None and not self.stand_in(ctx):
+            result.findings.append(Finding("info", _sandbox_note(self.kind, ctx.env_name), ""))
+        return result
+
+    def extra_outputs(self, ctx: StepContext, tf_outputs: dict[str, Any]) -> dict[str, Any]:
+        if self.stand_in(ctx):
+            return {}
+        return sandbox_connection(
+            ctx, self.kind, tf_outputs, self.output_map["endpoint"], self.output_map["port"]
+        )
+
+
+def _restore_options(ctx: StepContext) -> Any:
+    from migrate.adapters.pgcopy import RestoreOptions
+
+    return RestoreOptions(
+        workers=int(ctx.setting("workers", 2)),
+        chunk_rows=int(ctx.setting("chunk_rows", 500_000)),
+        chunk_bytes=int(float(ctx.setting("chunk_mb", 64)) * MB),
+        pause_s=float(ctx.setting("pause_between_chunks_s", 0.0)),
+        analyze=bool(ctx.setting("analyze", True)),
+        maintenance_work_mem=str(ctx.setting("maintenance_work_mem", "256MB")),
+        consistent_snapshot=bool(ctx.setting("consistent_snapshot", True)),
+    )
+
+
+def redis_routes(ctx: StepContext, source: RedisAdapter, target: RedisAdapter) -> list[DbRoute]:
+    from migrate.adapters.redis_copy import routes
+
+    return routes(
+        source.dbs,
+        cluster_mode=target.cluster_mode,
+        db_map={str(k): int(v) for k, v in dict(ctx.setting("db_map", {}) or {}).items()},
+        db_prefix={str(k): str(v) for k, v in dict(ctx.setting("db_prefix", {}) or {}).items()},
+    )
+
+
+def _redis_counts(source: RedisAdapter, target: RedisAdapter, routes_: list[DbRoute]) -> dict[int, tuple[int, int]]:
+    """source DB -> (source keys, target keys under that DB's mapping)."""
+    out: dict[int, tuple[int, int]] = {}
+    prefixed = [r for r in routes_ if r.prefix]
+    for r in routes_:
+        src_n = source.dbsize(r.source_db)
+        if not target.cluster_mode:
+            dst_n = target.dbsize(r.target_db)
+        elif r.prefix:
+            dst_n = target.count_matching(r.target_db, r.prefix)
+        else:
+            dst_n = target.dbsize(r.target_db) - sum(target.count_matching(0, p.prefix) for p in prefixed)
+        out[r.source_db] = (src_n, dst_n)
+    return out
+
+
+def _redis_count_checks(ctx: StepContext) -> list[Check]:
+    source, target = rds(ctx, "source"), rds(ctx, "target")
+    routes_ = redis_routes(ctx, source, target)
+    counts = _redis_counts(source, target, routes_)
+    return [
+        Check(
+            f"keys {r.describe()}",
+            counts[r.source_db][0] == counts[r.source_db][1],
+            observed=counts[r.source_db][1],
+            expected=counts[r.source_db][0],
+        )
+        for r in routes_
+    ]
+
+

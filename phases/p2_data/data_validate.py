@@ -1,0 +1,191 @@
+"""Step ``data-validate``: Validate the target against the source, independently of the copy: exact row counts, per-chunk content"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import TYPE_CHECKING, Any
+
+from migrate.errors import StepFailed
+from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
+
+if TYPE_CHECKING:
+    from migrate.adapters.postgres import PostgresAdapter, TableInfo
+from ._common import MB, _target_address_known, extension_findings, pg
+
+
+class DataValidate(Step):
+    """Validate the target against the source, independently of the copy: exact row counts, per-chunk content
+    checksums (binary send form of every column, md5 per row, summed per key range) on both sides in parallel,
+    sequence values, extensions, and a pgvector nearest-neighbour query. Any mismatch fails naming table and chunk.
+    Resumable: chunks already found equal are recorded as checkpoints and skipped.
+    """
+
+    id = "data-validate"
+    phase = 2
+    depends_on = ("rds-restore",)
+    reversibility = Reversibility.REVERSIBLE  # read-only
+
+    def _chunks(self, ctx: StepContext, source: PostgresAdapter, tables: list[TableInfo]) -> Any:
+        from migrate.adapters.postgres import validation_chunks
+
+        return validation_chunks(
+            source,
+            tables,
+            chunk_rows=int(ctx.setting("chunk_rows", 1_000_000)),
+            chunk_bytes=int(float(ctx.setting("chunk_mb", 128)) * MB),
+        )
+
+    def plan(self, ctx: StepContext) -> PlanResult:
+        source = pg(ctx, "source")
+        tables = source.tables()
+        result = PlanResult(
+            changes=[
+                Change(
+                    "run",
+                    f"checksum {len(tables)} tables on both sides",
+                    "row counts, content checksums, sequences, extensions, pgvector query",
+                )
+            ]
+        )
+        missing = _target_address_known(ctx, "postgres")
+        if missing:
+            result.unknown.append(missing)
+            return result
+        result.findings += extension_findings(source, pg(ctx, "target"))
+        return result
+
+    def apply(self, ctx: StepContext) -> Outputs:
+        from migrate.adapters.pgcopy import stages_done
+        from migrate.adapters.postgres import (
+            INTERNAL_SCHEMA,
+            ChunkVerdict,
+            nearest_ids_background,
+            validate_chunks,
+            vector_columns,
+        )
+
+        source, target = pg(ctx, "source"), pg(ctx, "target")
+        started = time.monotonic()
+        tables = source.tables()
+        problems: list[str] = []
+        target_tables = {t.qualified for t in target.tables()}
+        missing = [t.qualified for t in tables if t.qualified not in target_tables]
+        extra = sorted(target_tables - {t.qualified for t in tables})
+        if missing:
+            problems.append(f"tables missing on the target: {', '.join(missing)}")
+        if extra:
+            problems.append(f"tables on the target but not on the source: {', '.join(extra)}")
+        present = [t for t in tables if t.qualified in target_tables]
+        chunks = self._chunks(ctx, source, present)
+        # checkpoints are namespaced by the restore they validate: a new restore is validated afresh
+        marker = ""
+        if "post-data" in stages_done(target):
+            marker = str(
+                target.query(f"SELECT done_at::text FROM {INTERNAL_SCHEMA}.restore_state WHERE stage = 'post-data'")[0][
+                    0
+                ]
+            )
+        tag = hashlib.sha256(marker.encode()).hexdigest()[:8]
+        done = ctx.checkpoints.all()
+        todo = [c for c in chunks if f"ok:{tag}:{c.key}" not in done]
+        # the pgvector nearest-neighbour query (exact scan, both sides) runs alongside the chunk checksums
+        vec_table, vec_col = ctx.setting("vector_table"), ctx.setting("vector_column")
+        candidates = vector_columns(present)
+        if vec_table:
+            candidates = [(t, c) for t, c in candidates if t.qualified == vec_table and (not vec_col or c == vec_col)]
+        nn_join = None
+        if candidates:
+            nn_table, nn_column = candidates[0]
+            nn_join = nearest_ids_background(
+                source,
+                target,
+                nn_table,
+                nn_column,
+                int(ctx.setting("nn_k", 10)),
+                int(ctx.setting("nn_scan_rows", 20_000)),
+            )
+        verdicts: list[ChunkVerdict] = []
+        with ctx.progress("validate chunks (source + target)", total=float(len(chunks)), unit="chunks") as bar:
+            bar.advance(len(chunks) - len(todo))
+
+            def on_verdict(v: ChunkVerdict) -> None:
+                verdicts.append(v)
+                bar.advance(1, rows=float(v.source_rows))
+                if v.ok:
+                    ctx.checkpoints.put(f"ok:{tag}:{v.chunk.key}", {"rows": v.source_rows})
+
+            validate_chunks(
+                source, target, present, todo, workers=int(ctx.setting("workers", 2)), on_verdict=on_verdict
+            )
+        bad = [v for v in verdicts if not v.ok]
+        for v in bad[:20]:
+            why = v.error or (
+                f"rows source {v.source_rows} vs target {v.target_rows}"
+                if v.source_rows != v.target_rows
+                else "same row count, different content checksum"
+            )
+            problems.append(f"{v.chunk.describe()}: {why}")
+        rows: dict[str, int] = {}
+        for c in chunks:
+            cp = done.get(f"ok:{tag}:{c.key}")
+            rows[c.table] = rows.get(c.table, 0) + int(cp["rows"] if cp else 0)
+        for v in verdicts:
+            rows[v.chunk.table] = rows.get(v.chunk.table, 0) + v.source_rows
+        src_seq = {s.qualified: (s.last_value, s.is_called) for s in source.sequences()}
+        dst_seq = {s.qualified: (s.last_value, s.is_called) for s in target.sequences()}
+        for name, value in src_seq.items():
+            if dst_seq.get(name) != value:
+                problems.append(f"sequence {name}: source {value} vs target {dst_seq.get(name)}")
+        src_ext, dst_ext = source.extensions_installed(), target.extensions_installed()
+        for name, version in src_ext.items():
+            if dst_ext.get(name) != version:
+                problems.append(f"extension {name}: source {version} vs target {dst_ext.get(name, 'missing')}")
+        nn: dict[str, Any] = {}
+        if nn_join is not None:
+            s_ids, t_ids = nn_join()
+            nn = {"table": nn_table.qualified, "column": nn_column, "ids": s_ids, "match": s_ids == t_ids}
+            if s_ids != t_ids:
+                problems.append(
+                    f"pgvector nearest-neighbour query on {nn_table.qualified}.{nn_column}: source {s_ids} vs target {t_ids}"
+                )
+        seconds = time.monotonic() - started
+        ctx.metrics(rows=float(sum(rows.values())), seconds=seconds)
+        if problems:
+            raise StepFailed(
+                f"data-validate found {len(problems)} mismatch(es); first: {problems[0]}",
+                "; ".join(problems[:10]),
+                f"inspect the named table/chunk, then `bpmigrate rollback --step rds-restore --env {ctx.env_name}` and "
+                "re-apply it (or fix the rows) and re-run data-validate",
+            )
+        return {
+            "tables": len(present),
+            "chunks": len(chunks),
+            "chunks_resumed": len(chunks) - len(todo),
+            "rows": rows,
+            "sequences": len(src_seq),
+            "extensions": sorted(src_ext),
+            "nearest_neighbours": nn,
+            "seconds": round(seconds, 2),
+        }
+
+    def verify(self, ctx: StepContext) -> list[Check]:
+        source, target = pg(ctx, "source"), pg(ctx, "target")
+        tables = source.tables()
+        present = {t.qualified for t in target.tables()}
+        src, dst = source.row_counts(tables), target.row_counts([t for t in tables if t.qualified in present])
+        checks = [
+            Check(f"exact rows {name}", dst.get(name) == n, observed=dst.get(name), expected=n)
+            for name, n in src.items()
+        ]
+        src_ext = source.extensions_installed()
+        dst_ext = target.extensions_installed()
+        checks.append(
+            Check(
+                "extensions", all(dst_ext.get(k) == v for k, v in src_ext.items()), observed=dst_ext, expected=src_ext
+            )
+        )
+        return checks
+
+    def rollback(self, ctx: StepContext) -> None:
+        ctx.checkpoints.clear()  # read-only step: only its progress markers to forget

@@ -1,0 +1,447 @@
+"""Helpers shared by the phase-5 steps (no step lives here)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from migrate.errors import BpmError, ConfigError, StepFailed
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Step, StepContext
+
+if TYPE_CHECKING:
+    pass
+
+
+PHASE = 5
+
+
+APP_SERVICES = ("frontend", "api-gateway", "intent-classifier", "technique-selector", "prompt-generator", "torchserve")
+
+
+K8S_TEMPLATES = "k8s"
+
+
+class Clock:
+    """Wall clock and sleep, as one replaceable object (tests substitute a fast one)."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+def iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds") if ts is not None else None
+
+
+def parse_ts(value: Any) -> float | None:
+    """A recorded timestamp (epoch seconds or ISO 8601) as epoch seconds; None when absent or unreadable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def kube_unreachable(ctx: StepContext) -> str | None:
+    """Why no Kubernetes cluster can be used here (None = reachable)."""
+    try:
+        return ctx.adapters.kube().unreachable_reason()
+    except BpmError as exc:
+        return str(exc)
+
+
+def app_namespaces(ctx: StepContext) -> list[str]:
+    configured = ctx.setting("namespaces")
+    if configured:
+        return [str(n) for n in configured]
+    return [ctx.env.kube.namespace]
+
+
+def stats_dict(stats: Any) -> dict[str, Any]:
+    """The fields of a LatencyStats worth keeping as evidence."""
+    keys = ("count", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms")
+    out = {k: getattr(stats, k, None) for k in keys}
+    kinds = getattr(stats, "error_kinds", None)
+    if kinds:
+        out["error_kinds"] = dict(kinds)
+    return out
+
+
+def template_values(ctx: StepContext) -> dict[str, Any]:
+    """Values for the ``templates/k8s/cutover`` manifests (settings override the defaults)."""
+    ns = ctx.env.kube.namespace
+    values: dict[str, Any] = {
+        "namespace": ns,
+        "env_name": ctx.env_name,
+        "domain": ctx.env.domain,
+        "vpc_cidr": ctx.setting("vpc_cidr", "10.0.0.0/16"),
+        "monthly_target_usd": ctx.setting("monthly_target_usd", 5000),
+        "quota_requests_cpu": ctx.setting("quota_requests_cpu", "32"),
+        "quota_requests_memory": ctx.setting("quota_requests_memory", "128Gi"),
+        "quota_limits_cpu": ctx.setting("quota_limits_cpu", "64"),
+        "quota_limits_memory": ctx.setting("quota_limits_memory", "256Gi"),
+        "quota_gpus": ctx.setting("quota_gpus", "4"),
+        "quota_pods": ctx.setting("quota_pods", "200"),
+        "nth_image": ctx.setting("nth_image", "public.ecr.aws/aws-ec2/aws-node-termination-handler:v1.22.0"),
+        "cost_monitor_image": ctx.setting("cost_monitor_image", "public.ecr.aws/aws-cli/aws-cli:2.15.0"),
+        "cost_monitor_role_arn": ctx.setting("cost_monitor_role_arn", ""),
+        "region": ctx.env.aws.region,
+    }
+    for key, value in ctx.settings.items():
+        if isinstance(value, (str, int, float)) and key not in values:
+            values[key] = value
+    return values
+
+
+def render_cutover(ctx: StepContext, name: str) -> list[dict[str, Any]]:
+    """Render ``templates/k8s/<name>`` (e.g. ``cutover/vpa.yaml``) with this environment's values."""
+    from migrate.adapters.manifests import render
+
+    return render(ctx.templates_dir / K8S_TEMPLATES / name, template_values(ctx))
+
+
+def ref(doc: Mapping[str, Any]) -> str:
+    meta = doc.get("metadata", {})
+    ns = meta.get("namespace")
+    return f"{doc.get('kind')}/{ns + '/' if ns else ''}{meta.get('name')}"
+
+
+def kube_plan(ctx: StepContext, docs: list[dict[str, Any]]) -> PlanResult:
+    """create/update/noop per manifest against live objects (read-only)."""
+    kube = ctx.adapters.kube()
+    result = PlanResult()
+    for doc in docs:
+        try:
+            live = kube.get(doc["apiVersion"], doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace"))
+        except BpmError as exc:  # e.g. the kind's CRD is not installed (VerticalPodAutoscaler)
+            result.findings.append(
+                Finding(
+                    "block",
+                    f"cannot read {ref(doc)} ({doc['apiVersion']}): {exc.what}",
+                    f"install the {doc['kind']} API (CRD/controller) in the cluster, or leave it out (see the step's settings)",
+                )
+            )
+            continue
+        if live is None:
+            result.changes.append(Change("create", ref(doc)))
+        elif _subset_differs(doc.get("spec", doc.get("data", {})), live.get("spec", live.get("data", {}))):
+            result.changes.append(Change("update", ref(doc), _diff_summary(doc.get("spec", {}), live.get("spec", {}))))
+        else:
+            result.in_place.append(ref(doc))
+    return result
+
+
+def _subset_differs(wanted: Any, live: Any) -> bool:
+    """True when ``wanted`` is not contained in ``live`` (fields the server added are ignored)."""
+    if isinstance(wanted, Mapping):
+        if not isinstance(live, Mapping):
+            return True
+        return any(_subset_differs(v, live.get(k)) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        if not isinstance(live, list) or len(wanted) != len(live):
+            return True
+        return any(_subset_differs(w, lv) for w, lv in zip(wanted, live, strict=True))
+    return str(wanted) != str(live)
+
+
+def _diff_summary(wanted: Any, live: Any, path: str = "spec") -> str:
+    diffs: list[str] = []
+
+    def walk(w: Any, lv: Any, p: str) -> None:
+        if isinstance(w, Mapping) and isinstance(lv, Mapping):
+            for k, v in w.items():
+                walk(v, lv.get(k), f"{p}.{k}")
+        elif isinstance(w, list) and isinstance(lv, list) and len(w) == len(lv):
+            for i, (a, b) in enumerate(zip(w, lv, strict=True)):
+                walk(a, b, f"{p}[{i}]")
+        elif str(w) != str(lv):
+            diffs.append(f"{p}: {json.dumps(lv, default=str)} -> {json.dumps(w, default=str)}")
+
+    walk(wanted, live, path)
+    return "; ".join(diffs[:8]) + (f"; ... {len(diffs) - 8} more" if len(diffs) > 8 else "")
+
+
+def kube_verify(ctx: StepContext, docs: list[dict[str, Any]]) -> list[Check]:
+    kube = ctx.adapters.kube()
+    checks = []
+    for doc in docs:
+        live = kube.get(doc["apiVersion"], doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace"))
+        if live is None:
+            checks.append(Check(f"{ref(doc)} exists", False, "absent", "present"))
+            continue
+        differs = _subset_differs(doc.get("spec", doc.get("data", {})), live.get("spec", live.get("data", {})))
+        checks.append(
+            Check(
+                f"{ref(doc)} matches the template",
+                not differs,
+                "differs" if differs else "matches",
+                "matches",
+                _diff_summary(doc.get("spec", {}), live.get("spec", {})) if differs else "",
+            )
+        )
+    return checks
+
+
+def kube_delete(ctx: StepContext, docs: list[dict[str, Any]]) -> list[str]:
+    kube = ctx.adapters.kube()
+    deleted = []
+    for doc in reversed(docs):
+        meta = doc["metadata"]
+        ctx.intent("kube-delete", ref=ref(doc))
+        if kube.delete(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace")):
+            deleted.append(ref(doc))
+    return deleted
+
+
+class KubeTemplateStep(Step):
+    """Base for phase-5 steps that server-side apply manifests rendered from templates/k8s/cutover."""
+
+    templates: ClassVar[tuple[str, ...]] = ()
+
+    def docs(self, ctx: StepContext) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for name in self.templates:
+            out.extend(render_cutover(ctx, name))
+        return out
+
+    def skip_reason(self, ctx: StepContext) -> str | None:
+        return kube_unreachable(ctx)
+
+    def plan(self, ctx: StepContext) -> PlanResult:
+        reason = self.skip_reason(ctx)
+        if reason:
+            return PlanResult(skip_reason=reason)
+        return kube_plan(ctx, self.docs(ctx))
+
+    def apply(self, ctx: StepContext) -> Outputs:
+        docs = self.docs(ctx)
+        ctx.intent("kube-apply", refs=[ref(d) for d in docs])
+        applied = ctx.adapters.kube().apply(docs)
+        return {"applied": applied}
+
+    def verify(self, ctx: StepContext) -> list[Check]:
+        return kube_verify(ctx, self.docs(ctx))
+
+    def rollback(self, ctx: StepContext) -> None:
+        """Delete the objects this step applied (absent ones are skipped)."""
+        if kube_unreachable(ctx):
+            return
+        kube_delete(ctx, self.docs(ctx))
+
+
+DEFAULT_HPA = {"min": 2, "max": 10, "cpu": 70}
+
+
+PSA_LABEL = "pod-security.kubernetes.io/enforce"
+
+
+def set_namespace_label(ctx: StepContext, ns: str, value: str) -> None:
+    """Set the Pod Security enforce label, re-applying the namespace's other labels (one field manager: SSA would
+    drop labels it applied before and leaves out now)."""
+    kube = ctx.adapters.kube()
+    live = kube.get("v1", "Namespace", ns) or {}
+    labels = dict((live.get("metadata") or {}).get("labels") or {})
+    labels[PSA_LABEL] = value
+    kube.apply([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels}}])
+
+
+def security_scan(ctx: StepContext) -> tuple[list[Any], int]:
+    """Render every manifest under templates/k8s and run the security check; (findings, number of manifests)."""
+    from migrate.adapters.manifests import placeholders, render
+
+    from .._security import check_manifests
+
+    root = ctx.templates_dir / "k8s"
+    known = template_values(ctx)
+    docs: list[tuple[str, dict[str, Any]]] = []
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".yaml", ".yml")) if root.is_dir() else []
+    for path in files:
+        shown = path.relative_to(ctx.project_root) if path.is_relative_to(ctx.project_root) else path
+        try:
+            # every placeholder gets a value (known or a stand-in): the check reads structure, not values
+            values = {name: f"placeholder-{name}" for name in placeholders(path)}
+            rendered = render(path, {**values, **known})
+        except ConfigError as exc:
+            raise StepFailed(
+                f"security check: cannot render {shown}",
+                str(exc),
+                f"fix {shown} and re-run `bpmigrate plan security-hardening`",
+            ) from None
+        docs.extend((str(shown), d) for d in rendered if isinstance(d, dict))
+    return check_manifests(docs), len(docs)
+
+
+def data_steps() -> list[type[Step]]:
+    """The verification-bearing steps of phase 2 (phases/p2_data.py), in file order."""
+    import importlib
+
+    try:
+        module = importlib.import_module("phases.p2_data")
+    except ModuleNotFoundError:
+        return []
+    steps = [
+        obj
+        for obj in vars(module).values()
+        if isinstance(obj, type)
+        and issubclass(obj, Step)
+        and obj.id
+        and obj.phase == 2
+        and obj.__module__ == module.__name__
+    ]
+    return steps
+
+
+def step_settings(ctx: StepContext, step_id: str) -> dict[str, Any]:
+    """Another step's settings in this environment (project defaults merged with the environment's)."""
+    try:
+        from migrate.config import load
+
+        return load(ctx.project_root / "migrate.toml").step_settings(ctx.env_name, step_id)
+    except BpmError:
+        return dict(ctx.env.steps.get(step_id, {}))
+
+
+def rerun_verify(ctx: StepContext, cls: type[Step]) -> Check:
+    """Run ``cls.verify`` again now, through this context's adapters, as the step itself would (its settings)."""
+    child = copy.copy(ctx)
+    child.step_id = cls.id
+    child.settings = step_settings(ctx, cls.id)
+    step = cls()
+    name = f"{cls.id}: verify re-run"
+    try:
+        skip = step.skip_reason(child)
+        if skip:
+            return Check(name, True, f"skipped in this environment: {skip}", "all checks pass")
+        results = step.verify(child)
+    except BpmError as exc:
+        return Check(name, False, str(exc).splitlines()[0], "all checks pass", str(exc))
+    failed = [c for c in results if not c.ok]
+    return Check(
+        name,
+        bool(results) and not failed,
+        f"{len(results) - len(failed)}/{len(results)} checks pass",
+        "all checks pass",
+        "; ".join(f"{c.name}: observed {c.observed}, expected {c.expected}" for c in failed[:10]),
+    )
+
+
+def rerun_data_verification(ctx: StepContext) -> list[Check]:
+    """Call verify() of every phase-2 step again, through this context's adapters (not the ledger's verdict)."""
+    steps = data_steps()
+    if not steps:
+        return [Check("data-phase verification", False, "phases/p2_data.py has no steps", "phase-2 steps", "")]
+    return [rerun_verify(ctx, cls) for cls in steps]
+
+
+def step_class(module: str, step_id: str) -> type[Step] | None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError:
+        return None
+    for obj in vars(mod).values():
+        if isinstance(obj, type) and issubclass(obj, Step) and obj.id == step_id:
+            return obj
+    return None
+
+
+class CutoverSettings:
+    """The dns-cutover settings, validated once."""
+
+    def __init__(self, ctx: StepContext) -> None:
+        s = ctx.setting
+        self.record_name = str(s("record_name", f"api.{ctx.env.domain}")).rstrip(".").lower()
+        self.zone_id: str | None = s("hosted_zone_id")
+        self.zone_name = str(s("zone_name", ctx.env.domain)).rstrip(".").lower()
+        self.record_type = str(s("record_type", "CNAME"))
+        self.old_target: str | None = s("old_target")
+        self.new_target: str | None = (
+            s("new_target")
+            or ctx.upstream.get("ingress", {}).get("alb_dns_name")
+            or (ctx.upstream.get("ingress", {}).get("alb_hostname"))
+        )
+        self.new_alias_zone_id: str | None = s("new_alias_zone_id")
+        self.old_set_id = str(s("old_set_id", "old-stack"))
+        self.new_set_id = str(s("new_set_id", "new-stack"))
+        self.low_ttl = int(s("low_ttl", 60))
+        self.stages = [int(x) for x in s("stages", [10, 50, 100])]
+        self.soak_s = float(s("soak_s", 300))
+        self.probe_interval_s = float(s("probe_interval_s", 15))
+        self.probe_urls = [str(u) for u in s("probe_urls", [f"https://{self.record_name}/health"])]
+        self.probe_requests = int(s("probe_requests", 20))
+        self.probe_concurrency = int(s("probe_concurrency", 4))
+        self.probe_timeout_s = float(s("probe_timeout_s", 5))
+        self.max_error_rate = float(s("max_error_rate", 0.01))
+        self.max_p95_ms = float(s("max_p95_ms", 200))
+        self.insync_timeout_s = float(s("insync_timeout_s", 600))
+        self.insync_poll_s = float(s("insync_poll_s", 5))
+        self.bake_time_s = float(s("bake_time_s", 86400))
+        self.create_zone = bool(s("create_zone", ctx.is_sandbox))
+
+    def problems(self) -> list[Finding]:
+        out = []
+        if any(f"//{self.record_name}/" in u or u.endswith(f"//{self.record_name}") for u in self.probe_urls):
+            out.append(
+                Finding(
+                    "warn",
+                    f"probes go through the weighted record {self.record_name}: at low stages most of them reach the "
+                    "OLD stack, so a broken new stack is noticed late",
+                    "set [steps.dns-cutover] probe_urls to an endpoint that reaches only the new stack "
+                    "(e.g. a separate record pointing at the ALB)",
+                )
+            )
+        if not self.stages or self.stages != sorted(set(self.stages)) or self.stages[-1] != 100 or self.stages[0] < 1:
+            out.append(
+                Finding(
+                    "block",
+                    f"stages {self.stages} must be increasing percentages ending at 100",
+                    "set [steps.dns-cutover] stages = [10, 50, 100]",
+                )
+            )
+        if not self.new_target:
+            out.append(
+                Finding(
+                    "block",
+                    "no new target for the cutover (the ALB DNS name)",
+                    "apply the ingress step (alb_dns_name output) or set [steps.dns-cutover] new_target",
+                )
+            )
+        if self.new_alias_zone_id is None and self.record_type == "CNAME":
+            for target in (self.old_target, self.new_target):
+                if target and _looks_like_ip(target):
+                    out.append(
+                        Finding(
+                            "block",
+                            f"{target} is an IP address: a CNAME cannot point at it",
+                            'set record_type = "A" with IP targets, or new_alias_zone_id for an ALB alias',
+                        )
+                    )
+        if not self.probe_urls:
+            out.append(Finding("block", "no probe_urls: the cutover would shift traffic blind", "set probe_urls"))
+        return out
+
+
+def _looks_like_ip(value: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
+
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import re
 import sys
@@ -136,9 +137,11 @@ def _load_package(name: str, directory: Path) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]
     init = directory / "__init__.py"
-    spec = importlib.util.spec_from_file_location(
-        name, init if init.exists() else None, submodule_search_locations=[str(directory)]
-    )
+    if init.exists():
+        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(directory)])
+    else:  # a plain directory of phase modules: a namespace-like package with no code of its own
+        spec = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        spec.submodule_search_locations = [str(directory)]
     if spec is None:
         raise ConfigError(f"cannot load {directory}", "not a Python package", "check the phases directory")
     module = importlib.util.module_from_spec(spec)

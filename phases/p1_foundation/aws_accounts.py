@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, RetryPolicy, Reversibility, Step, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import ACCOUNT_ENVS, PROJECT, _aws
 
 

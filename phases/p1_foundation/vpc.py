@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from migrate.step import Check, StepContext
 
 from .._terraform_step import TerraformModuleStep
-
-if TYPE_CHECKING:
-    pass
 from ._common import _aws
 
 

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import MB, pg
 
 

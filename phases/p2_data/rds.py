@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from migrate.step import Check, Reversibility, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import _SandboxTargetStep, pg
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.errors import AdapterError, ConfigError, StepFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import PHASE, endpoints, http, namespace
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.step import Check, Outputs, PlanResult, Reversibility, Step, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import AWS_RETRY, HPA_FILE, PHASE, base_values, kube_unreachable, plan_docs, ref, render
 
 

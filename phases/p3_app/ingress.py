@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.errors import AdapterError
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import (
     AWS_RETRY,
     INGRESS_FILE,

@@ -6,14 +6,12 @@ import base64
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.errors import ConfigError, DependencyNotReady, StepFailed
 from migrate.redact import register
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import (
     AWS_RETRY,
     CONFIG_FILES,

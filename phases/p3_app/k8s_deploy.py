@@ -7,13 +7,11 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.errors import DependencyNotReady, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import (
     AWS_RETRY,
     PHASE,

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, RetryPolicy, Reversibility, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import DEFAULT_GPU_SELECTOR, GPU_RESOURCE, _gpu_count, _kube, _Ml, _node_ready
 
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import RESTART_ANNOTATION, _digest, _kube, _Ml, _namespace, serving
 
 

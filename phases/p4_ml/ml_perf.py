@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.errors import ConfigError, StepFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import _kube, _Ml, _ml, serving, stats_table
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.errors import AdapterError, ConfigError, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, RetryPolicy, Reversibility, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import _kube, _Ml, _ml, _ts_client, sample_archive_bytes, serving
 
 

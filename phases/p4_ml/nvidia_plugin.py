@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.errors import StepFailed
 from migrate.step import Check, Outputs, PlanResult, Reversibility, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import DEFAULT_PLUGIN_IMAGE, GPU_RESOURCE, _digest, _gpu_nodes, _kube, _Ml, _plan_docs, _ref
 
 

@@ -7,14 +7,10 @@ import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from migrate.errors import BpmError, ConfigError, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Step, StepContext
-
-if TYPE_CHECKING:
-    pass
-
 
 PHASE = 5
 

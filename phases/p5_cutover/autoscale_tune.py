@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.step import Outputs, Reversibility, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import APP_SERVICES, DEFAULT_HPA, PHASE, KubeTemplateStep, kube_unreachable, ref
 
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import PHASE, KubeTemplateStep, kube_plan, kube_unreachable, kube_verify
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import PHASE, app_namespaces, kube_unreachable
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from migrate.errors import VerifyFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, StepContext
 
-if TYPE_CHECKING:
-    pass
 from ._common import (
     PHASE,
     PSA_LABEL,

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
 from ..p5_cutover._common import step_settings
-
-if TYPE_CHECKING:
-    pass
 from ._common import DEFAULT_COMPOSE_FILE, PHASE, files
 
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
 
 from ..p5_cutover._common import Clock, iso, step_settings
-
-if TYPE_CHECKING:
-    pass
 from ._common import PHASE, files, reports_dir
 
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from migrate.errors import AdapterError
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
 from ..p5_cutover._common import Clock, iso
-
-if TYPE_CHECKING:
-    pass
 from ._common import PHASE, files
 
 

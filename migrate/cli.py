@@ -27,6 +27,8 @@ ledger_app = typer.Typer(help="Inspect and maintain the ledger.", no_args_is_hel
 runbook_app = typer.Typer(help="Runbooks generated from the steps.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(runbook_app, name="runbook")
+report_app = typer.Typer(help="Reports read from the live environment.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
 
 try:  # the sandbox commands live with the sandbox package
     from migrate.sandbox.cli import app as sandbox_app
@@ -49,7 +51,9 @@ _opts = Opts(None, None, False, False)
 
 @app.callback()
 def _global(
-    env: str | None = typer.Option(None, "--env", "-e", help="Environment (default: project.default_env in migrate.toml)."),
+    env: str | None = typer.Option(
+        None, "--env", "-e", envvar="BPMIGRATE_ENV", help="Environment (default: $BPMIGRATE_ENV, else project.default_env)."
+    ),
     config: str | None = typer.Option(None, "--config", "-c", help="Path to migrate.toml."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output (read commands and results)."),
     traceback: bool = typer.Option(False, "--traceback", help="Show Python tracebacks for errors."),
@@ -70,6 +74,16 @@ def _config() -> Any:
     return config.load(_opts.config)
 
 
+def _graph(cfg: Any) -> Any:
+    """The plan, with migrate.toml's step settings validated against it (exit 2 naming the step and key)."""
+    from migrate.plan import load_graph
+    from migrate.settings import validate_settings
+
+    graph = load_graph(cfg.phases_dir)
+    validate_settings(cfg, graph)
+    return graph
+
+
 def _env_name(cfg: Any) -> str:
     return str(cfg.env(_opts.env).name)
 
@@ -78,6 +92,14 @@ def _print_json(obj: Any) -> None:
     from migrate.redact import redact_obj
 
     sys.stdout.write(json.dumps(redact_obj(obj), indent=2, default=str) + "\n")
+
+
+def _say(document: dict[str, Any], text: str) -> None:
+    """One result: ``document`` with --json, else ``text`` (rich markup)."""
+    if _opts.json:
+        _print_json(document)
+    else:
+        _console().print(text)
 
 
 def _engine(command: str) -> Any:
@@ -99,6 +121,12 @@ def _command_line() -> str:
     return "bpmigrate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+def _one_selector(selector: str | None, step: str | None, command: str) -> str | None:
+    if selector and step:
+        raise UsageError(f"give either a selector or --step to {command}, not both", "they select different steps", f"bpmigrate {command} --help")
+    return step or selector
+
+
 def _finish(engine: Any, result: Any) -> None:
     from migrate.reporting import JsonReporter
 
@@ -110,10 +138,7 @@ def _finish(engine: Any, result: Any) -> None:
 @app.command()
 def steps() -> None:
     """List the steps of the plan, in execution order."""
-    from migrate.plan import load_graph
-
-    cfg = _config()
-    graph = load_graph(cfg.phases_dir)
+    graph = _graph(_config())
     rows = [
         {"phase": s.phase, "id": s.id, "title": s.display_title(), "depends_on": list(s.depends_on), "reversibility": s.reversibility.value, "gate": s.gate}
         for s in graph.steps
@@ -128,12 +153,11 @@ def steps() -> None:
 
 @app.command()
 def show(step: str = typer.Argument(..., help="Step id.")) -> None:
-    """A step's documentation, dependencies, reversibility, state, outputs and last plan."""
-    from migrate.plan import load_graph
+    """A step's documentation, settings, dependencies, reversibility, state, outputs and last plan."""
     from migrate.status import step_details
 
     cfg = _config()
-    details = step_details(cfg, _env_name(cfg), load_graph(cfg.phases_dir).get(step))
+    details = step_details(cfg, _env_name(cfg), _graph(cfg).get(step))
     if _opts.json:
         _print_json(details)
         return
@@ -153,6 +177,13 @@ def show(step: str = typer.Argument(..., help="Step id.")) -> None:
         body.append(f"manual gate: {escape(details['gate'])}")
     if details["doc"]:
         body.append("\n" + escape(details["doc"]))
+    if details["settings"]:
+        body.append("\nsettings (key: type = value in this env; default — description):")
+        for row in details["settings"]:
+            value = row.get("value", row["default"])
+            mark = "" if value == row["default"] else f" (default {row['default']!r})"
+            body.append(f"  {escape(row['key'])}: {escape(row['type'])} = {escape(repr(value))}{escape(mark)}"
+                        + (f" — {escape(row['description'])}" if row["description"] else ""))
     if details["outputs"]:
         body.append("\noutputs:\n" + "\n".join(f"  {escape(k)} = {escape(redact(str(v)))}" for k, v in details["outputs"].items()))
     if details["last_plan"]:
@@ -169,12 +200,11 @@ def status(
     interval: float = typer.Option(2.0, "--interval", help="Refresh interval for --watch."),
 ) -> None:
     """Dashboard: phases × steps with state, last attempt, duration, outputs, estimates, lock holder."""
-    from migrate.plan import load_graph
     from migrate.status import build_status
 
     cfg = _config()
     env = _env_name(cfg)
-    graph = load_graph(cfg.phases_dir)
+    graph = _graph(cfg)
     if _opts.json:
         _print_json(build_status(cfg, env, graph))
         return
@@ -221,11 +251,12 @@ def history(
             _console().print(f"[green]✓ hash chain intact[/green]: {report.events} event(s)")
         if not report.ok:
             from migrate.errors import LedgerError
+            from migrate.ledger_backup import restore_hint
 
             raise LedgerError(
                 f"the ledger's hash chain is broken: {report.problem}",
-                "the event log was edited outside bpmigrate",
-                "restore state/ from backup; keep the tampered file for investigation",
+                "the event log was edited outside bpmigrate; the tampered file is kept aside by the restore",
+                restore_hint(cfg.ledger_url(env), env, _opts.config),
             )
         return
     rows = history_rows(cfg, env, step, limit or None)
@@ -238,8 +269,12 @@ def history(
 
 
 @app.command()
-def plan(selector: str | None = typer.Argument(None, help="phase-N, a phase name, a step id, or all.")) -> None:
+def plan(
+    selector: str | None = typer.Argument(None, help="phase-N, a phase name, a step id, or all."),
+    step: str | None = typer.Option(None, "--step", help="One step (same as giving its id as the selector)."),
+) -> None:
     """Plan (read-only): what apply would change, what is in place, what stays unknown. Records the plan."""
+    selector = _one_selector(selector, step, "plan")
     engine = _engine(_command_line())
     try:
         steps_ = engine.graph.select(selector)
@@ -259,16 +294,22 @@ def apply(
     all_: bool = typer.Option(False, "--all", help="Apply every step."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show exactly what would run; change nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    refresh: bool = typer.Option(
+        False, "--refresh", help="With --step: apply it again even if verified (re-take a backup); the reason is recorded."
+    ),
 ) -> None:
     """Apply steps (idempotent), verifying each. With no selector: continue where the plan stopped."""
 
     chosen = [x for x in (step, phase, from_step) if x] + (["all"] if all_ else [])
     if len(chosen) > 1:
         raise UsageError("choose one of --step, --phase, --from, --all", "they select different sets of steps", "bpmigrate apply --help")
+    if refresh and not step:
+        raise UsageError("--refresh needs --step", "a re-take is asked for one step at a time", "bpmigrate apply --step pg-backup --refresh")
     engine = _engine(_command_line())
     try:
         if step:
             selected = [engine.graph.get(step)]
+            engine.refresh = frozenset({selected[0].id}) if refresh else frozenset()
         elif phase:
             selected = engine.graph.phase_steps(engine.graph.parse_phase(phase) or 0)
         elif from_step:
@@ -289,8 +330,12 @@ def apply(
 
 
 @app.command()
-def verify(selector: str | None = typer.Argument(None, help="phase-N, a phase name, a step id, or all.")) -> None:
+def verify(
+    selector: str | None = typer.Argument(None, help="phase-N, a phase name, a step id, or all."),
+    step: str | None = typer.Option(None, "--step", help="One step (same as giving its id as the selector)."),
+) -> None:
     """Re-run the read-only verification of applied steps."""
+    selector = _one_selector(selector, step, "verify")
     engine = _engine(_command_line())
     try:
         selected = engine.graph.select(selector)
@@ -339,7 +384,10 @@ def mark(
         engine.check_mark(step, as_, reason)
         with engine.session(_command_line()):
             state = engine.mark(step, as_, reason)
-        _console().print(f"[yellow]marked[/yellow] {step} as {state.value} (audited)")
+        if _opts.json:
+            _print_json({"step": step, "state": state.value, "reason": reason})
+        else:
+            _console().print(f"[yellow]marked[/yellow] {step} as {state.value} (audited)")
     finally:
         engine.close()
 
@@ -352,7 +400,10 @@ def approve(step: str = typer.Argument(..., help="Gated step id."), reason: str 
         engine.check_approve(step)
         with engine.session(_command_line()):
             engine.approve(step, reason)
-        _console().print(f"[green]approved[/green] the gate of {step} (audited)")
+        if _opts.json:
+            _print_json({"step": step, "approved": True, "reason": reason})
+        else:
+            _console().print(f"[green]approved[/green] the gate of {step} (audited)")
     finally:
         engine.close()
 
@@ -378,7 +429,7 @@ def unlock(
         finally:
             reader.close()
         if held is None:
-            _console().print("the lock is free: nothing to do")
+            _say({"released": None}, "the lock is free: nothing to do")
             return
         dead_here = held["host"] == ledger.host and not pid_alive(int(held["pid"]))
         if not force and not dead_here:
@@ -387,7 +438,8 @@ def unlock(
             raise lock_held_error(env, LockInfo("", held["holder"], held["host"], held["pid"], held["command"], held["acquired_at"], held["heartbeat_at"], held["expires_at"]))
         info = ledger.force_unlock(reason if force else f"holder pid {held['pid']} is dead on this host")
         if info:
-            _console().print(f"[yellow]released[/yellow] the lock of {info.holder}@{info.host} pid {info.pid} (audited)")
+            released = {"holder": info.holder, "host": info.host, "pid": info.pid}
+            _say({"released": released}, f"[yellow]released[/yellow] the lock of {info.holder}@{info.host} pid {info.pid} (audited)")
     finally:
         ledger.close()
 
@@ -446,7 +498,7 @@ def ledger_check() -> None:
     problems: list[str] = []
     try:
         if not reader.exists:
-            _console().print(f"no ledger yet for {env!r} (nothing recorded)")
+            _say({"ok": True, "problems": [], "in_flight": [], "exists": False}, f"no ledger yet for {env!r} (nothing recorded)")
             return
         problems.extend(reader.integrity())
         version = reader.schema_version()
@@ -472,8 +524,26 @@ def ledger_check() -> None:
             _console().print("[green]✓ ledger OK[/green]")
     if problems:
         from migrate.errors import LedgerError
+        from migrate.ledger_backup import restore_hint
 
-        raise LedgerError(f"the ledger for {env!r} has {len(problems)} problem(s)", problems[0], "restore state/ from backup, or start a new ledger")
+        raise LedgerError(f"the ledger for {env!r} has {len(problems)} problem(s)", problems[0], restore_hint(cfg.ledger_url(env), env, _opts.config))
+
+
+@ledger_app.command("restore")
+def ledger_restore(
+    from_: str | None = typer.Option(None, "--from", help="Backup file or s3://BUCKET/KEY (default: the newest good local backup)."),
+    force: bool = typer.Option(False, "--force", help="Replace a ledger that is still healthy (it is kept aside)."),
+) -> None:
+    """Restore the ledger from a backup after checking its integrity and hash chain (the old file is kept aside)."""
+    from migrate.ledger_backup import restore
+
+    cfg = _config()
+    done = restore(cfg, _env_name(cfg), from_, force=force)
+    _say(
+        {"restored_from": done.source, "ledger": str(done.path), "events": done.events, "kept_aside": [str(p) for p in done.kept_aside]},
+        f"[green]restored[/green] {done.path} from {done.source}: {done.events} events, hash chain intact"
+        + (f"; the replaced file is kept at {done.kept_aside[0]}" if done.kept_aside else ""),
+    )
 
 
 @ledger_app.command("migrate")
@@ -519,17 +589,61 @@ def runbook_export(out: str | None = typer.Option(None, "--out", help="Directory
     """Generate runbook pages from the steps' docstrings."""
     from pathlib import Path
 
-    from migrate.plan import load_graph
-
     try:
         from migrate.runbook import export_runbooks
     except ImportError as exc:  # pragma: no cover
         raise UsageError("runbook export is not available", str(exc), "pip install -e .") from None
     cfg = _config()
-    graph = load_graph(cfg.phases_dir)
+    graph = _graph(cfg)
     paths = export_runbooks(list(graph.steps), Path(out) if out else cfg.runbooks_dir, graph.phases)
+    if _opts.json:
+        _print_json({"written": [str(p) for p in paths]})
+        return
     for p in paths:
         _console().print(f"wrote {p}")
+
+
+@report_app.command("compliance")
+def report_compliance() -> None:
+    """Each security control with its evidence from the live account; Markdown under runbooks/reports/.
+
+    Exit 0 when no control fails, 1 when one does (n/a and unchecked controls are listed, not failed)."""
+    from migrate.adapters import Adapters
+    from migrate.adapters.reports import write_text
+    from migrate.compliance import ComplianceContext, collect, markdown, report_path
+    from migrate.ledger_read import LedgerReader
+
+    cfg = _config()
+    env = cfg.env(_opts.env)
+    reader = LedgerReader(cfg.ledger_url(env.name), env.name)
+    try:
+        outputs = reader.outputs()
+    finally:
+        reader.close()
+    adapters = Adapters(env, project_root=cfg.root, state_dir=cfg.state_dir)
+    try:
+        controls = collect(ComplianceContext(cfg, env, adapters, outputs))
+    finally:
+        adapters.close()
+    path = write_text(report_path(cfg, env.name), markdown(env.name, controls))
+    failed = [c for c in controls if c.status == "fail"]
+    if _opts.json:
+        _print_json({"env": env.name, "ok": not failed, "report": str(path), "controls": [c.to_dict() for c in controls]})
+    else:
+        from rich.markup import escape
+        from rich.table import Table
+
+        table = Table(title=f"bpmigrate compliance · env {env.name}", title_justify="left")
+        for col in ("control", "status", "evidence", "fix"):
+            table.add_column(col, overflow="fold")
+        style = {"pass": "green", "fail": "bold red", "n/a": "dim", "unchecked": "yellow"}
+        for c in controls:
+            table.add_row(escape(f"{c.id} {c.title}"), f"[{style[c.status]}]{c.status}[/]", escape(c.evidence), escape(c.fix))
+        console = _console()
+        console.print(table)
+        console.print(f"report: {path}")
+    if failed:
+        raise typer.Exit(1)
 
 
 # -- entry point -----------------------------------------------------------------------------------------
@@ -553,19 +667,73 @@ def _click_exceptions() -> tuple[type[BaseException], type[BaseException]]:
     """(ClickException, Abort) of the click typer runs on (typer ≥ 0.16 vendors its own copy)."""
     try:
         from typer import exceptions as typer_exc
-        from typer._click import exceptions as exc  # type: ignore[attr-defined]
+        from typer._click import exceptions as exc
 
-        return exc.ClickException, typer_exc.Abort  # type: ignore[no-any-return]
+        return exc.ClickException, typer_exc.Abort
     except (ImportError, AttributeError):  # pragma: no cover - older typer on upstream click
         from click import exceptions as click_exc
 
         return click_exc.ClickException, click_exc.Abort
 
 
-def main() -> None:
+#: the global options (see ``_global``): accepted before or after any command and subcommand
+GLOBAL_VALUE_OPTIONS = ("--env", "-e", "--config", "-c")
+GLOBAL_FLAG_OPTIONS = ("--json", "--traceback")
+
+
+def _takes_value(command: Any, token: str) -> bool | None:
+    """Whether ``token`` is an option of ``command`` that takes a value (None: not one of its options)."""
+    for param in getattr(command, "params", ()):
+        if token in getattr(param, "opts", ()) or token in getattr(param, "secondary_opts", ()):
+            return not (getattr(param, "is_flag", False) or getattr(param, "count", False))
+    return None
+
+
+def hoist_global_options(argv: list[str]) -> list[str]:
+    """Move the global options found after a command in front of it: ``status --json`` → ``--json status``.
+
+    Walks the command tree as click will parse it, so an option value that happens to look like a global option
+    (``--reason --json``) and the options a subcommand defines itself (``sandbox up --env x``) are left alone."""
+    import typer.main
+
+    command: Any = typer.main.get_command(app)
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token == "--":
+            rest.extend(argv[i:])
+            break
+        name, has_value = (token.split("=", 1)[0], "=" in token) if token.startswith("--") else (token, False)
+        own = _takes_value(command, name) if token.startswith("-") else None
+        short_glued = len(token) > 2 and token[:2] in ("-e", "-c") and not token.startswith("--")
+        if own is None and (name in GLOBAL_VALUE_OPTIONS or short_glued) and rest:
+            front.extend(argv[i : i + (1 if has_value or short_glued else 2)])
+            i += 1 if has_value or short_glued else 2
+            continue
+        if own is None and name in GLOBAL_FLAG_OPTIONS and rest:
+            front.append(token)
+            i += 1
+            continue
+        if own and not has_value:
+            rest.extend(argv[i : i + 2])
+            i += 2
+            continue
+        if not token.startswith("-"):
+            sub = getattr(command, "commands", {}).get(token)
+            if sub is not None:
+                command = sub
+        rest.append(token)
+        i += 1
+    return front + rest
+
+
+def main(argv: list[str] | None = None) -> None:
     click_error, abort = _click_exceptions()
+    args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        rv = app(standalone_mode=False)
+        rv = app(args=args, prog_name="bpmigrate", standalone_mode=False)
     except BpmError as exc:
         if _opts.traceback:
             raise
@@ -577,7 +745,7 @@ def main() -> None:
     except click_error as exc:
         exc.show()  # type: ignore[attr-defined]
         sys.exit(2)
-    except Exception as exc:  # noqa: BLE001 - last-resort boundary: never a raw traceback by default
+    except Exception as exc:  # last-resort boundary (re-raised with --traceback): never a raw traceback by default
         if _opts.traceback:
             raise
         from migrate.redact import redact

@@ -80,12 +80,22 @@ class KubeSettings(_Model):
     namespace: str = "betterprompts"
 
 
+class LedgerBackups(_Model):
+    """Automatic ledger backups (SQLite ledgers; a PostgreSQL team ledger relies on the database's own backups)."""
+
+    keep: int = Field(default=20, ge=1, le=1000)  # online snapshots kept in state/<env>/ledger-backups/
+    offsite: bool = True  # with an AWS account: copy to the tf-state-backend bucket after each mutating run
+
+
 class EnvConfig(_Model):
     name: str
     kind: Literal["sandbox", "aws"] = "aws"
     description: str = ""
     ledger_url: str | None = None  # default sqlite:///<state_dir>/<env>.db
     lock_ttl_seconds: int = Field(default=60, ge=5, le=86400)
+    # apply reuses a plan recorded less than this long ago (by `plan` or an interrupted apply) when the step proves
+    # its inputs unchanged (Terraform: same saved file, same state serial, same root and variables); 0 = never
+    plan_reuse_seconds: float = Field(default=900.0, ge=0, le=86400)
     domain: str = "betterprompts.example.com"
     aws: AwsSettings = Field(default_factory=AwsSettings)
     postgres: dict[Literal["source", "target"], PgEndpoint] = Field(default_factory=dict)
@@ -93,7 +103,52 @@ class EnvConfig(_Model):
     terraform: TerraformSettings = Field(default_factory=TerraformSettings)
     kube: KubeSettings = Field(default_factory=KubeSettings)
     steps: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-step settings for this environment
-    sandbox: dict[str, Any] = Field(default_factory=dict)  # sandbox runtime facts (written by `sandbox up`)
+    # sandbox options (data_dir, fsync, redis_topology = "auto" | "cluster" | "single": the target Redis's shape,
+    # auto = what production's redis.target.cluster_mode says) and runtime facts written by `sandbox up`
+    sandbox: dict[str, Any] = Field(default_factory=dict)
+    ledger_backups: LedgerBackups = Field(default_factory=LedgerBackups)
+    targets: dict[str, Any] = Field(default_factory=dict)  # overrides of [targets] for this environment
+
+    @field_validator("sandbox")
+    @classmethod
+    def _sandbox_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        topology = value.get("redis_topology", "auto")
+        if topology not in ("auto", "cluster", "single"):
+            raise ValueError(f"sandbox.redis_topology must be 'auto', 'cluster' or 'single' (got {topology!r})")
+        return value
+
+    @property
+    def has_aws_account(self) -> bool:
+        """Runs here act on an AWS account: a profile, an account id or an endpoint (the sandbox's moto) is
+        configured, or (kind "aws") credentials come from the process environment."""
+        if self.aws.profile or self.aws.account_id or self.aws.endpoint_url:
+            return True
+        return self.kind == "aws" and any(os.environ.get(v) for v in _AWS_CREDENTIAL_VARS)
+
+
+_AWS_CREDENTIAL_VARS = ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+
+
+class Targets(_Model):
+    """``[targets]``: the plan's success criteria, in one place. Steps read them as ``ctx.targets``;
+    ``perf-review`` and ``cost-report`` judge the recorded results against them."""
+
+    monthly_budget_usd: float = Field(default=245_000, gt=0)  # AWS monthly cost budget (cost-controls, cost-report)
+    cost_reduction_pct: float = Field(default=40, ge=0, lt=100)  # vs cost_baseline_monthly_usd
+    cost_baseline_monthly_usd: float | None = Field(default=None, gt=0)  # the old platform's monthly cost, recorded
+    cost_baseline_source: str = ""  # where the baseline figure comes from (invoice, finance report, …)
+    rps: float = Field(default=10_000, gt=0)  # sustained requests per second the new stack must serve
+    api_p95_ms: float = Field(default=200, gt=0)
+    ml_p95_ms: float = Field(default=500, gt=0)
+    availability: float = Field(default=0.999, gt=0, le=1)  # 99.9 %
+    error_rate: float = Field(default=0.001, ge=0, lt=1)  # 0.1 %
+
+    @property
+    def cost_ceiling_usd(self) -> float | None:
+        """The monthly cost that meets the reduction target (None without a recorded baseline)."""
+        if self.cost_baseline_monthly_usd is None:
+            return None
+        return self.cost_baseline_monthly_usd * (1 - self.cost_reduction_pct / 100)
 
 
 class ProjectSettings(_Model):
@@ -103,6 +158,8 @@ class ProjectSettings(_Model):
     templates_dir: str = "templates"
     runbooks_dir: str = "runbooks"
     default_env: str = "sandbox"
+    # bundled sample files (fake values, for the sandbox): a step setting pointing inside one is refused elsewhere
+    sample_paths: list[str] = Field(default_factory=lambda: ["templates/compose", "templates/sandbox"])
 
 
 class Config(_Model):
@@ -110,6 +167,7 @@ class Config(_Model):
 
     project: ProjectSettings = Field(default_factory=ProjectSettings)
     steps: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-step defaults for every environment
+    targets: Targets = Field(default_factory=Targets)
     environments: dict[str, EnvConfig]
     root: Path = Path(".")  # directory of the config file (set by load)
     path: Path = Path(DEFAULT_CONFIG)
@@ -154,6 +212,16 @@ class Config(_Model):
         if env.ledger_url:
             return env.ledger_url
         return f"sqlite:///{self.state_dir / f'{env_name}.db'}"
+
+    def targets_for(self, env_name: str) -> Targets:
+        """``[targets]`` with ``[environments.<env>.targets]`` over it (e.g. a sandbox's smaller load)."""
+        over = self.env(env_name).targets
+        if not over:
+            return self.targets
+        try:
+            return Targets.model_validate({**self.targets.model_dump(), **over})
+        except ValidationError as exc:
+            raise _format_validation(exc, self.path) from None
 
     def step_settings(self, env_name: str, step_id: str) -> dict[str, Any]:
         merged = dict(self.steps.get(step_id, {}))
@@ -286,6 +354,8 @@ def load(explicit: str | Path | None = None) -> Config:
         )
     for key in ("phases_dir", "state_dir", "templates_dir", "runbooks_dir"):
         getattr(config, key)  # raises on traversal
+    for name in config.environments:
+        config.targets_for(name)  # [environments.<env>.targets] overrides: unknown keys / bad values are refused now
     return _with_sandbox_overlays(config)
 
 

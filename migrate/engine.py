@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migrate.adapters import Adapters
+from migrate.adapters import proc as _proc
 from migrate.config import Config
 from migrate.errors import (
     BpmError,
@@ -40,7 +41,7 @@ from migrate.reporting import Reporter
 from migrate.settings import model_for as settings_model_for
 from migrate.settings import validate_settings
 from migrate.states import IN_FLIGHT, ROLLBACKABLE, SATISFIES_DEPENDENCY, Event, State
-from migrate.step import Check, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Finding, PlanResult, Reversibility, Step, StepContext
 
 Confirm = Callable[[str], bool]
 
@@ -90,6 +91,17 @@ class _LedgerCheckpoints:
             self._ledger.clear_checkpoints(self._step_id)
 
 
+class _RecordedPlan(PlanResult):
+    """A plan read back from the ledger: its fingerprint is the one recorded with it (the step's own PlanResult
+    subclass may compute fingerprints differently, e.g. Terraform's ignores the plan file's name)."""
+
+    recorded_fingerprint: str = ""
+    age_note: str = ""
+
+    def fingerprint(self) -> str:
+        return self.recorded_fingerprint
+
+
 class Engine:
     def __init__(self, config: Config, env_name: str | None, reporter: Reporter, *, command: str = "") -> None:
         self.config = config
@@ -103,7 +115,10 @@ class Engine:
         self._ledger: Ledger | None = None
         self._adapters: Adapters | None = None
         self.run_id: int | None = None
+        #: step ids the operator asked to re-take (`apply --step X --refresh`): applied again even if verified
+        self.refresh: frozenset[str] = frozenset()
         self._lock: LeaseLock | None = None
+        _proc.set_run_marker(self.env_name)  # every child carries BPMIGRATE_RUN=<env>:<run id>:<our pid>
 
     # -- resources -------------------------------------------------------------------------------------------
     @property
@@ -130,15 +145,21 @@ class Engine:
     @contextmanager
     def session(self, command: str) -> Iterator[None]:
         """A mutating command: take the lock, open a run, reconcile interrupted steps, close everything after."""
+        from migrate import ledger_backup
+
         lock = LeaseLock(self.ledger, command, float(self.env.lock_ttl_seconds))
         lock.acquire()
         self._lock = lock
         if lock.previous is not None:
             p = lock.previous
             self.reporter.message("warn", f"took over a stale lock from {p.holder}@{p.host} pid {p.pid} (`{p.command}`)")
+        ledger_backup.before_command(self, command)  # an online snapshot before anything changes
         self.run_id = self.ledger.start_run(command)
+        _proc.set_run_marker(self.env_name, self.run_id)
         status = "failed"
         try:
+            ledger_backup.record_caller(self)  # against AWS: the run records the caller identity ARN
+            self.clean_orphans()  # before reconcile and before any Terraform lock is evaluated
             self.reconcile()
             yield
             status = "ok"
@@ -151,8 +172,10 @@ class Engine:
         finally:
             try:
                 self.ledger.end_run(self.run_id, status)
+                ledger_backup.after_run(self)  # with an AWS account: a copy to the Terraform state bucket
             finally:
                 lock.release()
+                _proc.set_run_marker(self.env_name)
                 self._lock = None
 
     # -- contexts --------------------------------------------------------------------------------------------
@@ -183,9 +206,16 @@ class Engine:
             if ledger is not None and attempt_id is not None:
                 ledger.record_metrics(attempt_id, values)
 
+        def register_child(pid: int, purpose: str) -> None:
+            from migrate.adapters.orphans import start_ticks
+
+            ticks = start_ticks(pid)
+            if ledger is not None and ticks is not None:
+                ledger.register_child(step.id, pid, ticks, purpose, run_id)
+
         deadline = time.time() + step.timeout if step.timeout else None
         checkpoints = _LedgerCheckpoints(ledger if attempt_id is not None else None, self.reader, step.id)
-        return StepContext(
+        ctx = StepContext(
             step_id=step.id,
             env_name=self.env_name,
             env=self.env,
@@ -193,6 +223,8 @@ class Engine:
             settings_model=settings_model_for(self.config, self.env_name, step),
             allowed_upstream=frozenset(d.id for d in self.graph.dependencies(step.id)) if step.id in self.graph.ids else None,
             reverifier=self._reverify,
+            targets=self.config.targets_for(self.env_name),
+            child_registrar=register_child,
             adapters=self.adapters,
             upstream=upstream,
             state_dir=self.config.state_dir,
@@ -208,6 +240,9 @@ class Engine:
             deadline=deadline,
             plan=plan,
         )
+        ctx.run_id = run_id
+        ctx.refresh = step.id in self.refresh
+        return ctx
 
     def _reverify(self, step_id: str) -> list[Check]:
         """Another step's verify, now, with its own settings and upstream (``ctx.reverify`` for gates)."""
@@ -235,6 +270,34 @@ class Engine:
 
     def state_of(self, step_id: str) -> State:
         return self._states().get(step_id, State.PENDING)
+
+    # -- orphans of a killed run ------------------------------------------------------------------------------
+    def clean_orphans(self) -> list[dict[str, Any]]:
+        """Stop the children a dead bpmigrate of this environment left running (found by their BPMIGRATE_RUN
+        marker; SIGINT → SIGTERM → SIGKILL per process group) and record an ``orphan_cleaned`` event with what was
+        stopped. Children registered as long-lived (``ctx.register_child``) are adopted, not stopped."""
+        from migrate.adapters.orphans import find_orphans, stop_orphans
+
+        reader = self.reader()
+        try:
+            registered = reader.registered_children()
+        finally:
+            reader.close()
+        keep = [(int(c["pid"]), int(c["start_ticks"])) for c in registered if "start_ticks" in c]
+        orphans, adopted = find_orphans(self.env_name, adopted=keep)
+        for child in adopted:
+            self.reporter.message(
+                "note", f"adopted pid {child.pid} left running by run {child.marker.run_id} (registered long-lived child)"
+            )
+        if not orphans:
+            return []
+        shown = ", ".join(f"pid {o.pid} ({o.command.split(' ')[0].rsplit('/', 1)[-1]})" for o in orphans[:6])
+        self.reporter.message(
+            "warn", f"stopping {len(orphans)} orphaned process(es) of a killed bpmigrate of {self.env_name!r}: {shown}"
+        )
+        stopped = stop_orphans(orphans)
+        self.ledger.audit("orphan_cleaned", {"processes": stopped, "count": len(stopped)}, run_id=self.run_id)
+        return stopped
 
     # -- reconcile ---------------------------------------------------------------------------------------------
     def reconcile(self) -> list[StepOutcome]:
@@ -300,6 +363,9 @@ class Engine:
     # -- plan ----------------------------------------------------------------------------------------------
     def plan_steps(self, steps: list[type[Step]], *, record: bool) -> list[tuple[type[Step], PlanResult | None, str]]:
         """Plan each step (read-only). Steps whose dependencies are not yet in place get a plan with unknowns."""
+        from migrate.samples import refuse_samples
+
+        refuse_samples(self.config, self.env_name, steps)  # outside a sandbox no setting may point at a sample
         states = self._states()
         from migrate.render import fmt_duration
         from migrate.status import estimate, latest_rehearsals
@@ -346,11 +412,60 @@ class Engine:
             reader.close()
         return bool(row and row.skip_kind == "manual")
 
+    def _plan_for_apply(
+        self, step: Step, ctx: StepContext, state: State, shown_plan: PlanResult | None, *, lazy: bool
+    ) -> tuple[PlanResult, bool]:
+        """The plan to apply and whether it is already recorded: the one shown by this command when still current,
+        else (lazy) a recent recorded one whose inputs are unchanged, else a fresh plan (shown now when lazy)."""
+        sid, title = step.id, step.display_title()
+        if shown_plan is not None and not shown_plan.skip_reason and step.plan_still_current(ctx, shown_plan):
+            self.reporter.message("note", "applying the plan shown above: nothing it was based on changed since", sid)
+            return shown_plan, False  # nothing it was based on changed: apply what was shown, without planning twice
+        if lazy and (reused := self._reusable_plan(step, ctx)) is not None:
+            self.reporter.plan(sid, title, reused, f"reusing the plan recorded {reused.age_note}")
+            return reused, True
+        plan = self._plan_one(step, ctx)
+        if lazy:
+            self.reporter.plan(sid, title, plan, f"state: {state.value}")
+        return plan, False
+
+    def _reusable_plan(self, step: Step, ctx: StepContext) -> _RecordedPlan | None:
+        """The step's recorded plan (by `plan`, or by an apply that was interrupted before using it up) when it is
+        younger than ``plan_reuse_seconds``, complete, and the step proves nothing it was based on changed
+        (``plan_still_current``: for Terraform, the saved file, the state serial, the root and its variables)."""
+        max_age = float(self.env.plan_reuse_seconds)
+        if max_age <= 0:
+            return None
+        reader = self.reader()
+        try:
+            row = reader.plans().get(step.id)
+        finally:
+            reader.close()
+        if row is None or row.consumed_at is not None or not row.complete:
+            return None
+        age = time.time() - row.created_at
+        doc = row.summary
+        if age > max_age or doc.get("skip_reason") or doc.get("unknown"):
+            return None
+        plan = _RecordedPlan(
+            changes=[Change(**c) for c in doc.get("changes", [])],
+            in_place=list(doc.get("in_place", [])),
+            findings=[Finding(**f) for f in doc.get("findings", [])],
+            data=dict(doc.get("data", {})),
+        )
+        plan.recorded_fingerprint = row.fingerprint
+        plan.age_note = f"{age:.0f}s ago (inputs unchanged)"
+        try:
+            current = step.plan_still_current(ctx, plan)
+        except Exception:  # noqa: BLE001 - any doubt: plan again
+            current = False
+        return plan if current else None
+
     # -- apply ---------------------------------------------------------------------------------------------
     def apply(self, steps: list[type[Step]], *, confirm: Confirm, assume_yes: bool) -> RunResult:
         result = RunResult()
         states = self._states()
-        todo = [s for s in steps if states.get(s.id, State.PENDING) != State.VERIFIED]
+        todo = [s for s in steps if states.get(s.id, State.PENDING) != State.VERIFIED or s.id in self.refresh]
         todo = [s for s in todo if not (states.get(s.id) == State.SKIPPED and self._manual_skip(s.id))]
         still_skipped = []
         for step_cls in todo:  # skipped for an environment reason: re-check the reason, cheaply, before planning
@@ -365,6 +480,15 @@ class Engine:
             self.reporter.message("ok", f"nothing to do: all {len(steps)} selected step(s) are already verified or skipped")
             return result
         self._check_dependencies(todo, states)
+        if assume_yes:
+            # lazy: plan (or reuse a recent recorded plan), show and record each step right before its apply, so
+            # a run interrupted anywhere has kept every step before it, and --yes costs no upfront plan of every
+            # Terraform module
+            for step_cls in todo:
+                self._check_lock()
+                self._apply_one(step_cls, None, result, None, lazy=True)
+            return result
+        # interactive: every plan is shown first and confirmed once; each is still recorded right before its apply
         shown = self.plan_steps(todo, record=False)
         shown_fp = {s.id: (p.fingerprint() if p and not p.unknown else None) for s, p, _ in shown}
         shown_plans = {s.id: p for s, p, _ in shown if p is not None and not p.unknown}
@@ -409,6 +533,8 @@ class Engine:
             row = saved.get(step_cls.id)
             if plan is None or row is None or row.consumed_at is not None or not row.complete or plan.unknown:
                 continue
+            if row.summary.get("source") == "apply" or getattr(plan, "recorded_fingerprint", None) == row.fingerprint:
+                continue  # recorded by an apply right before applying (not reviewed by `plan`), or this very plan
             if row.fingerprint != plan.fingerprint():
                 raise StalePlan(
                     f"the saved plan for {step_cls.id} is stale (planned {row.fingerprint}, now {plan.fingerprint()})",
@@ -416,15 +542,24 @@ class Engine:
                     f"bpmigrate --env {self.env_name} plan {step_cls.id}   (review the new plan, then apply again)",
                 )
 
+    def _refreshed(self, step_id: str, state: State) -> State:
+        """`apply --step X --refresh` on an applied/verified step: plan it again, with the reason in the ledger."""
+        if step_id in self.refresh and state in (State.APPLIED, State.VERIFIED):
+            reason = "apply --refresh: re-take requested by the operator"
+            return self.ledger.transition(step_id, Event.REFRESH, run_id=self.run_id, reason=reason)
+        return state
+
     def _apply_one(
         self,
         step_cls: type[Step],
         shown_fingerprint: str | None,
         result: RunResult,
         shown_plan: PlanResult | None = None,
+        *,
+        lazy: bool = False,
     ) -> None:
         step = step_cls()
-        state = self.state_of(step_cls.id)
+        state = self._refreshed(step_cls.id, self.state_of(step_cls.id))
         if state == State.APPLIED:
             self._verify_one(step_cls, result)
             return
@@ -443,11 +578,7 @@ class Engine:
                 "an operator must confirm the manual precondition before this step runs",
                 f"bpmigrate --env {self.env_name} approve {step_cls.id} --reason '...'   then apply again",
             )
-        if shown_plan is not None and not shown_plan.skip_reason and step.plan_still_current(ctx, shown_plan):
-            plan = shown_plan  # nothing it was based on changed: apply what was shown, without planning twice
-            self.reporter.message("note", "applying the plan shown above: nothing it was based on changed since", step_cls.id)
-        else:
-            plan = self._plan_one(step, ctx)
+        plan, recorded = self._plan_for_apply(step, ctx, state, shown_plan, lazy=lazy)
         if plan.skip_reason:
             self.ledger.transition(step_cls.id, Event.SKIP, run_id=self.run_id, reason=plan.skip_reason, skip_kind="auto")
             result.add(step_cls.id, "apply", State.SKIPPED, plan.skip_reason)
@@ -465,6 +596,12 @@ class Engine:
                 f"the plan for {step_cls.id} changed between showing it and applying it",
                 "something changed the target while this command ran",
                 f"bpmigrate --env {self.env_name} plan {step_cls.id}",
+            )
+        if lazy:
+            self._check_saved_plans([(step_cls, plan, "")])
+        if not recorded:  # the saved-plan guarantee: what is applied was recorded (and shown) first
+            self.ledger.record_plan(
+                step_cls.id, {**plan.to_dict(), "source": "apply"}, plan.fingerprint(), not plan.unknown, self.run_id
             )
         new_state = self.ledger.transition(step_cls.id, Event.BEGIN_APPLY, run_id=self.run_id, data={"fingerprint": plan.fingerprint()})
         attempt_id = self._open_attempt(step_cls.id)
@@ -636,7 +773,7 @@ class Engine:
             raise NotConfirmed(
                 "rollback cancelled: nothing was changed",
                 "the rollback was not confirmed",
-                f"re-run with --yes: bpmigrate --env {self.env_name} rollback ... --yes",
+                f"re-run with --yes: {self.command} --yes",
             )
         for step_cls in targets:
             self._check_lock()
@@ -651,7 +788,7 @@ class Engine:
             except KeyboardInterrupt:
                 self.ledger.transition(step_cls.id, Event.ROLLBACK_FAIL, run_id=self.run_id, error="interrupted by the operator")
                 raise Interrupted(f"rollback of {step_cls.id} interrupted", "Ctrl-C", f"bpmigrate --env {self.env_name} rollback --step {step_cls.id}") from None
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 detail = _describe(exc)
                 self.ledger.transition(step_cls.id, Event.ROLLBACK_FAIL, run_id=self.run_id, error=detail)
                 self.reporter.step_finished(step_cls.id, "rollback", False, detail, time.monotonic() - started)

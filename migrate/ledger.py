@@ -54,8 +54,8 @@ def _advisory_key(name: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-#: schema migrations of the ledger itself: MIGRATIONS[n] upgrades a version-n ledger to n+1 (same transaction)
-MIGRATIONS: dict[int, Any] = {}
+#: schema migrations of the ledger itself (defined in ledger_schema): MIGRATIONS[n] upgrades version n to n+1
+MIGRATIONS = t.MIGRATIONS
 
 
 def _dumps(obj: Any) -> str:
@@ -71,8 +71,29 @@ def event_hash(prev_hash: str, ts: float, env: str, run_id: int | None, step_id:
     return hashlib.sha256(material.encode()).hexdigest()
 
 
+def os_account() -> str:
+    """The OS account running bpmigrate: $LOGNAME/$USER/… as getpass reads them, else the uid's passwd entry.
+
+    Never a placeholder: in a container whose uid has no passwd entry it is ``uid:<n>``, still a precise name."""
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError, ImportError):
+        name = ""
+    if name:
+        return name
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid:{os.getuid()}"
+
+
 def operator_name() -> str:
-    return os.environ.get("BPMIGRATE_OPERATOR") or os.environ.get("USER") or os.environ.get("LOGNAME") or "unknown"
+    """Who runs the command: ``$BPMIGRATE_OPERATOR`` (a person or role named by the operator), else the OS account."""
+    return os.environ.get("BPMIGRATE_OPERATOR", "").strip() or os_account()
 
 
 def host_name() -> str:
@@ -153,10 +174,12 @@ class Ledger:
     def _ledger_error(self, exc: SQLAlchemyError) -> LedgerError:
         text = str(getattr(exc, "orig", exc))
         if "malformed" in text or "not a database" in text or "file is encrypted" in text:
+            from migrate.ledger_backup import restore_hint
+
             return LedgerError(
                 f"the ledger {redact(self.url)} is corrupt: {text}",
                 "the file was truncated or overwritten outside bpmigrate",
-                f"bpmigrate ledger check --env {self.env}  (then restore state/ from backup)",
+                restore_hint(self.url, self.env),
             )
         if "locked" in text or "busy" in text:
             return LedgerError(
@@ -267,8 +290,22 @@ class Ledger:
                 )
             )
             run_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-            self._append(conn, "run_started", {"command": command, "pid": os.getpid()}, run_id=run_id)
+            data: dict[str, Any] = {"command": command, "pid": os.getpid()}
+            if self.operator != os_account():  # BPMIGRATE_OPERATOR named someone: keep the OS account too
+                data["os_account"] = os_account()
+            self._append(conn, "run_started", data, run_id=run_id)
             return run_id
+
+    def record_caller(self, run_id: int, identity: dict[str, Any]) -> None:
+        """The AWS identity this run acts as (``sts get-caller-identity``): on the run row and as a chained event.
+
+        ``identity``: ``{"arn", "account", "user_id"}``, or ``{"error": ...}`` when it could not be asked."""
+        with self._tx() as conn:
+            if identity.get("arn"):
+                conn.execute(update(t.runs).where(t.runs.c.id == run_id).values(caller_arn=str(identity["arn"])))
+                self._append(conn, "caller_identity", identity, run_id=run_id)
+            else:
+                self._append(conn, "caller_identity_unknown", identity, run_id=run_id)
 
     def end_run(self, run_id: int, status: str) -> None:
         with self._tx() as conn:
@@ -445,6 +482,18 @@ class Ledger:
     def audit(self, kind: str, data: dict[str, Any], *, step_id: str | None = None, run_id: int | None = None) -> None:
         with self._tx() as conn:
             self._append(conn, kind, data, run_id=run_id, step_id=step_id)
+
+    # -- long-lived children (adopted by the next run, never cleaned as orphans: migrate/adapters/orphans.py) ----
+    def register_child(
+        self, step_id: str, pid: int, start_ticks: int, purpose: str, run_id: int | None = None
+    ) -> None:
+        """Record a child process meant to outlive this run (pid + start time, so a reused pid never matches)."""
+        data = {"pid": pid, "start_ticks": start_ticks, "purpose": purpose}
+        self.audit("child_registered", data, step_id=step_id, run_id=run_id)
+
+    def release_child(self, step_id: str, pid: int, run_id: int | None = None) -> None:
+        """The registered child was stopped on purpose (or is no longer meant to outlive runs)."""
+        self.audit("child_released", {"pid": pid}, step_id=step_id, run_id=run_id)
 
     # -- the lease lock --------------------------------------------------------------------------------------
     def acquire_lock(self, token: str, command: str, ttl: float, *, takeover_if: Any = None) -> LockInfo | None:

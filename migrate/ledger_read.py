@@ -196,6 +196,22 @@ class LedgerReader:
         )
         return [EventRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]), r[8], r[9]) for r in reversed(rows)]
 
+    def registered_children(self) -> list[dict[str, Any]]:
+        """Children registered as long-lived (``Ledger.register_child``) and not released since: pid, start_ticks,
+        purpose, step_id."""
+        rows = self._rows(
+            "SELECT step_id, kind, data FROM bpm_events WHERE env = :env AND kind IN ('child_registered', "
+            "'child_released') ORDER BY id"
+        )
+        live: dict[int, dict[str, Any]] = {}
+        for step_id, kind, data in rows:
+            doc = json.loads(data)
+            if kind == "child_registered":
+                live[int(doc["pid"])] = {**doc, "step_id": step_id}
+            else:
+                live.pop(int(doc.get("pid", -1)), None)
+        return list(live.values())
+
     def intents(self, attempt_id: int) -> list[dict[str, Any]]:
         rows = self._rows(
             "SELECT action, data, ts FROM bpm_intents WHERE env = :env AND attempt_id = :a ORDER BY id", {"a": attempt_id}
@@ -220,6 +236,13 @@ class LedgerReader:
             "SELECT step_id, applied_at FROM bpm_step_state WHERE env = :env AND applied_at IS NOT NULL ORDER BY applied_at"
         )
         return [r[0] for r in rows]
+
+    def run_callers(self) -> dict[int, str]:
+        """run id → the AWS caller identity ARN recorded for it (ledger schema ≥ 2; runs against AWS only)."""
+        if (self.schema_version() or 0) < 2:
+            return {}
+        rows = self._rows("SELECT id, caller_arn FROM bpm_runs WHERE env = :env AND caller_arn IS NOT NULL")
+        return {int(r[0]): str(r[1]) for r in rows}
 
     def approvals(self, step_id: str) -> list[EventRow]:
         return [e for e in self.events(step_id) if e.kind == "gate_approved"]
@@ -265,8 +288,13 @@ class LedgerReader:
 def _corrupt(url: str, env: str, exc: BaseException) -> LedgerError:
     from migrate.redact import redact
 
+    hint = f"bpmigrate --env {env} ledger check"
+    if "/ledger-backups/" not in url:  # the ledger itself: name the newest good backup and the restore command
+        from migrate.ledger_backup import restore_hint
+
+        hint = restore_hint(url, env)
     return LedgerError(
         f"cannot read the ledger {redact(url)}: {exc}",
         "the file is corrupt, truncated, or not a bpmigrate ledger",
-        f"bpmigrate --env {env} ledger check",
+        hint,
     )

@@ -1,14 +1,21 @@
 """Ledger tables (SQLAlchemy Core). Portable across SQLite (default) and PostgreSQL (shared team ledger).
 
 JSON is stored as TEXT, timestamps as epoch seconds (float), so both backends behave the same.
-Bump SCHEMA_VERSION and add a step to ``MIGRATIONS`` in ledger.py when the schema changes.
+When the schema changes: bump ``SCHEMA_VERSION``, change the table below, and add ``MIGRATIONS[old]`` that brings
+a ledger written at version ``old`` to ``old + 1`` (it runs in the transaction that records the new version, so a
+ledger is either fully migrated or not at all). Every released ledger must keep opening: tests open the 0.1.0
+sandbox ledger in ``tests/fixtures``.
+
+Versions: 1 (0.1.0) · 2: ``bpm_runs.caller_arn`` — the AWS identity (``sts get-caller-identity``) of a mutating run.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text
+from collections.abc import Callable
 
-SCHEMA_VERSION = 1
+from sqlalchemy import Column, Connection, Float, Index, Integer, MetaData, String, Table, Text, text
+
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -31,6 +38,7 @@ runs = Table(
     Column("started_at", Float, nullable=False),
     Column("ended_at", Float),
     Column("status", String(32), nullable=False, default="running"),
+    Column("caller_arn", Text),  # v2: AWS caller identity of a run against AWS (None: no AWS account / unknown)
 )
 
 step_state = Table(
@@ -152,3 +160,13 @@ locks = Table(
     Column("heartbeat_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
 )
+
+
+# -- migrations of the ledger itself ------------------------------------------------------------------------------
+def _v1_to_v2(conn: Connection) -> None:
+    """0.1.0 → 2: runs record the AWS caller identity ARN (NULL for the runs recorded before)."""
+    conn.execute(text("ALTER TABLE bpm_runs ADD COLUMN caller_arn TEXT"))
+
+
+#: MIGRATIONS[n] upgrades a version-n ledger to n+1 (called inside the version-bump transaction)
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}

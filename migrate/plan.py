@@ -276,3 +276,16 @@ def _order(steps: list[type[Step]]) -> list[type[Step]]:
     for step in sorted(steps, key=lambda s: (s.phase, position[s.id])):
         visit(step, ())
     return ordered
+
+
+def load_step(phases_dir: Path, step_id: str) -> type[Step] | None:
+    """One step class by id, importing only its own module (``<phase package>/<id with _>.py``); None if absent."""
+    root_name = _package_name(phases_dir)
+    _load_package(root_name, phases_dir)
+    module_name = step_id.replace("-", "_")
+    for path in sorted(phases_dir.glob(f"p*_*/{module_name}.py")):
+        module = _import(f"{root_name}.{path.parent.name}.{module_name}", path)
+        for step in _steps_in(module):
+            if step.id == step_id:
+                return step
+    return None

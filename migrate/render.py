@@ -175,7 +175,7 @@ def steps_table(rows: list[dict[str, Any]]) -> Table:
 
 def history_table(events: list[dict[str, Any]]) -> Table:
     table = Table(title="history", title_justify="left")
-    for col in ("#", "time", "step", "event", "operator@host", "detail"):
+    for col in ("#", "time", "step", "event", "operator@host · AWS caller", "detail"):
         table.add_column(col)
     for e in events:
         data = e["data"]
@@ -185,7 +185,7 @@ def history_table(events: list[dict[str, Any]]) -> Table:
                 detail += f" ({_short(data.get('error') or data.get('reason'), 60)})"
         else:
             detail = _short(", ".join(f"{k}={v}" for k, v in data.items() if k not in ("previous",)), 80)
-        table.add_row(str(e["id"]), fmt_time(e["ts"]), escape(e["step_id"] or ""), escape(e["kind"]), escape(f"{e['operator']}@{e['host']}"), escape(redact(detail)))
+        table.add_row(str(e["id"]), fmt_time(e["ts"]), escape(e["step_id"] or ""), escape(e["kind"]), escape(f"{e['operator']}@{e['host']}" + (f"\n{e['caller_arn']}" if e.get("caller_arn") else "")), escape(redact(detail)))
     return table
 
 

@@ -86,10 +86,13 @@ def validate_settings(config: Config, graph: Graph) -> None:
                 _validate(config, env_name, step)
 
 
-def describe(step: type[Step]) -> list[dict[str, Any]]:
-    """The step's settings for `show` and the runbook: key, type, default, description."""
+def describe(step: type[Step], current: StepSettings | None = None) -> list[dict[str, Any]]:
+    """The step's settings for `show` and the runbook: key, type, default, description (and the value in effect)."""
     rows = []
     for key, field in step.Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        rows.append({"key": key, "type": _expected(step, key), "default": default, "description": field.description or ""})
+        row = {"key": key, "type": _expected(step, key), "default": default, "description": field.description or ""}
+        if current is not None:
+            row["value"] = getattr(current, key)
+        rows.append(row)
     return rows

@@ -41,6 +41,8 @@ class Event(StrEnum):
     # audited escape hatches (bpmigrate mark)
     MARK_VERIFIED = "mark_verified"
     MARK_SKIPPED = "mark_skipped"
+    # apply --refresh: an applied/verified step is planned again on purpose (e.g. re-take a backup)
+    REFRESH = "refresh"
     # reconciliation of a run that was killed mid-transition
     RECOVER_APPLIED = "recover_applied"
     RECOVER_APPLY_FAILED = "recover_apply_failed"
@@ -75,6 +77,7 @@ _TABLE: dict[Event, tuple[frozenset[State], State]] = {
     Event.SKIP: (frozenset({S.PENDING, S.PLANNED, S.APPLY_FAILED, S.VERIFY_FAILED, S.ROLLED_BACK, S.SKIPPED}), S.SKIPPED),
     Event.MARK_VERIFIED: (RESTING, S.VERIFIED),
     Event.MARK_SKIPPED: (RESTING - {S.APPLIED, S.VERIFIED}, S.SKIPPED),
+    Event.REFRESH: (frozenset({S.APPLIED, S.VERIFIED}), S.PLANNED),
     Event.RECOVER_APPLIED: (frozenset({S.APPLYING}), S.APPLIED),
     Event.RECOVER_APPLY_FAILED: (frozenset({S.APPLYING}), S.APPLY_FAILED),
     Event.RECOVER_ROLLED_BACK: (frozenset({S.ROLLING_BACK}), S.ROLLED_BACK),

@@ -187,6 +187,8 @@ def build_status(config: Config, env_name: str, graph: Graph) -> dict[str, Any]:
 
 
 def step_details(config: Config, env_name: str, step: type[Step]) -> dict[str, Any]:
+    from migrate.settings import describe, model_for
+
     reader = LedgerReader(config.ledger_url(env_name), env_name)
     try:
         row = reader.states().get(step.id)
@@ -207,6 +209,7 @@ def step_details(config: Config, env_name: str, step: type[Step]) -> dict[str, A
         "destructive": step.destructive,
         "timeout": step.timeout,
         "retry_attempts": step.retry.attempts,
+        "settings": describe(step, model_for(config, env_name, step)) if step.declares_settings() else [],
         "state": row.state if row else "pending",
         "reason": row.reason if row else None,
         "outputs": outputs,
@@ -223,9 +226,11 @@ def history(config: Config, env_name: str, step_id: str | None, limit: int | Non
     reader = LedgerReader(config.ledger_url(env_name), env_name)
     try:
         events = reader.events(step_id, limit)
+        callers = reader.run_callers()
     finally:
         reader.close()
     return [
-        {"id": e.id, "ts": e.ts, "run_id": e.run_id, "step_id": e.step_id, "kind": e.kind, "operator": e.operator, "host": e.host, "data": e.data, "hash": e.hash}
+        {"id": e.id, "ts": e.ts, "run_id": e.run_id, "step_id": e.step_id, "kind": e.kind, "operator": e.operator, "host": e.host,
+         "caller_arn": callers.get(e.run_id) if e.run_id is not None else None, "data": e.data, "hash": e.hash}
         for e in events
     ]

@@ -33,7 +33,7 @@ from migrate.errors import DependencyNotReady, StepError, TransientError
 
 if TYPE_CHECKING:
     from migrate.adapters import Adapters
-    from migrate.config import EnvConfig
+    from migrate.config import EnvConfig, Targets
 
 Outputs = dict[str, Any]
 
@@ -155,6 +155,12 @@ class Checkpoints(Protocol):
     def clear(self) -> None: ...
 
 
+def _default_targets() -> Targets:
+    from migrate.config import Targets
+
+    return Targets()
+
+
 class StepContext:
     """Everything a step may use. Built by the engine for one step and one action."""
 
@@ -182,6 +188,8 @@ class StepContext:
         settings_model: StepSettings | None = None,
         allowed_upstream: frozenset[str] | None = None,
         reverifier: Callable[[str], list[Check]] | None = None,
+        child_registrar: Callable[[int, str], None] | None = None,
+        targets: Targets | None = None,
     ) -> None:
         self.step_id = step_id
         self.env_name = env_name
@@ -192,6 +200,9 @@ class StepContext:
         #: the step ids whose outputs this step may read (its transitive depends_on); None = unrestricted (tests)
         self.allowed_upstream = allowed_upstream
         self._reverifier = reverifier
+        self._child_registrar = child_registrar
+        #: the plan's success criteria ([targets] in migrate.toml, with this environment's overrides)
+        self.targets: Targets = targets if targets is not None else _default_targets()
         self.adapters = adapters
         self.upstream = upstream
         self.state_dir = state_dir
@@ -204,6 +215,10 @@ class StepContext:
         self.plan = plan
         #: set by the engine during rollback when the operator passed --force-past-fence
         self.force_past_fence = False
+        #: set by the engine during apply when the operator passed --refresh (re-take artifacts deliberately)
+        self.refresh = False
+        #: the ledger run this context belongs to (None outside the engine)
+        self.run_id: int | None = None
         self._intent_writer = intent_writer
         self._progress_factory = progress_factory
         self._logger = logger
@@ -247,7 +262,7 @@ class StepContext:
         """An upstream step's recorded output; raises DependencyNotReady when absent and no default is given.
 
         Only the outputs of the steps this step declares in ``depends_on`` (directly or not) can be read."""
-        if self.allowed_upstream is not None and step_id not in self.allowed_upstream:
+        if self.allowed_upstream is not None and step_id != self.step_id and step_id not in self.allowed_upstream:
             raise StepContractError(
                 f"step {self.step_id} read outputs of {step_id}, which is not among its dependencies",
                 "a step reads only the outputs of the steps it declares in depends_on (directly or not)",
@@ -265,6 +280,12 @@ class StepContext:
     def intent(self, action: str, **details: Any) -> None:
         """Write ahead, to the ledger, what the step is about to do (read back when a killed run is reconciled)."""
         self._intent_writer(action, details)
+
+    def register_child(self, pid: int, purpose: str) -> None:
+        """Record (in the ledger, with its start time) a child process started with ``pdeathsig=None`` that must
+        outlive this run: the next run adopts it instead of stopping it as an orphan (migrate/adapters/orphans.py)."""
+        if self._child_registrar is not None:
+            self._child_registrar(pid, purpose)
 
     @contextmanager
     def progress(self, description: str, total: float | None = None, unit: str = "rows") -> Iterator[ProgressHandle]:
@@ -333,7 +354,7 @@ class Step:
         """A run died while applying: is the effect in place? Default: every verify check passes."""
         try:
             return all(check.ok for check in self.verify(ctx))
-        except Exception:
+        except Exception:  # noqa: BLE001 - a verify that cannot even run means "not in place"
             return False
 
     def reconcile_rollback(self, ctx: StepContext) -> bool:

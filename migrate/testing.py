@@ -135,10 +135,9 @@ def make_context(
 
 
 def _plan_step(root: Path, step_id: str) -> type[Step] | None:
-    from migrate.plan import load_graph
+    from migrate.plan import load_step
 
     phases = root / "phases"
     if not phases.is_dir():
         return None
-    graph = load_graph(phases)
-    return next((s for s in graph.steps if s.id == step_id), None)
+    return load_step(phases, step_id)

@@ -187,114 +187,175 @@ def _follower_dir(ctx: StepContext) -> Any:
     return path
 
 
-class Maintenance:
-    """The configurable read-only/maintenance hook: scale writers to 0 (kube), an HTTP flag, or none."""
+DEFAULT_DATA_ENV = {
+    "DATABASE_URL": "postgresql://${pg_user}@${pg_host}:${pg_port}/${pg_dbname}",
+    "REDIS_URL": "${redis_scheme}://${redis_host}:${redis_port}/0",
+}
+#: fence kinds that stop the OLD stack's writers (scale stops Kubernetes Deployments: the new stack)
+OLD_STACK_KINDS = ("compose", "http", "process")
 
-    def __init__(self, ctx: StepContext) -> None:
-        raw = dict(ctx.setting("maintenance", {}) or {})
+
+class ScaleFence:
+    """Kubernetes Deployments to 0 replicas and back (previous counts checkpointed before scaling)."""
+
+    kind = "scale"
+
+    def __init__(self, ctx: StepContext, name: str, raw: dict[str, Any]) -> None:
         self.ctx = ctx
-        self.kind = str(raw.get("kind", "none"))
-        if self.kind not in ("none", "scale", "http"):
-            raise ConfigError(
-                f"[steps.data-switch] maintenance.kind = {self.kind!r} is not known",
-                "the hook is scale (Deployments to 0 replicas), http (on_url/off_url) or none",
-                'set maintenance = {kind = "scale", deployments = ["api-gateway"]} in migrate.toml',
-            )
+        self.name = name
         self.deployments = [str(d) for d in raw.get("deployments", [])]
         self.namespace = str(raw.get("namespace") or ctx.env.kube.namespace)
-        self.on_url = str(raw.get("on_url", ""))
-        self.off_url = str(raw.get("off_url", ""))
         self.timeout = float(raw.get("timeout_s", 120))
-        if self.kind == "http" and not (self.on_url and self.off_url):
-            raise ConfigError(
-                "maintenance kind http needs on_url and off_url",
-                "the switch must be able to both enter and leave maintenance",
-                'set maintenance = {kind = "http", on_url = "...", off_url = "..."} under [steps.data-switch]',
-            )
+        self.key = f"scale-{name}"
 
-    def unavailable(self) -> str | None:
-        if self.kind == "scale":
-            return self.ctx.adapters.kube().unreachable_reason()
-        return None
+    def describe(self) -> str:
+        return f"{self.name} (scale {', '.join(self.deployments)})"
 
     def _split(self, ref: str) -> tuple[str, str]:
         return (ref.split("/", 1)[0], ref.split("/", 1)[1]) if "/" in ref else (self.namespace, ref)
 
-    def on(self, recorded: dict[str, Any] | None) -> dict[str, Any]:
-        """Enter maintenance; returns what off() needs (previous replica counts), keeping an earlier record."""
-        if self.kind == "http":
-            self.ctx.intent("maintenance-on", url=self.on_url)
-            resp = self.ctx.adapters.http().post(self.on_url, timeout=self.timeout)
-            if not resp.ok:
+    def on(self) -> None:
+        kube = self.ctx.adapters.kube()
+        replicas: dict[str, int] = dict((self.ctx.checkpoints.get(self.key) or {}).get("replicas") or {})
+        for ref in self.deployments:
+            ns, name = self._split(ref)
+            obj = kube.get("apps/v1", "Deployment", name, ns)
+            if obj is None:
                 raise StepFailed(
-                    f"maintenance on: POST {self.on_url} answered HTTP {resp.status}",
-                    resp.body[:200],
-                    "check the maintenance endpoint and re-run data-switch",
+                    f"fence {self.name}: Deployment {ns}/{name} not found",
+                    "the writers to stop are named in the fence's deployments",
+                    "fix the list in migrate.toml and re-run",
                 )
-            return {"kind": "http"}
-        if self.kind == "scale":
-            kube = self.ctx.adapters.kube()
-            replicas: dict[str, int] = dict((recorded or {}).get("replicas") or {})
-            for ref in self.deployments:
-                ns, name = self._split(ref)
-                obj = kube.get("apps/v1", "Deployment", name, ns)
-                if obj is None:
+            if ref not in replicas:
+                replicas[ref] = int((obj.get("spec") or {}).get("replicas", 1))
+                # durable before scaling: a run killed half-way still knows what to scale back to
+                self.ctx.checkpoints.put(self.key, {"replicas": replicas})
+            self.ctx.intent("scale-to-zero", deployment=f"{ns}/{name}", previous=replicas[ref])
+            kube.scale("Deployment", name, ns, 0)
+        deadline = time.monotonic() + self.timeout
+        for ref in self.deployments:
+            ns, name = self._split(ref)
+            while int(((kube.get("apps/v1", "Deployment", name, ns) or {}).get("status") or {}).get("replicas") or 0):
+                if time.monotonic() >= deadline:
                     raise StepFailed(
-                        f"maintenance on: Deployment {ns}/{name} not found",
-                        "the writers to stop are named in [steps.data-switch] maintenance.deployments",
-                        "fix the list in migrate.toml and re-run",
+                        f"fence {self.name}: Deployment {ns}/{name} still has pods after {self.timeout:g}s",
+                        "writers may still be running: the fence would not hold",
+                        f"kubectl -n {ns} get pods; re-run data-switch",
                     )
-                if ref not in replicas:
-                    replicas[ref] = int((obj.get("spec") or {}).get("replicas", 1))
-                    # durable before scaling: a run killed half-way still knows what to scale back to
-                    self.ctx.checkpoints.put("maintenance", {"kind": "scale", "replicas": replicas})
-                self.ctx.intent("scale-to-zero", deployment=f"{ns}/{name}", previous=replicas[ref])
-                kube.scale("Deployment", name, ns, 0)
-            deadline = time.monotonic() + self.timeout
-            for ref in self.deployments:
-                ns, name = self._split(ref)
-                while True:
-                    obj = kube.get("apps/v1", "Deployment", name, ns) or {}
-                    if int((obj.get("status") or {}).get("replicas") or 0) == 0:
-                        break
-                    if time.monotonic() >= deadline:
-                        raise StepFailed(
-                            f"maintenance on: Deployment {ns}/{name} still has pods after {self.timeout:g}s",
-                            "writers may still be running: the fence would not hold",
-                            f"kubectl -n {ns} get pods; re-run data-switch",
-                        )
-                    time.sleep(0.2)
-            return {"kind": "scale", "replicas": replicas}
-        return {"kind": "none"}
+                time.sleep(0.2)
 
-    def off(self, recorded: dict[str, Any]) -> None:
-        if self.kind == "http":
-            self.ctx.intent("maintenance-off", url=self.off_url)
-            resp = self.ctx.adapters.http().post(self.off_url, timeout=self.timeout)
-            if not resp.ok:
-                raise StepFailed(
-                    f"maintenance off: POST {self.off_url} answered HTTP {resp.status}",
-                    resp.body[:200],
-                    f"lift maintenance by hand (POST {self.off_url}); the data switch itself is recorded",
+    def point(self, target: Any) -> None:
+        """The Deployments read their configuration from the ConfigMap (``app_config``), patched separately."""
+
+    def off(self) -> None:
+        kube = self.ctx.adapters.kube()
+        for ref, n in dict((self.ctx.checkpoints.get(self.key) or {}).get("replicas") or {}).items():
+            ns, name = self._split(ref)
+            self.ctx.intent("scale-back", deployment=f"{ns}/{name}", replicas=n)
+            kube.scale("Deployment", name, ns, int(n))
+
+    def state(self) -> dict[str, Any]:
+        return {}
+
+
+class Writers:
+    """Every stack that can write, fenced together: ``[steps.data-switch] fences`` (+ the older single
+    ``maintenance`` hook). One writer at every instant: all are fenced before the data moves, pointed at the new
+    primary while fenced, and released together."""
+
+    def __init__(self, ctx: StepContext) -> None:
+        from migrate.adapters import fences as fence_kinds
+
+        self.ctx = ctx
+        raws: list[tuple[str, dict[str, Any]]] = []
+        legacy = dict(ctx.setting("maintenance") or {})
+        if legacy and str(legacy.get("kind", "none")) != "none":
+            raws.append((str(legacy.get("name") or "app"), legacy))
+        for i, raw in enumerate(ctx.setting("fences") or []):
+            raws.append((str(raw.get("name") or f"fence-{i + 1}"), dict(raw)))
+        self.env_templates = {**DEFAULT_DATA_ENV, **{str(k): str(v) for k, v in dict(ctx.setting("data_env") or {}).items()}}
+        self.fences: list[Any] = []
+        self.raw: dict[str, dict[str, Any]] = {}
+        for name, raw in raws:
+            self.raw[name] = raw
+            if str(raw.get("kind")) == "scale":
+                self.fences.append(ScaleFence(ctx, name, raw))
+            else:
+                self.fences.append(
+                    fence_kinds.build(
+                        name,
+                        raw,
+                        http=ctx.adapters.http() if raw.get("kind") == "http" else None,
+                        proc=ctx.adapters.proc() if raw.get("kind") == "compose" else None,
+                    )
                 )
-        elif self.kind == "scale":
-            kube = self.ctx.adapters.kube()
-            for ref, n in dict(recorded.get("replicas") or {}).items():
-                ns, name = self._split(ref)
-                self.ctx.intent("scale-back", deployment=f"{ns}/{name}", replicas=n)
-                kube.scale("Deployment", name, ns, int(n))
+
+    @property
+    def kinds(self) -> list[str]:
+        return [f.kind for f in self.fences]
+
+    def fences_old_stack(self) -> bool:
+        return any(k in OLD_STACK_KINDS for k in self.kinds)
+
+    def unavailable(self) -> str | None:
+        if "scale" in self.kinds:
+            return self.ctx.adapters.kube().unreachable_reason()
+        return None
+
+    def describe(self) -> str:
+        return ", ".join(f.describe() for f in self.fences) or "none"
+
+    def target_for(self, role: str, fence_name: str | None = None) -> Any:
+        from migrate.adapters.fences import DataTarget
+
+        templates = dict(self.env_templates)
+        if fence_name is not None:
+            templates.update({str(k): str(v) for k, v in dict(self.raw[fence_name].get("env") or {}).items()})
+        values = {k: str(v) for k, v in _endpoints(self.ctx, role).items()}
+        return DataTarget(role, {k: string.Template(v).safe_substitute(values) for k, v in templates.items()})
+
+    def on(self) -> None:
+        for fence in self.fences:
+            self.ctx.intent("fence-on", fence=fence.name, kind=fence.kind)
+            fence.on()
+
+    def point(self, role: str) -> None:
+        for fence in self.fences:
+            target = self.target_for(role, fence.name)
+            self.ctx.intent("fence-point", fence=fence.name, role=role, database=target.database_url)
+            fence.point(target)
+
+    def off(self) -> None:
+        for fence in self.fences:
+            self.ctx.intent("fence-off", fence=fence.name, kind=fence.kind)
+            fence.off()
+
+    def off_quietly(self) -> list[str]:
+        """Release every fence, collecting failures (used while undoing: the first error must not hide the rest)."""
+        errors = []
+        for fence in self.fences:
+            try:
+                self.ctx.intent("fence-off", fence=fence.name, kind=fence.kind)
+                fence.off()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{fence.name}: {exc}")
+        return errors
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        return {f.name: f.state() for f in self.fences}
 
 
-def _endpoints(ctx: StepContext) -> dict[str, Any]:
+def _endpoints(ctx: StepContext, role: str = "target") -> dict[str, Any]:
+    """Connection facts of the source or target data stores (no secrets): templates' ``${pg_host}`` etc."""
     out: dict[str, Any] = {}
-    if "target" in ctx.env.postgres:
-        t = _pg(ctx, "target")
-        out.update(pg_host=t.host, pg_port=t.port, pg_dbname=t.dbname)
-    if "target" in ctx.env.redis:
+    if role in ctx.env.postgres:
+        t = _pg(ctx, role)
+        out.update(pg_host=t.host, pg_port=t.port, pg_dbname=t.dbname, pg_user=t.user)
+    if role in ctx.env.redis:
         from .p2_data._common import rds
 
-        r = rds(ctx, "target")
-        out.update(redis_host=r.host, redis_port=r.port)
+        r = rds(ctx, role)
+        out.update(redis_host=r.host, redis_port=r.port, redis_scheme="rediss" if r.tls else "redis")
     return out
 
 
@@ -355,3 +416,81 @@ def _write_marks(sync: PgSync, tables: list[str]) -> dict[str, Any]:
     return {"changes": int(rows[0][0]), "sequences": seqs}
 
 
+
+
+# -- the Redis follower at the switch (forward stopped, reverse started) --------------------------------------------
+REVERSE_FOLLOWER_DIR = "redis-sync-reverse"
+
+
+def redis_forward_stop(ctx: StepContext) -> None:
+    """Stop the source -> target follower and restore the source's notify-keyspace-events (idempotent)."""
+    from migrate.adapters.redis_sync import forget, recorded_previous, restore_notify, stop_follower
+
+    workdir = ctx.state_dir / ctx.env_name / "redis-sync"
+    previous = recorded_previous(workdir)
+    if previous is None:
+        previous = ctx.upstream.get("redis-sync", {}).get("notify_previous")
+    ctx.intent("stop-follower", workdir=str(workdir))
+    stop_follower(workdir)
+    if previous is not None:
+        restore_notify(ctx.adapters.redis("source"), str(previous))
+    forget(workdir)
+
+
+def _reverse_routes(routes: Any) -> list[Any] | None:
+    from migrate.adapters.redis_copy import DbRoute
+
+    if any(r.prefix for r in routes):
+        return None  # keys were prefixed into one cluster DB: the way back is not a plain follower
+    return [DbRoute(source_db=r.target_db, target_db=r.source_db) for r in routes]
+
+
+def redis_reverse_start(ctx: StepContext) -> dict[str, Any]:
+    """A follower target -> source (writers fenced: both sides equal, its reconcile pass copies nothing new)."""
+    from migrate.adapters.redis_sync import FollowerSpec, start_follower, wait_ready
+
+    source, target, routes = _redis_pair(ctx)
+    back = _reverse_routes(routes)
+    if back is None:
+        ctx.log("no Redis reverse follower: the target holds prefixed keys (cluster mode); Redis is not carried back")
+        return {"started": False, "reason": "prefixed routes (cluster mode)"}
+    workdir = ctx.state_dir / ctx.env_name / REVERSE_FOLLOWER_DIR
+    current = target.call(lambda: target.client(0).config_get("notify-keyspace-events"), "CONFIG GET")
+    spec = FollowerSpec.build(target, source, back, notify_previous=str(current.get("notify-keyspace-events", "")))
+    ctx.intent("start-reverse-follower", workdir=str(workdir))
+    start_follower(workdir, spec)
+    ready = wait_ready(workdir, timeout=120.0)
+    return {"started": True, "workdir": str(workdir), "pid": ready.get("pid")}
+
+
+def redis_reverse_fence(ctx: StepContext, timeout: float) -> dict[str, Any]:
+    from migrate.adapters.redis_sync import fence_follower
+
+    return fence_follower(ctx.adapters.redis("target"), ctx.state_dir / ctx.env_name / REVERSE_FOLLOWER_DIR, timeout)
+
+
+def redis_reverse_stop(ctx: StepContext) -> bool:
+    from migrate.adapters.redis_sync import forget, recorded_previous, restore_notify, stop_follower
+
+    workdir = ctx.state_dir / ctx.env_name / REVERSE_FOLLOWER_DIR
+    previous = recorded_previous(workdir)
+    ctx.intent("stop-reverse-follower", workdir=str(workdir))
+    stopped = stop_follower(workdir)
+    if previous is not None:
+        restore_notify(ctx.adapters.redis("target"), previous)
+    forget(workdir)
+    return stopped
+
+
+def reverse_status(ctx: StepContext, pg_sync_outputs: dict[str, Any]) -> dict[str, Any]:
+    """The reverse stream now: {"pg": subscription info or None, "lag_bytes", "redis": follower alive}."""
+    from migrate.adapters.redis_sync import follower_status
+
+    out: dict[str, Any] = {"pg": None, "lag_bytes": None}
+    if pg_sync_outputs.get("subscription"):
+        rev = _pgsync(ctx, pg_sync_outputs.get("name")).reverse()
+        out["pg"] = rev.subscription_info()
+        out["lag_bytes"] = rev.lag().bytes
+        out["name"] = rev.name
+    out["redis"] = bool(follower_status(ctx.state_dir / ctx.env_name / REVERSE_FOLLOWER_DIR).get("alive"))
+    return out

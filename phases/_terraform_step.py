@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -101,9 +102,6 @@ class TerraformModuleStep(Step):
 
     # -- contract ----------------------------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> PlanResult:
-        reason = self.skip_reason(ctx)
-        if reason:
-            return PlanResult(skip_reason=reason)
         from migrate.adapters.terraform import root_backend
 
         raw = ctx.adapters.terraform()
@@ -119,6 +117,7 @@ class TerraformModuleStep(Step):
         runner = self.runner(ctx)
         tfplan = runner.plan(self.targets(ctx))
         result = plan_result_from(tfplan, runner.engine_description())
+        result.data["config_digest"] = runner.config_digest()
         if runner.dead_lock is not None:
             lock, why = runner.dead_lock
             result.findings.append(
@@ -143,16 +142,28 @@ class TerraformModuleStep(Step):
         return result
 
     def plan_still_current(self, ctx: StepContext, shown: PlanResult) -> bool:
-        """The plan shown by this command may be applied without re-planning when its saved file is intact and the
-        workspace's state still has the lineage and serial it was made against (no other apply in between)."""
+        """A plan shown by this command (or recorded by an earlier one, see ``plan_reuse_seconds``) may be applied
+        without re-planning when its saved file is intact, the root, its variables and the backend are those it was
+        made from (``config_digest``), and the workspace's state still has the lineage and serial it was made
+        against (no other apply in between)."""
         from migrate.adapters.terraform import TfPlan
 
         if not (shown.data.get("plan_file") and shown.data.get("plan_sha256")):
             return False
         try:
-            return self.runner(ctx).plan_is_current(TfPlan.from_data(shown.data))
+            runner = self.runner(ctx)
+            if shown.data.get("config_digest") != runner.config_digest():
+                return False
+            return runner.plan_is_current(TfPlan.from_data(shown.data))
         except Exception:  # any doubt: plan again
             return False
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        """``module.vpc · 3 outputs · stand-in (terraform_data)`` — where the state lives, in one line."""
+        mapped = [k for k in self.output_map if outputs.get(k) not in (None, "", [], {})]
+        providers = str(outputs.get("terraform_providers") or "")
+        where = "stand-in (terraform_data)" if providers == "builtin" else f"workspace {outputs.get('terraform_workspace', '?')}"
+        return f"{self.module or 'root'} · {len(mapped)}/{len(self.output_map)} outputs · {where}"
 
     def saved_plan(self, ctx: StepContext) -> TfPlan | None:
         from migrate.adapters.terraform import TfPlan
@@ -285,7 +296,7 @@ class TerraformModuleStep(Step):
 
 
 #: data keys that differ on every re-plan of an unchanged world (file name has a timestamp, the file embeds one)
-VOLATILE_KEYS = frozenset({"plan_file", "plan_sha256", "engine"})
+VOLATILE_KEYS = frozenset({"plan_file", "plan_sha256", "engine", "config_digest"})
 
 
 class TerraformPlanResult(PlanResult):

@@ -19,6 +19,7 @@ adapters rely on and kmock leaves out:
   available); ``never_ready(kind, ns, name, reason=...)`` makes one workload stay unavailable and adds a Pod whose
   container waits with that reason (to test rollout timeouts); ``set_ready(...)`` marks one ready by hand;
 * ``/version`` answering a configurable version (default v1.30.4);
+* ``set_ingress_hostname(...)``: Ingresses get an ALB address in their status, as the Load Balancer Controller writes;
 * ``add_node(name, labels, allocatable)``, ``set_status(...)``, ``inject_error(...)`` (next N matching requests
   fail with a given HTTP status), and ``requests`` (method, path, query, content-type of each request, for asserting
   e.g. the field manager used).
@@ -166,6 +167,7 @@ class _DoubleHandler(kmock.KubernetesEmulator):
 
     auto_ready: bool = True
     version: str = "1.30.4"
+    ingress_hostname: str | None = None
     _rv: int = 0
     _applied: dict[Any, dict[str, JsonDict]] = attrs.field(factory=dict)
     _never_ready: dict[tuple[str, str, str], str] = attrs.field(factory=dict)
@@ -313,6 +315,9 @@ class _DoubleHandler(kmock.KubernetesEmulator):
 
     def _fill_status(self, key: tuple[Any, str | None, str], obj: JsonDict) -> None:
         kind = obj.get("kind", "")
+        if kind == "Ingress" and self.ingress_hostname and not (obj.get("status") or {}).get("loadBalancer"):
+            # what the AWS Load Balancer Controller writes once the ALB exists
+            obj["status"] = {"loadBalancer": {"ingress": [{"hostname": self.ingress_hostname}]}}
         if kind not in WORKLOAD_KINDS:
             return
         ident = (kind, key[1] or "", key[2])
@@ -682,12 +687,12 @@ class KubeApiDouble:
             self.handler._store(key, new)
             return new
 
-        return self._call(do)  # type: ignore[no-any-return]
+        return self._call(do)
 
     def get_object(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> JsonDict | None:
         res = kmock.resource(self._resource(api_version, kind))
         key = (res, namespace if self.handler.namespaced(res) else None, name)
-        return self._call(lambda: self.handler._current(key))  # type: ignore[no-any-return]
+        return self._call(lambda: self.handler._current(key))
 
     def objects(self, kind: str | None = None) -> list[JsonDict]:
         def do() -> list[JsonDict]:
@@ -697,7 +702,7 @@ class KubeApiDouble:
                     out.append(copy.deepcopy(obj.raw))
             return out
 
-        return self._call(do)  # type: ignore[no-any-return]
+        return self._call(do)
 
     def add_node(
         self,
@@ -733,6 +738,11 @@ class KubeApiDouble:
             },
         }
         return self.put_object(node)
+
+    def set_ingress_hostname(self, hostname: str | None) -> None:
+        """Stand in for the AWS Load Balancer Controller: every Ingress written from now on gets this ALB hostname
+        in ``status.loadBalancer`` (None: Ingresses stay without an address, as with no controller)."""
+        self.handler.ingress_hostname = hostname
 
     def set_version(self, version: str) -> None:
         self.handler.version = version.lstrip("v")

@@ -12,6 +12,8 @@ Fixtures:
   fresh_pg_db(pg_x)    -> DSN of a new, empty database on that server (dropped at teardown)
   fresh_redis          -> flushes both Redis servers; calling it, ``fresh_redis(redis_x)``, flushes that server again
                           and returns it
+  redis_cluster        -> a Redis Cluster of three primaries on free loopback ports (session scope)
+  fresh_redis_cluster  -> flushes the source Redis and every primary of the cluster; returns the cluster
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ from migrate.adapters.localservers import (
     LocalMoto,
     LocalPostgres,
     LocalRedis,
+    LocalRedisCluster,
     start_moto,
     start_postgres,
     start_redis,
+    start_redis_cluster,
 )
 
 
@@ -145,3 +149,20 @@ def fresh_redis(redis_source: LocalRedis, redis_target: LocalRedis) -> Callable[
         return server
 
     return flush
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(servers_root: Path) -> Iterator[LocalRedisCluster]:
+    """Three redis-server nodes with ``cluster-enabled yes``, slots split evenly, no replicas."""
+    cluster = start_redis_cluster(servers_root / "redis-cluster")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture()
+def fresh_redis_cluster(redis_source: LocalRedis, redis_cluster: LocalRedisCluster) -> LocalRedisCluster:
+    """The source Redis and every primary of the cluster start empty."""
+    _flush(redis_source)
+    for node in redis_cluster.nodes:
+        _flush(node)
+    return redis_cluster

@@ -17,11 +17,11 @@ from migrate.adapters.postgres import PostgresAdapter
 from migrate.config import EnvConfig, KubeSettings, PgEndpoint
 from migrate.errors import FenceRefused, StepFailed
 from migrate.testing import make_context
-from phases.p5_cutover.data_switch import DataSwitch
-from phases.p2_data.pg_sync import PgSyncStep
 from phases._sync import _pgsync
+from phases.p2_data.pg_sync import PgSyncStep
+from phases.p5_cutover.data_switch import DataSwitch
 from tests.kube_double import KubeApiDouble
-from tests.test_pg_sync import Writer, assert_identical, env_for, pair, restore, slots  # noqa: F401 - fixture
+from tests.test_pg_sync import Writer, assert_identical, env_for, pair, restore, slots  # fixture
 
 NS = "betterprompts"
 
@@ -67,7 +67,7 @@ class MaintenanceEndpoint:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 outer.calls.append(self.path)
                 if self.path == "/off" and outer.fail_off > 0:
                     outer.fail_off -= 1
@@ -105,12 +105,24 @@ class MaintenanceEndpoint:
 
 
 @pytest.fixture()
-def streaming(tmp_path: Path, pair: tuple[PostgresAdapter, PostgresAdapter]) -> Iterator[tuple[Any, ...]]:  # noqa: F811
+def streaming(tmp_path: Path, pair: tuple[PostgresAdapter, PostgresAdapter]) -> Iterator[tuple[Any, ...]]:
     src, dst = pair
     env = env_for(src, dst)
     restore(tmp_path, env)
     out = PgSyncStep().apply(make_context(tmp_path, env, "pg-sync"))
     yield src, dst, env, out
+    drop_reverse(src, dst)
+
+
+def drop_reverse(src: PostgresAdapter, dst: PostgresAdapter) -> None:
+    """What a test may leave of the reverse stream: a subscription on the source, a slot on the target."""
+    from migrate.adapters.pgsync import PgSync
+
+    for (sub,) in src.query(
+        "SELECT subname FROM pg_subscription WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = "
+        "current_database())"
+    ):
+        PgSync(dst, src, str(sub)).teardown(timeout=20)
 
 
 def test_switch_with_http_maintenance_while_the_app_writes(tmp_path: Path, streaming: tuple[Any, ...]) -> None:
@@ -124,7 +136,7 @@ def test_switch_with_http_maintenance_while_the_app_writes(tmp_path: Path, strea
                 tmp_path, env, "data-switch", settings={"maintenance": endpoint.settings}, upstream={"pg-sync": pg_out}
             )
             plan = DataSwitch().plan(ctx)
-            assert plan.changes[0].target == "maintenance on (http)"
+            assert plan.changes[0].target == "fence every writer" and "(http" in str(plan.changes[0].detail)
             endpoint.hold_after_off = True
             out = DataSwitch().apply(ctx)
             assert endpoint.calls == ["/on", "/off"]
@@ -143,15 +155,20 @@ def test_switch_with_http_maintenance_while_the_app_writes(tmp_path: Path, strea
     assert ctx.recorded_metrics["write_downtime_s"] == pytest.approx(out["write_downtime_s"], abs=0.01)
     assert set(out["timings"]) >= {"maintenance_on_s", "catchup_s", "validate_s", "detach_s", "maintenance_off_s"}
     assert out["configmap"] is None and out["endpoints"]["pg_dbname"] == dst.dbname  # no cluster: recorded
-    # the app now writes to the target: rolling back would lose those writes -> the one-way fence holds
+    # the app now writes to the target; the reverse stream carries those writes back to the source, so a rollback
+    # (fence, reverse lag 0, back to the source) loses none of them
     upstream = {"pg-sync": pg_out, "data-switch": out}
-    time.sleep(1.1)  # table statistics are published at most once a second
-    with pytest.raises(FenceRefused) as err:
-        DataSwitch().rollback(make_context(tmp_path, env, "data-switch", upstream=upstream))
-    assert "--force-past-fence" in err.value.next_cmd
-    DataSwitch().rollback(
-        make_context(tmp_path, env, "data-switch", settings={"force_past_fence": True}, upstream=upstream)
-    )
+    assert out["reverse"]["name"].endswith("_rev")
+    checks = {c.name: c for c in DataSwitch().verify(make_context(tmp_path, env, "data-switch", upstream=upstream))}
+    assert checks["reverse stream (target -> source) running"].ok and checks["forward stream detached"].ok
+    written_on_target = dst.query("SELECT max(id) FROM users")[0][0]
+    with AppWriter(dst, seed=3) as late:  # writes on the target, then stops: the rollback fences it
+        while sum(late.ops.values()) < 10:
+            time.sleep(0.02)
+    DataSwitch().rollback(make_context(tmp_path, env, "data-switch", upstream=upstream))
+    assert src.query("SELECT max(id) FROM users")[0][0] >= written_on_target
+    assert_identical(tmp_path, env)
+    assert slots(dst) == [] and slots(src) == []  # the reverse stream is gone with the rollback
 
 
 def test_failed_gate_rolls_back_with_writes_resumed(tmp_path: Path, streaming: tuple[Any, ...]) -> None:
@@ -199,7 +216,7 @@ def test_failed_gate_rolls_back_with_writes_resumed(tmp_path: Path, streaming: t
 
 def test_scale_maintenance_and_configmap_switch_through_kubernetes(
     tmp_path: Path,
-    pair: tuple[PostgresAdapter, PostgresAdapter],  # noqa: F811
+    pair: tuple[PostgresAdapter, PostgresAdapter],
 ) -> None:
     src, dst = pair
     with KubeApiDouble(tmp_path / "kube-double") as kube:

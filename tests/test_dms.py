@@ -16,9 +16,9 @@ from migrate.adapters.postgres import PostgresAdapter
 from migrate.config import AwsSettings, EnvConfig, PgEndpoint
 from migrate.errors import StepFailed
 from migrate.testing import make_context
-from phases.p5_cutover.data_switch import DataSwitch
 from phases.p2_data.pg_sync import PgSyncStep
-from tests.test_pg_sync import pair, restore  # noqa: F401 - fixture
+from phases.p5_cutover.data_switch import DataSwitch
+from tests.test_pg_sync import pair, restore
 
 
 def env_for(moto: Any) -> EnvConfig:
@@ -106,7 +106,7 @@ def test_driver_status_of_absent_task(moto_reset: Any) -> None:
 def test_data_switch_over_the_dms_driver_fences_on_counts_and_stops_the_task(
     tmp_path: Path,
     moto_reset: Any,
-    pair: tuple[PostgresAdapter, PostgresAdapter],  # noqa: F811
+    pair: tuple[PostgresAdapter, PostgresAdapter],
 ) -> None:
     src, dst = pair
 

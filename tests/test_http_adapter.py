@@ -1,5 +1,6 @@
 """HttpAdapter against real local HTTP servers (stdlib ThreadingHTTPServer on 127.0.0.1) whose latency and error
-rate the tests control: exact percentiles, probe/load bounds, error accounting, target restrictions."""
+rate the tests control: exact percentiles, probe bounds, error accounting, target restrictions. (Load is Locust's:
+tests/test_load.py, which reuses ControlledServer.)"""
 
 from __future__ import annotations
 
@@ -19,10 +20,15 @@ from migrate.errors import AdapterError, TransientError
 
 
 class ControlledServer:
-    """A local HTTP server: ``delay_s`` per request, every ``fail_every``-th request answers ``fail_status``."""
+    """A local HTTP server: ``delay_s`` per request, every ``fail_every``-th request answers ``fail_status``; with
+    ``stall_every_s`` it stalls: every request arriving in the first ``stall_s`` of each ``stall_every_s`` period waits
+    until that stall ends (a GC pause / lock convoy as the client sees it)."""
 
     def __init__(self) -> None:
         self.delay_s = 0.0
+        self.stall_every_s = 0.0
+        self.stall_s = 1.0
+        self.started = time.monotonic()
         self.fail_every = 0
         self.fail_status = 500
         self.count = 0
@@ -33,6 +39,7 @@ class ControlledServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK
 
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -44,6 +51,10 @@ class ControlledServer:
                     server.bodies.append(body)
                 if server.delay_s:
                     time.sleep(server.delay_s)
+                if server.stall_every_s:
+                    phase = (time.monotonic() - server.started) % server.stall_every_s
+                    if phase < server.stall_s:
+                        time.sleep(server.stall_s - phase)
                 failing = server.fail_every and n % server.fail_every == 0
                 status = server.fail_status if failing else 200
                 payload = json.dumps({"status": "ok" if not failing else "error", "n": n}).encode()
@@ -66,6 +77,7 @@ class ControlledServer:
         self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> ControlledServer:
+        self.started = time.monotonic()
         self._thread.start()
         return self
 
@@ -98,7 +110,7 @@ def test_percentile_is_exact_nearest_rank() -> None:
 def test_summarize_counts_errors_and_kinds() -> None:
     samples = [_Sample(float(i), None, 200) for i in range(1, 98)]
     samples += [_Sample(500.0, "HTTP 503", 503), _Sample(1000.0, "timeout", None), _Sample(2.0, "connect", None)]
-    stats = summarize(samples, duration_s=2.0, target_rps=50)
+    stats = summarize(samples, duration_s=2.0)
     assert stats.count == 100
     assert stats.errors == 3
     assert stats.error_rate == pytest.approx(0.03)
@@ -136,7 +148,7 @@ def test_refuses_targets_that_are_not_loopback_or_configured() -> None:
     with pytest.raises(AdapterError, match=r"refusing to send HTTP requests to example\.org"):
         http.get("http://example.org/")
     with pytest.raises(AdapterError, match="refusing"):
-        http.load("http://10.1.2.3/", rps=1, duration_s=1, max_requests=1, timeout=1)
+        http.probe("http://10.1.2.3/", requests=1, concurrency=1, timeout=1)
     with pytest.raises(AdapterError, match="not an http"):
         http.check_target("ftp://127.0.0.1/x")
     assert http.check_target("http://api.example.test/x") == "api.example.test"
@@ -185,58 +197,27 @@ def test_probe_latency_reflects_the_server_delay(server: ControlledServer) -> No
     assert stats.p50_ms <= stats.p95_ms <= stats.p99_ms <= stats.max_ms
 
 
-def test_load_stops_at_max_requests(server: ControlledServer) -> None:
-    stats = HttpAdapter().load(f"{server.url}/health", rps=200, duration_s=30, max_requests=25, timeout=5)
-    assert stats.count == 25
-    assert server.count == 25
-    assert stats.stopped_by == "count"
-    assert stats.errors == 0 and stats.target_rps == 200
-
-
-def test_load_stops_at_duration(server: ControlledServer) -> None:
-    stats = HttpAdapter().load(f"{server.url}/health", rps=20, duration_s=0.5, max_requests=10_000, timeout=5)
-    assert stats.stopped_by == "time"
-    assert 1 <= stats.count <= 11  # 20 rps for 0.5 s: at most 10 scheduled (+1 at t=0)
-    assert server.count == stats.count
-
-
-def test_load_counts_timeouts_and_still_ends(server: ControlledServer) -> None:
-    server.delay_s = 2.0
-    stats = HttpAdapter().load(f"{server.url}/slow", rps=10, duration_s=15, max_requests=3, timeout=0.2)
-    assert stats.count == 3
-    assert stats.errors == 3
-    assert stats.error_kinds == {"timeout": 3}
-    assert stats.error_rate == 1.0
-
-
-def test_load_against_a_closed_port_counts_connect_errors() -> None:
+def test_probe_against_a_closed_port_counts_connect_errors() -> None:
     with ControlledServer() as srv:
         url = srv.url
-    stats = HttpAdapter().load(f"{url}/health", rps=50, duration_s=15, max_requests=5, timeout=1)
+    stats = HttpAdapter().probe(f"{url}/health", requests=5, concurrency=2, timeout=1)
     assert stats.count == 5 and stats.errors == 5
     assert set(stats.error_kinds) == {"connect"}
 
 
-def test_load_bounds_requests_in_flight(server: ControlledServer) -> None:
-    server.delay_s = 0.2
-    stats = HttpAdapter().load(
-        f"{server.url}/slow", rps=100, duration_s=0.3, max_requests=30, timeout=5, max_in_flight=2
-    )
-    # with 2 in flight and 200 ms each, only a handful can start inside the 0.3 s window
-    assert stats.count <= 6
-    assert stats.max_schedule_lag_ms > 0
-
-
-def test_load_works_inside_a_running_event_loop(server: ControlledServer) -> None:
+def test_probe_works_inside_a_running_event_loop(server: ControlledServer) -> None:
     async def inner() -> LatencyStats:
-        return HttpAdapter().load(f"{server.url}/health", rps=100, duration_s=15, max_requests=5, timeout=5)
+        return HttpAdapter().probe(f"{server.url}/health", requests=5, concurrency=2, timeout=5)
 
     stats = asyncio.run(inner())
     assert stats.count == 5 and stats.errors == 0
 
 
-def test_invalid_load_parameters_are_refused(server: ControlledServer) -> None:
-    with pytest.raises(AdapterError, match="rps > 0"):
-        HttpAdapter().load(server.url, rps=0, duration_s=1, max_requests=1, timeout=1)
+def test_http_adapter_has_no_load_generator() -> None:
+    # load is Locust's (migrate/adapters/load.py): the hand-written open loop is gone
+    assert not hasattr(HttpAdapter, "load")
+
+
+def test_invalid_probe_parameters_are_refused(server: ControlledServer) -> None:
     with pytest.raises(AdapterError, match="probe needs"):
         HttpAdapter().probe(server.url, requests=0, concurrency=1, timeout=1)

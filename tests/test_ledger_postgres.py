@@ -18,7 +18,7 @@ from tests.engine_helpers import REPO, effects, make_project, run_cli
 
 
 @pytest.fixture()
-def pg_project(tmp_path: Path, pg_target):  # type: ignore[no-untyped-def]
+def pg_project(tmp_path: Path, pg_target):
     name = f"ledger_{uuid.uuid4().hex[:8]}"
     url = pg_target.create_database(name)
     project = make_project(tmp_path)
@@ -39,17 +39,17 @@ def _popen(project: Path, host: str, sleep: str) -> subprocess.Popen[str]:
     )
 
 
-def _wait_lock(project: Path) -> dict:  # type: ignore[type-arg]
+def _wait_lock(project: Path) -> dict:
     deadline = time.time() + 30
     while time.time() < deadline:
         out = run_cli(project, "--json", "status")
         if out.returncode == 0 and json.loads(out.stdout)["lock"]:
-            return json.loads(out.stdout)["lock"]  # type: ignore[no-any-return]
+            return json.loads(out.stdout)["lock"]
         time.sleep(0.2)
     raise AssertionError("no lock appeared")
 
 
-def test_two_machines_contend_and_killed_holder_is_taken_over(pg_project) -> None:  # type: ignore[no-untyped-def]
+def test_two_machines_contend_and_killed_holder_is_taken_over(pg_project) -> None:
     project, _url = pg_project
     holder = _popen(project, "machine-a", "touch-a:60")
     try:
@@ -80,7 +80,7 @@ def test_two_machines_contend_and_killed_holder_is_taken_over(pg_project) -> Non
     assert any(e["data"].get("event") == "recover_apply_failed" for e in hist)  # reconciled the killed apply
 
 
-def test_sqlite_ledger_is_copied_to_postgres_with_history(tmp_path: Path, pg_target) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_ledger_is_copied_to_postgres_with_history(tmp_path: Path, pg_target) -> None:
     project = make_project(tmp_path)
     assert run_cli(project, "apply", "--phase", "1", "--yes").returncode == 0
     name = f"ledger_{uuid.uuid4().hex[:8]}"

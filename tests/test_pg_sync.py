@@ -26,10 +26,10 @@ from migrate.adapters.postgres import PostgresAdapter
 from migrate.config import EnvConfig, PgEndpoint
 from migrate.errors import StepFailed
 from migrate.testing import make_context
-from phases.p5_cutover.data_switch import DataSwitch
-from phases.p2_data.pg_sync import PgSyncStep
 from phases.p2_data.data_validate import DataValidate
+from phases.p2_data.pg_sync import PgSyncStep
 from phases.p2_data.rds_restore import RdsRestore
+from phases.p5_cutover.data_switch import DataSwitch
 from tests.pg_data_helpers import adapter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,7 +126,7 @@ class Writer:
             with c.transaction():
                 uid = c.execute(
                     "INSERT INTO users (email, bio) VALUES (%s, %s) RETURNING id", [f"w{self.rng.random()}@x", big]
-                ).fetchone()[0]  # type: ignore[index]
+                ).fetchone()[0]
                 c.execute("INSERT INTO docs (user_id, body, embedding) VALUES (%s, %s, %s::vector)", [uid, big, vec])
                 c.execute("INSERT INTO events (id, doc_id, kind) VALUES (gen_random_uuid(), %s, 'w')", [uid])
             self.ops["insert"] += 1

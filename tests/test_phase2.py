@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,13 @@ from migrate.adapters.postgres import nearest_ids
 from migrate.config import EnvConfig, PgEndpoint, RedisEndpoint
 from migrate.errors import StepFailed
 from migrate.testing import make_context
+from phases.p2_data._common import extension_findings
 from phases.p2_data.data_validate import DataValidate
 from phases.p2_data.pg_backup import PgBackup
 from phases.p2_data.pgvector import PgVector
 from phases.p2_data.rds_restore import RdsRestore
 from phases.p2_data.redis_migrate import RedisMigrate
 from phases.p2_data.redis_verify import RedisVerify
-from phases.p2_data._common import extension_findings
 from tests.pg_data_helpers import make_pair
 from tests.test_redis_copy import seed
 
@@ -70,8 +72,9 @@ def test_postgres_steps_end_to_end(
         fh.seek(out["size"] // 2)
         fh.write(bytes([byte[0] ^ 0xFF]))
     assert not next(c for c in backup.verify(vctx) if c.name.startswith("sha256")).ok
-    with pytest.raises(StepFailed, match="does not match its recorded sha256"):
-        backup.apply(make_context(tmp_path, env, "pg-backup"))
+    # the damaged file is not the one recorded (size/sha): apply re-takes it
+    retaken = backup.apply(make_context(tmp_path, env, "pg-backup", upstream={"pg-backup": out}))
+    assert retaken["reused"] is False and Path(retaken["path"]).is_file()
 
     restore = RdsRestore()
     ctx = make_context(tmp_path, env, "rds-restore", settings=SMALL)
@@ -196,15 +199,69 @@ def test_redis_migrate_cluster_mode_warns_and_resumes(
         RedisVerify().apply(vctx)  # DB 0's keys are missing (the checkpoint lied on purpose)
 
 
-def test_rds_restore_plan_blocks_on_large_objects(
+def test_pg_backup_is_bound_to_its_source_and_ledger(
     tmp_path: Path, pg_source: Any, pg_target: Any, fresh_pg_db: Callable[[Any], str]
 ) -> None:
     src, dst = make_pair(pg_source, pg_target, fresh_pg_db, users=5, prompts=5, events=5)
-    ctx = make_context(tmp_path, pg_env(src, dst), "rds-restore", settings=SMALL)
-    assert not RdsRestore().plan(ctx).blocking
-    src.execute("SELECT lo_from_bytea(0, 'blob')")
-    blocking = RdsRestore().plan(ctx).blocking
-    assert blocking and "large object" in blocking[0].message
-    with pytest.raises(StepFailed, match="large objects"):
-        RdsRestore().apply(ctx)
-    assert dst.tables() == []  # refused before touching the target
+    env = pg_env(src, dst)
+    backup = PgBackup()
+    out = backup.apply(make_context(tmp_path, env, "pg-backup"))
+    meta = json.loads(Path(out["path"] + ".json").read_text())
+    assert meta["identity"]["database"] == src.dbname and meta["identity"]["system_identifier"]
+    assert out["identity"]["lsn"] and out["reused"] is False and "MB" in backup.summary(out)
+
+    # same ledger, same source, no write since: reused (plan says so, apply does it)
+    ctx = make_context(tmp_path, env, "pg-backup", upstream={"pg-backup": out})
+    assert backup.plan(ctx).is_noop
+    again = backup.apply(ctx)
+    assert again["reused"] is True and again["sha256"] == out["sha256"]
+
+    # a new ledger (sandbox reset: nothing recorded) re-takes instead of reusing the old rehearsal's dump
+    fresh_ledger = backup.plan(make_context(tmp_path, env, "pg-backup"))
+    assert "re-take (the existing file is not the one recorded in this environment's ledger" in fresh_ledger.changes[0].detail
+
+    # writes since: stale (max_age_h 0), the reason named; a young backup is accepted when max_age_h allows it
+    src.execute("INSERT INTO public.nokey VALUES (999, 'written after the backup')")
+    stale = backup.plan(ctx)
+    assert not stale.is_noop and "the source was written since" in stale.changes[0].detail
+    lenient = make_context(tmp_path, env, "pg-backup", upstream={"pg-backup": out}, settings={"max_age_h": 1})
+    assert backup.plan(lenient).is_noop
+
+    # --refresh re-takes deliberately, the reason recorded with the intent and in the outputs
+    ctx.refresh = True
+    fresh = backup.apply(ctx)
+    assert fresh["reused"] is False and fresh["reason"] == "re-take requested with --refresh"
+    assert ctx.recorded_intents[-1] == ("pg-dump", {"source": src.endpoint, "path": out["path"], "reason": fresh["reason"]})
+    assert not Path(out["path"] + ".prev").exists()  # the previous dump was kept only until the new one read back
+    checks = backup.verify(make_context(tmp_path, env, "pg-backup", upstream={"pg-backup": fresh}))
+    assert all(c.ok for c in checks), checks
+
+    # verify proves the identity: the same file recorded against another source fails
+    other = dict(fresh, identity={**fresh["identity"], "system_identifier": "1"})
+    checks = backup.verify(make_context(tmp_path, env, "pg-backup", upstream={"pg-backup": other}))
+    assert [c.name for c in checks if not c.ok] == ["taken from this source (system identifier, database)"]
+
+
+def test_sandbox_reset_archives_artifacts_beside_the_ledger(tmp_path: Path) -> None:
+    from migrate.sandbox.orchestrate import SandboxPaths, _wipe
+
+    env_dir = tmp_path / "state" / "sandbox"
+    (env_dir / "artifacts" / "pg-backup").mkdir(parents=True)
+    (env_dir / "artifacts" / "pg-backup" / "db.dump").write_bytes(b"old rehearsal")
+    ledger = tmp_path / "state" / "sandbox.db"
+    ledger.write_bytes(b"ledger")
+    p = SandboxPaths(
+        env_dir=env_dir,
+        data_dir=env_dir,
+        endpoints=env_dir / "endpoints.json",
+        tfvars=env_dir / "terraform.tfvars.json",
+        lock=env_dir / "sandbox.lock",
+        terraform_state=env_dir / "terraform",
+        ledger=ledger,
+    )
+    notes = _wipe(p, env_dir, "sandbox", lambda _m: None)
+    assert not (env_dir / "artifacts").exists() and not ledger.exists()
+    archived = list((tmp_path / "state" / "archive").iterdir())
+    kept = next(a for a in archived if a.name.endswith("-artifacts"))
+    assert (kept / "pg-backup" / "db.dump").read_bytes() == b"old rehearsal"
+    assert any(str(kept) in n for n in notes) and any("archived the ledger" in n for n in notes)

@@ -21,13 +21,13 @@ from migrate.config import EnvConfig
 from migrate.errors import AdapterError, ConfigError, StepFailed
 from migrate.step import Step
 from migrate.testing import RecordingContext, make_context
+from phases.p4_ml._common import sample_archive_bytes
 from phases.p4_ml.gpu_nodes import GpuNodes
 from phases.p4_ml.ml_config import MlConfig
 from phases.p4_ml.ml_perf import MlPerf
 from phases.p4_ml.models import Models
 from phases.p4_ml.nvidia_plugin import NvidiaPlugin
 from phases.p4_ml.torchserve import TorchServe
-from phases.p4_ml._common import sample_archive_bytes
 from tests import kube_double
 from tests.kube_double import KubeApiDouble
 
@@ -89,7 +89,7 @@ class FakeTorchServe:
                     if name in outer.models:
                         return self._send(409, {"code": 409, "message": f"Model {name} is already registered."})
                     try:
-                        with urllib.request.urlopen(q["url"], timeout=5) as resp:  # noqa: S310 - loopback moto
+                        with urllib.request.urlopen(q["url"], timeout=5) as resp:  # loopback moto
                             blob = resp.read()
                     except Exception as exc:  # noqa: BLE001 - reported like TorchServe does
                         return self._send(400, {"code": 400, "message": f"download failed: {exc}"})

@@ -159,8 +159,8 @@ def test_kube_steps_skip_without_a_cluster(tmp_path: Path) -> None:
     env = env_with()
     for step in (AutoscaleTune(), SecurityHardening()):
         c = ctx(tmp_path, env, step.id)
-        reason = step.skip_reason(c)
-        assert reason and step.plan(c).skip_reason == reason
+        reason = step.skip_reason(c)  # asked by the engine before plan (plan itself does not repeat it)
+        assert reason and "no Kubernetes cluster" in reason
 
 
 # -- security-hardening ----------------------------------------------------------------------------------------------
@@ -356,7 +356,7 @@ def test_db_rollback_scales_down_restores_backup_and_scales_back(
     assert target.query("SELECT count(*) FROM prompts")[0][0] == 80
     assert any("NOT restored" in line for line in c.recorded_logs)
 
-    c.force_past_fence = True  # type: ignore[attr-defined]
+    c.force_past_fence = True
     before = len(kube_api.requests)
     step.rollback(c)
     assert target.query("SELECT count(*), min(body) FROM prompts")[0] == (50, "p1")

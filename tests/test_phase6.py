@@ -235,6 +235,34 @@ def test_cost_report_groups_by_service_against_target(
     assert not report.exists()
 
 
+def test_cost_report_judges_the_reduction_against_the_recorded_baseline(
+    moto_reset: Any, tmp_path: Path, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migrate.config import Targets
+
+    monkeypatch.setattr(CostReport, "clock", FakeClock(start=datetime(2026, 11, 15, 12, tzinfo=UTC).timestamp()))
+    env = env_with(aws={"endpoint_url": moto_reset.endpoint_url})
+    seed_costs(moto_reset.endpoint_url, "2026-11-01", "2026-11-16", {"Amazon Elastic Compute Cloud - Compute": 2250.0})
+    step = CostReport()
+    c = ctx(tmp_path, env, "cost-report")
+    c.targets = Targets(monthly_budget_usd=245_000, cost_reduction_pct=40, cost_baseline_monthly_usd=7000)
+    out = step.apply(c)  # 4,500 projected: 35.7 % below 7,000, the plan wants 40 %
+    assert out["target_usd"] == 245_000  # no override, no cost-controls output: the plan's budget
+    assert [(x["name"], x["result"]) for x in out["criteria"]] == [
+        ("monthly cost within target", "PASS"),
+        ("cost reduction vs baseline", "FAIL"),
+    ]
+    assert "| cost reduction vs baseline | 35.7 % | >= 40.0 % | FAIL |" in Path(out["report"]).read_text()
+    v = ctx(tmp_path, env, "cost-report", upstream={"cost-report": out})
+    v.targets = c.targets
+    assert [ch.name for ch in step.verify(v) if not ch.ok] == ["cost reduction vs baseline"]
+    assert step.summary(out) == "4,500 USD/month · 2 % of 245,000 · within target · FAIL: cost reduction vs baseline"
+    # no recorded baseline: not measured, which fails outside a sandbox
+    prod = EnvConfig(name="production", kind="aws")
+    checks = step.verify(ctx(tmp_path, prod, "cost-report", upstream={"cost-report": out}))
+    assert [ch.name for ch in checks if not ch.ok] == ["cost reduction vs baseline"]
+
+
 def test_cost_report_with_no_cost_data(moto_reset: Any, tmp_path: Path, project: Path) -> None:
     env = env_with(aws={"endpoint_url": moto_reset.endpoint_url})
     out = CostReport().apply(
@@ -245,41 +273,73 @@ def test_cost_report_with_no_cost_data(moto_reset: Any, tmp_path: Path, project:
 
 
 # -- perf-review -----------------------------------------------------------------------------------------------------
-def test_perf_review_against_recorded_gates(tmp_path: Path, project: Path) -> None:
-    env = env_with()
-    upstream = {
-        "load-test": {"stats": {"p95_ms": 142.5}, "passed": True},
-        "ml-perf": {"p95_ms": 610.0},
-        "post-cutover-watch": {"p95_ms": 120.0, "availability": 0.9995},
-    }
+MEASURED = {
+    "load-test": {"stats": {"p95_ms": 142.5, "achieved_rps": 10250.0, "error_rate": 0.0004}, "passed": True},
+    "ml-perf": {"p95_ms": 610.0},
+    "post-cutover-watch": {"p95_ms": 120.0, "availability": 0.9995, "requests": 20000, "errors": 10},
+}
+
+
+def test_perf_review_judges_every_target(tmp_path: Path, project: Path) -> None:
     step = PerfReview()
-    c = ctx(tmp_path, env, "perf-review", upstream=upstream)
+    c = ctx(tmp_path, env_with(), "perf-review", upstream=MEASURED)
     out = step.apply(c)
-    results = {r["name"]: r["ok"] for r in out["criteria"]}
+    results = {r["name"]: r["result"] for r in out["criteria"]}
     assert results == {
-        "API p95 (load-test gate)": True,
-        "API p95 (post-cutover watch)": True,
-        "ML p95 (ml-perf)": False,
-        "availability (post-cutover watch)": True,
+        "API p95 (load-test gate)": "PASS",
+        "throughput (load-test)": "PASS",
+        "error rate (load-test)": "PASS",
+        "API p95 (post-cutover watch)": "PASS",
+        "availability (post-cutover watch)": "PASS",
+        "error rate (post-cutover watch)": "PASS",  # 10 / 20,000 = 0.05 % ≤ 0.1 %
+        "ML p95 (ml-perf)": "FAIL",  # 610 ms against the plan's 500 ms
     }
     assert out["passed"] is False
     text = Path(out["report"]).read_text()
     assert "| ML p95 (ml-perf) | 610 ms | < 500 ms | FAIL |" in text
+    assert "| throughput (load-test) | 10,250 req/s | >= 10,000 req/s | PASS |" in text
+    assert "| availability (post-cutover watch) | 99.950 % | >= 99.900 % | PASS |" in text
+    assert "criteria NOT met (1 of 7 failed)" in text
     assert [ch.name for ch in step.verify(c) if not ch.ok] == ["ML p95 (ml-perf)"]
-    assert "| availability (post-cutover watch) | 99.950 % | >= 0.999  | PASS |" in text
-    # a real environment: an unmeasured criterion fails; a sandbox reports it as NOT MEASURED without failing
+    assert step.summary(out) == "6/7 criteria met · FAIL: ML p95 (ml-perf)"
+
+
+def test_perf_review_fails_when_a_target_is_missed(tmp_path: Path, project: Path) -> None:
+    """The targets come from ctx.targets ([targets] in migrate.toml): missing the plan's 10k req/s fails."""
+    from migrate.config import Targets
+
+    measured = {**MEASURED, "ml-perf": {"p95_ms": 310.0}}
+    prod = EnvConfig(name="production", kind="aws")
+    c = ctx(tmp_path, prod, "perf-review", upstream=measured)
+    assert all(ch.ok for ch in PerfReview().verify(c))  # every default target met
+    slow = {**measured, "load-test": {"stats": {"p95_ms": 150.0, "achieved_rps": 6200.0, "error_rate": 0.0}}}
+    failed = [ch for ch in PerfReview().verify(ctx(tmp_path, prod, "perf-review", upstream=slow)) if not ch.ok]
+    assert [(ch.name, ch.observed, ch.expected) for ch in failed] == [("throughput (load-test)", 6200.0, ">= 10000 req/s")]
+    strict = ctx(tmp_path, prod, "perf-review", upstream=measured)
+    strict.targets = Targets(api_p95_ms=100)
+    assert {ch.name for ch in PerfReview().verify(strict) if not ch.ok} == {
+        "API p95 (load-test gate)",
+        "API p95 (post-cutover watch)",
+    }
+
+
+def test_perf_review_unmeasured_fails_outside_a_sandbox(tmp_path: Path, project: Path) -> None:
+    step = PerfReview()
+    partial = {"load-test": MEASURED["load-test"]}
     aws = EnvConfig(name="production", kind="aws")
-    missing = step.verify(ctx(tmp_path, aws, "perf-review", upstream={"load-test": upstream["load-test"]}))
+    missing = step.verify(ctx(tmp_path, aws, "perf-review", upstream=partial))
     assert {ch.name for ch in missing if not ch.ok} == {
         "API p95 (post-cutover watch)",
-        "ML p95 (ml-perf)",
         "availability (post-cutover watch)",
+        "error rate (post-cutover watch)",
+        "ML p95 (ml-perf)",
     }
-    sandbox = ctx(tmp_path, env, "perf-review", upstream={"load-test": upstream["load-test"]})
+    sandbox = ctx(tmp_path, env_with(), "perf-review", upstream=partial)
     assert all(ch.ok for ch in step.verify(sandbox))
     out = step.apply(sandbox)
-    assert "| ML p95 (ml-perf) | not measured | < 500 ms | NOT MEASURED |" in Path(out["report"]).read_text()
-    assert "3 not measured in this sandbox" in Path(out["report"]).read_text()
+    text = Path(out["report"]).read_text()
+    assert "| ML p95 (ml-perf) | not measured | < 500 ms | NOT MEASURED |" in text
+    assert "4 not measured in this sandbox" in text
 
 
 def test_decommission_skips_in_a_sandbox_without_cutover(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from migrate.adapters.redis import RedisAdapter
 from migrate.adapters.redis_sync import fence_follower, follower_pid, follower_status, stop_follower
 from migrate.config import EnvConfig, RedisEndpoint
 from migrate.testing import make_context
-from phases.p5_cutover.data_switch import DataSwitch
-from phases.p2_data.redis_sync import RedisSyncStep
 from phases.p2_data.redis_migrate import RedisMigrate
+from phases.p2_data.redis_sync import RedisSyncStep
+from phases.p5_cutover.data_switch import DataSwitch
 from tests.test_redis_copy import seed
 
 

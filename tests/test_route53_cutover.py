@@ -251,8 +251,8 @@ def test_failing_probe_reverts_records_evidence_and_resume_continues(
     assert bad["ok"] is False and bad["worst_error_rate"] == 1.0
     [(kind, path, _sha, size)] = ctx.recorded_artifacts
     assert kind == "cutover-evidence" and json.loads(path.read_text())["failed_stage"] == 50 and size > 0
-    assert ctx.checkpoints.get("stage-10")["passed"] is True  # type: ignore[index]
-    assert ctx.checkpoints.get("stage-50")["passed"] is False  # type: ignore[index]
+    assert ctx.checkpoints.get("stage-10")["passed"] is True
+    assert ctx.checkpoints.get("stage-50")["passed"] is False
 
     # the operator fixes the new stack and re-runs: it continues at 50 %, without the TTL wait or stage 10 again
     health_server.healthy = True
@@ -295,7 +295,7 @@ def test_interrupted_during_ttl_wait_resumes_with_only_the_rest(
     ctx2 = ctx_for(tmp_path, env, settings(health_server.url), ctx)
     step.apply(ctx2)
     assert clock.sleeps[0] == pytest.approx(100)  # only the rest of the old TTL
-    assert ctx2.checkpoints.get("ttl")["old_ttl"] == 600  # type: ignore[index]  # not the already-lowered TTL
+    assert ctx2.checkpoints.get("ttl")["old_ttl"] == 600  # not the already-lowered TTL
 
 
 def test_rollback_before_bake_returns_traffic_and_refuses_after_fence(

@@ -236,7 +236,7 @@ def _cli(project: Path, *args: str, check: bool = True, timeout: float = 120) ->
 def _status(project: Path) -> dict[str, Any]:
     done = _cli(project, "status", "--json", check=False)
     assert done.returncode in (0, 3), done.stderr
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
+    return json.loads(done.stdout)
 
 
 @pytest.mark.slow
@@ -476,6 +476,6 @@ def test_apply_all_killed_at_random_moments_converges(servers_root: Path) -> Non
 
 def _read_endpoints(project: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((project / "state/sandbox/endpoints.json").read_text())  # type: ignore[no-any-return]
+        return json.loads((project / "state/sandbox/endpoints.json").read_text())
     except (OSError, ValueError):
         return None

@@ -105,6 +105,11 @@ class AwsAdapter:
     def account_id(self) -> str:
         return str(self.call("sts", "get_caller_identity")["Account"])
 
+    def caller_identity(self) -> dict[str, str]:
+        """Who these credentials are (``sts get-caller-identity``): arn, account, user_id — for the audit trail."""
+        out = self.call("sts", "get_caller_identity")
+        return {"arn": str(out["Arn"]), "account": str(out["Account"]), "user_id": str(out.get("UserId", ""))}
+
     def close(self) -> None:
         self._clients.clear()
 

@@ -1,4 +1,7 @@
-"""HTTP: single requests, a closed-loop probe and an open-loop load generator (asyncio + httpx).
+"""HTTP: single requests and a small closed-loop probe (asyncio + httpx) for smoke and health checks.
+
+Load is not generated here: load gates run Locust through :mod:`migrate.adapters.load` (open model, latency from
+the intended send time).
 
 Safety: the adapter only talks to loopback addresses or to hosts the environment configures (URLs found in the
 environment's step settings, and ``*.<env.domain>``); anything else is refused with an AdapterError, so a typo in a
@@ -7,9 +10,8 @@ load-test setting can never point a load generator at someone else's server.
 Latency percentiles are computed exactly from every recorded sample (nearest-rank method on the sorted samples:
 ``p`` = the smallest sample such that at least p % of samples are <= it); nothing is estimated or bucketed.
 
-Load is bounded three ways: number of requests (``max_requests``), wall time (``duration_s`` to start requests, plus
-at most ``timeout`` for the last ones to finish; anything still running after that is cancelled and counted as an
-error), and requests in flight (``max_in_flight``). The loop stops by itself.
+A probe is bounded by its number of requests and by wall time (``max_seconds``); anything still running after that
+is cancelled and counted as an error.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -70,10 +72,8 @@ class LatencyStats:
     mean_ms: float = 0.0
     duration_s: float = 0.0
     achieved_rps: float = 0.0
-    target_rps: float | None = None
     error_kinds: dict[str, int] = field(default_factory=dict)  # "HTTP 503" / "timeout" / "connect" -> count
     status_counts: dict[str, int] = field(default_factory=dict)  # "200" -> count
-    max_schedule_lag_ms: float = 0.0  # open loop: how late the client started a request (client saturation)
     stopped_by: str = ""  # "count" | "time" | "requests"
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,7 +91,7 @@ class LatencyStats:
             ("duration", f"{self.duration_s:.2f} s"),
             (
                 "achieved rps",
-                f"{self.achieved_rps:.1f}" + (f" (target {self.target_rps:g})" if self.target_rps else ""),
+                f"{self.achieved_rps:.1f}",
             ),
         ]
         if self.error_kinds:
@@ -120,8 +120,6 @@ def summarize(
     samples: Iterable[_Sample],
     *,
     duration_s: float,
-    target_rps: float | None = None,
-    max_schedule_lag_ms: float = 0.0,
     stopped_by: str = "",
 ) -> LatencyStats:
     items = list(samples)
@@ -141,10 +139,8 @@ def summarize(
         mean_ms=round(sum(latencies) / count, 3) if count else 0.0,
         duration_s=round(duration_s, 3),
         achieved_rps=round(count / duration_s, 2) if duration_s > 0 else 0.0,
-        target_rps=target_rps,
         error_kinds=dict(Counter(e for e in errors if e is not None)),
         status_counts=dict(statuses),
-        max_schedule_lag_ms=round(max_schedule_lag_ms, 3),
         stopped_by=stopped_by,
     )
 
@@ -288,35 +284,6 @@ class HttpAdapter:
         budget = max_seconds if max_seconds is not None else timeout * math.ceil(requests / concurrency) + 5
         return _run(self._probe(url, requests, concurrency, timeout, method, json_body, budget))
 
-    def load(
-        self,
-        url: str,
-        *,
-        rps: float,
-        duration_s: float,
-        max_requests: int,
-        timeout: float,
-        method: str = "GET",
-        json_body: Any = None,
-        max_in_flight: int = 256,
-        on_progress: Callable[[int], None] | None = None,
-    ) -> LatencyStats:
-        """Open loop: start requests at ``rps`` for ``duration_s`` seconds, at most ``max_requests`` in total.
-
-        Latency is measured from when a request is actually sent; when the client falls behind its schedule the
-        lag is reported as ``max_schedule_lag_ms`` (so a slow client is not mistaken for a slow server).
-        """
-        self.check_target(url)
-        if rps <= 0 or duration_s <= 0 or max_requests < 1 or timeout <= 0 or max_in_flight < 1:
-            raise AdapterError(
-                "load needs rps > 0, duration_s > 0, max_requests >= 1, timeout > 0, max_in_flight >= 1",
-                f"got rps={rps}, duration_s={duration_s}, max_requests={max_requests}, timeout={timeout}",
-                "fix the load-test settings in migrate.toml",
-            )
-        return _run(
-            self._load(url, rps, duration_s, max_requests, timeout, method, json_body, max_in_flight, on_progress)
-        )
-
     # -- asyncio internals -----------------------------------------------------------------------------------
     def _async_client(self, concurrency: int) -> httpx.AsyncClient:
         import httpx
@@ -377,74 +344,6 @@ class HttpAdapter:
         stopped = "count" if remaining[0] <= 0 else "time"
         return summarize(samples, duration_s=time.perf_counter() - started, stopped_by=stopped)
 
-    async def _load(
-        self,
-        url: str,
-        rps: float,
-        duration_s: float,
-        max_requests: int,
-        timeout: float,
-        method: str,
-        json_body: Any,
-        max_in_flight: int,
-        on_progress: Callable[[int], None] | None,
-    ) -> LatencyStats:
-        samples: list[_Sample] = []
-        interval = 1.0 / rps
-        gate = asyncio.Semaphore(max_in_flight)
-        max_lag = 0.0
-        tasks: set[asyncio.Task[None]] = set()
-        started = time.perf_counter()
-        stop_at = started + duration_s
-        sent = 0
-        stopped_by = "time"
-
-        async with self._async_client(max_in_flight) as client:
-
-            async def fire() -> None:
-                try:
-                    samples.append(await self._one(client, method, url, timeout, json_body))
-                finally:
-                    gate.release()
-
-            while True:
-                now = time.perf_counter()
-                if sent >= max_requests:
-                    stopped_by = "count"
-                    break
-                if now >= stop_at:
-                    break
-                due = started + sent * interval
-                if due > now:
-                    await asyncio.sleep(min(due - now, stop_at - now))
-                    continue
-                await gate.acquire()
-                max_lag = max(max_lag, (time.perf_counter() - due) * 1000)
-                task = asyncio.create_task(fire())
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                sent += 1
-                await asyncio.sleep(0)  # let the request start now, not after a burst of scheduling
-                if on_progress is not None and sent % max(1, int(rps)) == 0:
-                    on_progress(sent)
-            send_end = time.perf_counter()
-            cancelled = 0
-            if tasks:
-                _done, pending = await asyncio.wait(set(tasks), timeout=timeout + 1.0)
-                for task in pending:
-                    task.cancel()
-                cancelled = len(pending)
-                if pending:
-                    await asyncio.gather(*pending, return_exceptions=True)
-        samples.extend(_Sample(timeout * 1000, "cancelled", None) for _ in range(cancelled))
-        return summarize(
-            samples,
-            duration_s=max(send_end - started, 1e-9),
-            target_rps=rps,
-            max_schedule_lag_ms=max_lag,
-            stopped_by=stopped_by,
-        )
-
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -462,7 +361,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
     def runner() -> None:
         try:
-            result.append(asyncio.run(coro))  # type: ignore[arg-type]
+            result.append(asyncio.run(coro))
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
 

@@ -131,7 +131,7 @@ class KubeAdapter:
                     client_configuration=cfg,
                     persist_config=False,
                 )
-            except Exception as exc:  # kubernetes.config.ConfigException and YAML errors
+            except Exception as exc:  # noqa: BLE001 - kubernetes.config.ConfigException and YAML errors
                 raise AdapterError(
                     f"cannot load kubeconfig {self.kubeconfig} (context {self.context or '(current)'})",
                     redact(str(exc)),
@@ -213,7 +213,7 @@ class KubeAdapter:
             resp = api.call_api(*req, _request_timeout=timeout or self.request_timeout)
             raw = resp.read()
             status = int(resp.status)
-        except Exception as exc:  # urllib3/kubernetes errors: connection refused, TLS, timeouts
+        except Exception as exc:  # noqa: BLE001 - urllib3/kubernetes errors: connection refused, TLS, timeouts
             raise TransientError(
                 f"{what}: the API server did not answer",
                 redact(f"{type(exc).__name__}: {exc}")[:500],
@@ -328,23 +328,35 @@ class KubeAdapter:
         return refs
 
     def diff(self, docs: Iterable[Mapping[str, Any]], *, field_manager: str = FIELD_MANAGER) -> list[tuple[str, str]]:
-        """What an apply would do, per document: ("create" | "update" | "unchanged", ref).
+        """What an apply would do, per document: ("create" | "update" | "unchanged", ref) (see :meth:`plan`)."""
+        return [(action, ref) for action, ref, _ in self.plan(docs, field_manager=field_manager)]
+
+    def plan(
+        self, docs: Iterable[Mapping[str, Any]], *, field_manager: str = FIELD_MANAGER
+    ) -> list[tuple[str, str, str]]:
+        """What an apply would do, per document: (action, ref, detail); action create | update | unchanged.
 
         Read-only: a server-side dry-run apply (``dryRun=All``) returns the object as it would be stored, defaults
-        included, and is compared with the live object (metadata bookkeeping and status ignored).
-        """
-        out: list[tuple[str, str]] = []
+        included, and is compared with the live object (metadata bookkeeping and status ignored); ``detail`` names
+        the fields that would change (``spec.maxReplicas: 10 -> 20``)."""
+        out: list[tuple[str, str, str]] = []
         for raw in docs:
             doc = self._normalise(raw)
             meta = doc["metadata"]
             live = self.get(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace"))
             if live is None:
-                out.append(("create", ref_of(doc)))
+                out.append(("create", ref_of(doc), "server-side apply"))
                 continue
             path = self.path(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace"))
             query = [("fieldManager", field_manager), ("force", "true"), ("dryRun", "All")]
             would = self._request("PATCH", path, query=query, body=doc, content_type=APPLY_CONTENT_TYPE) or {}
-            out.append(("unchanged" if _comparable(would) == _comparable(live) else "update", ref_of(doc)))
+            before, after = _comparable(live), _comparable(would)
+            if before == after:
+                out.append(("unchanged", ref_of(doc), ""))
+            elif doc["kind"] == "Secret":  # never show a Secret's values, not even base64-encoded
+                out.append(("update", ref_of(doc), "values differ (not shown)"))
+            else:
+                out.append(("update", ref_of(doc), changed_fields(after, before)))
         return out
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
@@ -485,6 +497,67 @@ def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in obj.items() if k != "status"}
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _BOOKKEEPING}
     out["metadata"] = meta
+    return out
+
+
+def is_workload(doc: Mapping[str, Any]) -> bool:
+    """A kind with a rollout (``kubectl rollout status``): Deployment, DaemonSet, StatefulSet."""
+    return doc.get("kind") in _WORKLOADS
+
+
+def subset_of(desired: Any, live: Any) -> bool:
+    """True when every field of ``desired`` has the same value in ``live`` (fields the server added are ignored)."""
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(k in live and subset_of(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(subset_of(d, v) for d, v in zip(desired, live, strict=True))
+        )
+    if isinstance(desired, (int, float)) and isinstance(live, (int, float)):
+        return desired == live
+    return str(desired) == str(live)
+
+
+def changed_fields(wanted: Any, live: Any, path: str = "", *, limit: int = 8) -> str:
+    """``spec.maxReplicas: 10 -> 20; ...``: the leaves of ``wanted`` that ``live`` does not hold (first ``limit``)."""
+    diffs: list[str] = []
+
+    def walk(w: Any, lv: Any, p: str) -> None:
+        if isinstance(w, Mapping) and isinstance(lv, Mapping):
+            for k, v in w.items():
+                walk(v, lv.get(k), f"{p}.{k}" if p else str(k))
+            for k in lv:
+                if k not in w:
+                    diffs.append(f"{p}.{k}: removed" if p else f"{k}: removed")
+        elif isinstance(w, list) and isinstance(lv, list) and len(w) == len(lv):
+            for i, (a, b) in enumerate(zip(w, lv, strict=True)):
+                walk(a, b, f"{p}[{i}]")
+        elif not subset_of(w, lv) or not subset_of(lv, w):
+            diffs.append(f"{p}: {json.dumps(lv, default=str)} -> {json.dumps(w, default=str)}")
+
+    walk(wanted, live, path)
+    more = f"; ... {len(diffs) - limit} more" if len(diffs) > limit else ""
+    return redact("; ".join(diffs[:limit]) + more)
+
+
+def clean_live(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A live object as a manifest that can be re-applied (no status, no server-managed metadata)."""
+    out: dict[str, Any] = json.loads(json.dumps(dict(obj)))
+    out.pop("status", None)
+    meta = out.get("metadata") or {}
+    for key in _BOOKKEEPING:
+        meta.pop(key, None)
+    annotations = meta.get("annotations") or {}
+    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    annotations.pop("deployment.kubernetes.io/revision", None)
+    if not annotations:
+        meta.pop("annotations", None)
+    if out.get("kind") == "Service":
+        spec = out.get("spec") or {}
+        for key in ("clusterIP", "clusterIPs"):
+            spec.pop(key, None)
     return out
 
 

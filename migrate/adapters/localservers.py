@@ -363,12 +363,14 @@ class _StartFailed(Exception):
         return "address already in use" in text or "could not bind" in text or "could not create listen" in text
 
 
-def _start_with_port_retry(port: int | None, starter: Callable[[int], Any], what: str) -> Any:
+def _start_with_port_retry(
+    port: int | None, starter: Callable[[int], Any], what: str, is_free: Callable[[int], bool] = port_is_free
+) -> Any:
     attempts = 1 if port else 4
     last: _StartFailed | None = None
     for _ in range(attempts):
         chosen = port or free_port()
-        if not port_is_free(chosen):
+        if not is_free(chosen):
             last = _StartFailed(f"{what}: port {chosen} on {LOOPBACK} is busy", "Address already in use")
             continue
         try:
@@ -738,8 +740,10 @@ def start_redis(
     databases: int = 16,
     keep_running: bool = False,
     timeout: float = 30.0,
+    extra_args: Callable[[int], list[str]] | None = None,
 ) -> LocalRedis:
-    """Start redis-server on 127.0.0.1. ``persist=True`` (the sandbox) keeps an RDB in ``data_dir`` across restarts."""
+    """Start redis-server on 127.0.0.1. ``persist=True`` (the sandbox) keeps an RDB in ``data_dir`` across restarts.
+    ``extra_args(port)`` adds arguments for the chosen port (a cluster node's bus port, ...)."""
     binary = redis_binary()
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -749,6 +753,7 @@ def start_redis(
         argv = [binary, "--port", str(chosen), "--bind", LOOPBACK, "--dir", str(data_dir)]
         argv += ["--daemonize", "no", "--appendonly", "no", "--databases", str(max(16, databases))]
         argv += ["--logfile", str(log_path), "--protected-mode", "yes"]
+        argv += extra_args(chosen) if extra_args else []
         if persist:
             argv += ["--save", "3600 1", "--dbfilename", "dump.rdb"]
         else:
@@ -768,9 +773,229 @@ def start_redis(
             raise
         return LocalRedis(LOOPBACK, chosen, proc.pid, data_dir, log_path, max(16, databases), persist)
 
-    server: LocalRedis = _start_with_port_retry(port, starter, "redis")
+    server: LocalRedis = _start_with_port_retry(port, starter, "redis", _bindable)  # redis sets SO_REUSEADDR
     _register_exit(server.pid, server.stop, keep_running)
     return server
+
+
+CLUSTER_SLOTS = 16384
+CLUSTER_RECORD = "cluster.json"
+
+
+@dataclass
+class LocalRedisCluster:
+    """A Redis Cluster of primaries on loopback (no replicas): ``host``/``port`` is the first node, which a
+    slot-routing client uses to discover the others."""
+
+    nodes: list[LocalRedis]
+    bus_ports: list[int]
+    data_dir: Path
+    fresh: bool = True  # False: the nodes came back with their kept data (nodes.conf + RDB)
+
+    @property
+    def host(self) -> str:
+        return self.nodes[0].host
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    @property
+    def pid(self) -> int:
+        return self.nodes[0].pid
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.port for n in self.nodes]
+
+    def alive(self) -> bool:
+        return all(n.alive() for n in self.nodes)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        for node in self.nodes:
+            node.stop(timeout)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "cluster_mode": True, "nodes": self.ports}
+
+
+def _cluster_node_args(bus: dict[int, int]) -> Callable[[int], list[str]]:
+    def args(port: int) -> list[str]:
+        bus_port = bus.get(port) or _free_bus_port(port)
+        bus[port] = bus_port
+        out = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]
+        return [*out, "--cluster-port", str(bus_port)]
+
+    return args
+
+
+def _free_bus_port(port: int) -> int:
+    while True:
+        candidate = free_port()
+        if candidate != port:
+            return candidate
+
+
+def _bindable(port: int) -> bool:
+    """Free for a server that sets SO_REUSEADDR, as redis-server does (a just-closed bus port lingers in TIME_WAIT)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
+
+
+def _cluster_info(port: int, password: str | None = None) -> dict[str, str]:
+    import redis
+
+    client: Any = redis.Redis(host=LOOPBACK, port=port, password=password, socket_timeout=5)
+    try:
+        raw = client.execute_command("CLUSTER", "INFO")
+    finally:
+        client.close()
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def redis_cluster_ok(port: int, nodes: int | None = None) -> bool:
+    """The node on ``port`` sees the cluster healthy: state ok, every slot served (and ``nodes`` nodes known)."""
+    try:
+        info = _cluster_info(port)
+    except Exception:  # a probe answers yes or no
+        return False
+    if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != str(CLUSTER_SLOTS):
+        return False
+    return nodes is None or info.get("cluster_known_nodes") == str(nodes)
+
+
+def _join_cluster(nodes: list[LocalRedis], bus_ports: list[int], timeout: float) -> None:
+    """Give each node an equal share of the 16384 slots (CLUSTER ADDSLOTSRANGE) and introduce them (CLUSTER MEET)
+    — what ``redis-cli --cluster create --cluster-replicas 0`` does, without its interactive confirmation."""
+    import redis
+
+    clients: list[Any] = [redis.Redis(host=LOOPBACK, port=n.port, socket_timeout=10) for n in nodes]
+    try:
+        share = CLUSTER_SLOTS // len(nodes)
+        for i, client in enumerate(clients):
+            first = i * share
+            last = CLUSTER_SLOTS - 1 if i == len(nodes) - 1 else first + share - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+        for node, bus_port in zip(nodes[1:], bus_ports[1:], strict=True):
+            clients[0].execute_command("CLUSTER", "MEET", LOOPBACK, node.port, bus_port)
+    finally:
+        for client in clients:
+            client.close()
+    _wait_cluster(nodes, timeout)
+
+
+def _wait_cluster(nodes: list[LocalRedis], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(redis_cluster_ok(n.port, len(nodes)) for n in nodes):
+        if time.monotonic() >= deadline:
+            logs = "\n".join(f"{n.port}: {_log_tail(n.log_path, 4)}" for n in nodes)
+            raise AdapterError(
+                f"the local Redis Cluster on ports {[n.port for n in nodes]} did not become healthy in {timeout:.0f}s",
+                f"node logs:\n{logs}",
+                "read the logs above; `bpmigrate sandbox down --wipe` then `up` starts a fresh cluster",
+                service="redis",
+            )
+        time.sleep(0.1)
+
+
+def _cluster_record(data_dir: Path, nodes: list[LocalRedis], bus_ports: list[int]) -> None:
+    import json
+
+    body = {
+        "kind": "redis-cluster",
+        "pid": nodes[0].pid,
+        "port": nodes[0].port,
+        "host": LOOPBACK,
+        "nodes": [{"pid": n.pid, "port": n.port, "bus_port": b} for n, b in zip(nodes, bus_ports, strict=True)],
+    }
+    tmp = data_dir / f".{RECORD_FILE}.tmp"
+    tmp.write_text(json.dumps(body))
+    os.replace(tmp, data_dir / RECORD_FILE)
+    (data_dir / CLUSTER_RECORD).write_text(json.dumps({"nodes": body["nodes"]}))
+
+
+def redis_cluster_pids(data_dir: Path) -> list[int]:
+    """PIDs of the cluster nodes recorded in ``data_dir`` (empty when it holds no cluster)."""
+    record = read_record(Path(data_dir)) or {}
+    if record.get("kind") != "redis-cluster":
+        return []
+    return [int(n["pid"]) for n in record.get("nodes", []) if n.get("pid")]
+
+
+def stop_redis_cluster(data_dir: Path, timeout: float = 30.0) -> list[int]:
+    """Stop every node recorded in ``data_dir`` that still runs redis-server; returns the PIDs stopped."""
+    stopped = []
+    for pid in redis_cluster_pids(data_dir):
+        if is_alive(pid, "redis-server"):
+            stop_pid(pid, timeout, sig=signal.SIGTERM)
+            stopped.append(pid)
+    return stopped
+
+
+def start_redis_cluster(
+    data_dir: Path,
+    *,
+    primaries: int = 3,
+    persist: bool = False,
+    keep_running: bool = False,
+    timeout: float = 60.0,
+) -> LocalRedisCluster:
+    """Start ``primaries`` redis-server nodes with ``cluster-enabled yes`` on free loopback ports (each with its own
+    cluster-bus port) in ``data_dir/node-<i>`` and join them into one cluster (no replicas).
+
+    With ``persist`` (the sandbox) a cluster whose nodes were stopped comes back with its data when every recorded
+    port is still free (nodes.conf remembers the peers by address); otherwise the old node data is discarded and a
+    fresh cluster is created (``fresh`` says which)."""
+    import json
+
+    data_dir = Path(data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stop_redis_cluster(data_dir)  # leftovers of a crashed start
+    try:
+        kept = json.loads((data_dir / CLUSTER_RECORD).read_text()).get("nodes", [])
+    except (OSError, ValueError):
+        kept = []
+    reuse = (
+        persist
+        and len(kept) == primaries
+        and all((data_dir / f"node-{i}" / "nodes.conf").is_file() for i in range(primaries))
+        and all(_bindable(int(n["port"])) and _bindable(int(n["bus_port"])) for n in kept)
+    )
+    if not reuse:
+        for i in range(max(primaries, len(kept))):
+            remove_tree(data_dir / f"node-{i}")
+    bus: dict[int, int] = {int(n["port"]): int(n["bus_port"]) for n in kept} if reuse else {}
+    nodes: list[LocalRedis] = []
+    try:
+        for i in range(primaries):
+            port = int(kept[i]["port"]) if reuse else None
+            nodes.append(
+                start_redis(
+                    data_dir / f"node-{i}",
+                    port=port,
+                    persist=persist,
+                    keep_running=keep_running,
+                    extra_args=_cluster_node_args(bus),
+                )
+            )
+        bus_ports = [bus[n.port] for n in nodes]
+        _cluster_record(data_dir, nodes, bus_ports)
+        if reuse:
+            _wait_cluster(nodes, timeout)
+        else:
+            _join_cluster(nodes, bus_ports, timeout)
+    except BaseException:
+        for node in nodes:
+            with contextlib.suppress(Exception):
+                node.stop(5.0)
+        raise
+    return LocalRedisCluster(nodes, bus_ports, data_dir, fresh=not reuse)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -874,12 +1099,24 @@ def ping_postgres(host: str, port: int, user: str = PG_SUPERUSER, dbname: str = 
 
 
 def ping_redis(host: str, port: int) -> bool:
+    """PONG — and, for a cluster node, a healthy cluster (state ok, every slot served)."""
     try:
         with socket.create_connection((host, port), timeout=1.0) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n")
+            data = b""
+            while data.count(b"\r\n") < 2 or (b"\r\n$" in data and b"cluster_known_nodes" not in data):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
     except OSError:
         return False
+    if not data.startswith(b"+PONG\r\n"):
+        return False
+    rest = data[len(b"+PONG\r\n") :]
+    if rest.startswith(b"-"):
+        return True  # "cluster support disabled": a single node
+    return b"cluster_state:ok" in rest and f"cluster_slots_ok:{CLUSTER_SLOTS}".encode() in rest
 
 
 def ping_http(url: str) -> bool:

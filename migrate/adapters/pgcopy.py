@@ -14,8 +14,13 @@ Consistency: within one run every worker (and the schema dump) reads ONE exporte
 to between the runs can mix two points in time: freeze writes during the copy (phase 5) or re-run data-validate,
 which compares the current source with the target chunk by chunk.
 
-Post-data (indexes, constraints, triggers) runs as one ``psql --single-transaction`` script that also inserts its
-stage marker: a kill leaves all of it or none of it.
+Large objects (stage ``large-objects``) are copied after the rows, under the same snapshot, with their OIDs (an
+``oid`` column keeps pointing at its object), in chunks through ``lo_get``/``lo_put`` (no superuser needed, as on
+RDS); each object and its ``_bpmigrate.lo_progress`` row commit together, so a killed copy resumes per object.
+
+Post-data (indexes, constraints, triggers) runs as one ``psql --single-transaction`` script that also refreshes the
+materialized views populated on the source (dependency order; ``WITH NO DATA`` ones stay unpopulated) and inserts
+its stage marker: a kill leaves all of it or none of it.
 
 The schema stays until rollback (``drop_copy_state``) so that a finished restore re-applied is a no-op.
 The copy streams (binary COPY TO STDOUT piped into COPY FROM STDIN, one row buffer at a time): memory is bounded
@@ -36,8 +41,11 @@ from typing import Any
 from migrate.adapters.postgres import (
     INTERNAL_SCHEMA,
     SYSTEM_SCHEMAS,
+    LargeObjectInfo,
+    MatviewInfo,
     PostgresAdapter,
     TableInfo,
+    _identity_on,
     _translate,
     chunk_bounds,
     qident,
@@ -46,7 +54,7 @@ from migrate.adapters.postgres import (
 )
 from migrate.errors import AdapterError
 
-STAGES = ("pre-data", "plan", "data", "sequences", "post-data", "analyzed")
+STAGES = ("pre-data", "plan", "data", "large-objects", "sequences", "post-data", "analyzed")
 
 _STATE_DDL = f"""
 CREATE SCHEMA IF NOT EXISTS {INTERNAL_SCHEMA};
@@ -58,6 +66,8 @@ CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.copy_plan (
 CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.copy_progress (
     table_name text NOT NULL, chunk int NOT NULL, rows bigint NOT NULL, bytes bigint NOT NULL,
     seconds float8 NOT NULL, done_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, chunk));
+CREATE TABLE IF NOT EXISTS {INTERNAL_SCHEMA}.lo_progress (
+    lo oid PRIMARY KEY, bytes bigint NOT NULL, done_at timestamptz NOT NULL DEFAULT now());
 """
 
 
@@ -84,6 +94,9 @@ class CopyStats:
     bytes: int = 0
     seconds: float = 0.0
     stages_run: list[str] = field(default_factory=list)
+    large_objects: int = 0
+    large_object_bytes: int = 0
+    matviews_refreshed: int = 0
 
 
 class Progress:
@@ -339,12 +352,123 @@ def copy_chunks(
     return stats
 
 
+# -- large objects -------------------------------------------------------------------------------------------------
+def done_large_objects(target: PostgresAdapter) -> dict[int, int]:
+    if not target.table_exists(INTERNAL_SCHEMA, "lo_progress"):
+        return {}
+    return {int(o): int(b) for o, b in target.query(f"SELECT lo, bytes FROM {INTERNAL_SCHEMA}.lo_progress")}
+
+
+def _grant_sql(lo: LargeObjectInfo, roles: set[str]) -> list[str]:
+    """Owner and grants of ``lo`` as SQL, for the roles that exist on the target (others are reported missing)."""
+    out = []
+    if lo.owner in roles:
+        out.append(f"ALTER LARGE OBJECT {lo.oid} OWNER TO {qident(lo.owner)}")
+    for grant in lo.grants:
+        grantee, _, priv = grant.rpartition(":")
+        if grantee == "PUBLIC" or grantee in roles:
+            out.append(
+                f"GRANT {priv} ON LARGE OBJECT {lo.oid} TO {'PUBLIC' if grantee == 'PUBLIC' else qident(grantee)}"
+            )
+    return out
+
+
+def copy_large_objects(
+    source: PostgresAdapter,
+    target: PostgresAdapter,
+    *,
+    snapshot: str | None = None,
+    chunk: int = 1 << 20,
+    progress: Progress | None = None,
+) -> tuple[int, int, list[str]]:
+    """Copy every large object (same OID, contents in ``chunk``-byte pieces through ``lo_get``/``lo_put``, owner and
+    grants where the role exists on the target). Each object and its ``_bpmigrate.lo_progress`` row commit together:
+    a killed copy resumes at the first object not recorded. Returns (objects copied, bytes, roles missing)."""
+    from psycopg import IsolationLevel
+
+    objects = source.large_objects()
+    done = done_large_objects(target)
+    todo = [lo for lo in objects if lo.oid not in done]
+    if not todo:
+        return 0, 0, []
+    roles = {str(r[0]) for r in target.query("SELECT rolname FROM pg_roles")}
+    missing = sorted({lo.owner for lo in todo if lo.owner not in roles})
+    src = source.connect(autocommit=False)
+    dst = target.connect(autocommit=False)
+    copied = nbytes = 0
+    try:
+        src.isolation_level = IsolationLevel.REPEATABLE_READ
+        src.read_only = True
+        if snapshot:
+            src.execute(f"SET TRANSACTION SNAPSHOT {qliteral(snapshot)}")
+        for lo in todo:
+            dst.execute("SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = %s::oid", [lo.oid])
+            dst.execute("SELECT lo_create(%s::oid)", [lo.oid])
+            offset = 0
+            while True:
+                row = src.execute("SELECT lo_get(%s::oid, %s, %s)", [lo.oid, offset, chunk]).fetchone()
+                data = bytes(row[0]) if row and row[0] is not None else b""
+                if data:
+                    dst.execute("SELECT lo_put(%s::oid, %s, %s)", [lo.oid, offset, data])
+                offset += len(data)
+                if progress:
+                    progress.add(nbytes=len(data))
+                if len(data) < chunk:
+                    break
+            for sql in _grant_sql(lo, roles):
+                dst.execute(sql)
+            dst.execute(f"INSERT INTO {INTERNAL_SCHEMA}.lo_progress (lo, bytes) VALUES (%s, %s)", [lo.oid, offset])
+            dst.commit()
+            copied += 1
+            nbytes += offset
+    except Exception as exc:
+        import psycopg
+
+        try:
+            dst.rollback()
+        except psycopg.Error:
+            pass
+        if isinstance(exc, psycopg.Error):
+            raise _translate(exc, "copy of large objects", target.endpoint) from None
+        raise
+    finally:
+        for conn in (src, dst):
+            try:
+                conn.close()
+            except Exception:
+                pass
+    return copied, nbytes, missing
+
+
+# -- materialized views --------------------------------------------------------------------------------------------
+def refresh_statements(source: PostgresAdapter) -> list[str]:
+    """``REFRESH MATERIALIZED VIEW`` for every view populated on the source, in dependency order (a view created
+    WITH NO DATA stays unpopulated, as on the source)."""
+    return [f"REFRESH MATERIALIZED VIEW {v.ident};" for v in source.matviews() if v.populated]
+
+
+def refresh_matviews(source: PostgresAdapter, target: PostgresAdapter) -> list[str]:
+    """Refresh on the TARGET, in dependency order, the materialized views populated on the source (logical
+    replication does not carry them: call this after the data switch). Returns the views refreshed."""
+    views: list[MatviewInfo] = [v for v in source.matviews() if v.populated]
+    with target.session() as conn:
+        for v in views:
+            conn.execute(f"REFRESH MATERIALIZED VIEW {v.ident}")
+    return [v.qualified for v in views]
+
+
 # -- the whole restore -------------------------------------------------------------------------------------------
 def drop_user_objects(target: PostgresAdapter) -> list[str]:
-    """Drop every user object of the TARGET database (not extension members, not system schemas)."""
+    """Drop every user object of the TARGET database (not extension members, not system schemas), large objects
+    included."""
     excluded = ",".join(qliteral(s) for s in SYSTEM_SCHEMAS)
     dropped: list[str] = []
     with target.session() as conn:
+        n_lo = conn.execute(
+            "SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata WHERE pg_has_role(lomowner, 'USAGE')"
+        ).fetchone()
+        if n_lo and n_lo[0]:
+            dropped.append(f"{n_lo[0]} large object(s)")
         schemas = conn.execute(
             f"""SELECT n.nspname FROM pg_namespace n WHERE n.nspname NOT IN ({excluded})
                 AND n.nspname NOT LIKE 'pg_%' AND n.nspname <> 'public'
@@ -411,6 +535,8 @@ class ExportedSnapshot:
         row = self.conn.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
         self.id = str(row[0])
+        #: the source's identity and position as of this snapshot (what a backup taken with it records)
+        self.identity = _identity_on(self.conn, source.dbname)
 
     def close(self) -> None:
         try:
@@ -486,6 +612,18 @@ def run_restore(
             )
             mark_stage(target, "data", f"{copied.rows} rows")
             stats.stages_run.append("data")
+        if "large-objects" not in done:
+            if on_stage:
+                on_stage("large-objects")
+            n_lo, lo_bytes, missing_roles = copy_large_objects(
+                source, target, snapshot=snap.id if snap else None, progress=progress
+            )
+            stats.large_objects, stats.large_object_bytes = n_lo, lo_bytes
+            detail = f"{n_lo} objects" + (
+                f"; owners missing on the target: {', '.join(missing_roles)}" if missing_roles else ""
+            )
+            mark_stage(target, "large-objects", detail)
+            stats.stages_run.append("large-objects")
         if "sequences" not in done:
             if on_stage:
                 on_stage("sequences")
@@ -498,12 +636,20 @@ def run_restore(
     if "post-data" not in done:
         if on_stage:
             on_stage("post-data")
-        # indexes/constraints/triggers and the stage marker commit together: a kill leaves all or nothing
+        # indexes/constraints/triggers, the refresh of the materialized views populated on the source (dependency
+        # order) and the stage marker commit together: a kill leaves all or nothing
+        refresh = refresh_statements(source)
+        stats.matviews_refreshed = len(refresh)
         target.restore_script(
             schema_file,
             section="post-data",
             out=workdir / "post-data.sql",
-            trailer=f"INSERT INTO {INTERNAL_SCHEMA}.restore_state (stage) VALUES ('post-data') ON CONFLICT DO NOTHING;",
+            trailer="\n".join(
+                [
+                    *refresh,
+                    f"INSERT INTO {INTERNAL_SCHEMA}.restore_state (stage) VALUES ('post-data') ON CONFLICT DO NOTHING;",
+                ]
+            ),
             client=source,
             pgoptions=f"-c maintenance_work_mem={options.maintenance_work_mem}",
         )

@@ -70,6 +70,11 @@ def sync_name(env_name: str, dbname: str, override: str | None = None) -> str:
     return name[:63]
 
 
+def reverse_name(name: str) -> str:
+    """The reverse stream's name (target -> source) for a forward stream ``name``."""
+    return name[:59] + "_rev"
+
+
 @dataclass(frozen=True)
 class Problem:
     """A missing prerequisite: level block|warn, what, and how to fix it."""
@@ -120,11 +125,11 @@ class ExportedSlot:
     def __init__(self, source: PostgresAdapter, slot: str) -> None:
         import psycopg
 
-        kw = source._kwargs()  # noqa: SLF001 - same adapter package
+        kw = source._kwargs()  # same adapter package
         try:
             self.conn = psycopg.connect(autocommit=True, replication="database", **kw)
             row = self.conn.execute(
-                f"CREATE_REPLICATION_SLOT {qident(slot)} LOGICAL pgoutput (SNAPSHOT 'export')"  # type: ignore[arg-type]
+                f"CREATE_REPLICATION_SLOT {qident(slot)} LOGICAL pgoutput (SNAPSHOT 'export')"
             ).fetchone()
         except psycopg.Error as exc:
             raise _translate(exc, f"create replication slot {slot}", source.endpoint) from None
@@ -244,7 +249,7 @@ class PgSync:
             for name in tables:
                 schema, rel = name.split(".", 1)
                 mode = "FULL" if full else "DEFAULT"
-                conn.execute(f"ALTER TABLE {qident(schema, rel)} REPLICA IDENTITY {mode}")  # type: ignore[arg-type]
+                conn.execute(f"ALTER TABLE {qident(schema, rel)} REPLICA IDENTITY {mode}")
 
     # -- source objects ----------------------------------------------------------------------------------------
     def publication_tables(self) -> list[str] | None:
@@ -405,7 +410,7 @@ class PgSync:
         }
         if self.source.sslmode:
             kw["sslmode"] = self.source.sslmode
-        password = self.source._password  # noqa: SLF001 - same adapter package; never logged (redacted)
+        password = self.source._password  # same adapter package; never logged (redacted)
         if password:
             kw["password"] = password
         return " ".join(f"{k}={qliteral(str(v))}" for k, v in kw.items())
@@ -444,7 +449,7 @@ class PgSync:
     # -- state on the target (in _bpmigrate, which validation ignores) ------------------------------------------
     def ensure_state(self) -> None:
         with self.target.session() as conn:
-            conn.execute(_STATE_DDL)  # type: ignore[arg-type]
+            conn.execute(_STATE_DDL)
 
     def state(self) -> dict[str, str]:
         if not self.target.table_exists(INTERNAL_SCHEMA, "sync_state"):
@@ -456,7 +461,7 @@ class PgSync:
         with self.target.session() as conn:
             for key, value in values.items():
                 conn.execute(
-                    f"INSERT INTO {INTERNAL_SCHEMA}.sync_state (key, value) VALUES (%s, %s) "  # type: ignore[arg-type]
+                    f"INSERT INTO {INTERNAL_SCHEMA}.sync_state (key, value) VALUES (%s, %s) "
                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, at = now()",
                     [key, value],
                 )
@@ -464,7 +469,7 @@ class PgSync:
     def clear_state(self) -> None:
         with self.target.session() as conn:
             for table in ("sync_state", "sync_copy"):
-                conn.execute(f"DROP TABLE IF EXISTS {INTERNAL_SCHEMA}.{table}")  # type: ignore[arg-type]
+                conn.execute(f"DROP TABLE IF EXISTS {INTERNAL_SCHEMA}.{table}")
 
     def copied_chunks(self) -> set[tuple[str, int]]:
         if not self.target.table_exists(INTERNAL_SCHEMA, "sync_copy"):
@@ -479,8 +484,8 @@ class PgSync:
             return
         rels = ", ".join(qident(t.schema, t.name) for t in tables)
         with self.target.session(autocommit=False) as conn:
-            conn.execute(f"TRUNCATE {rels}")  # type: ignore[arg-type]
-            conn.execute(f"DELETE FROM {INTERNAL_SCHEMA}.sync_copy")  # type: ignore[arg-type]
+            conn.execute(f"TRUNCATE {rels}")
+            conn.execute(f"DELETE FROM {INTERNAL_SCHEMA}.sync_copy")
             conn.commit()
 
     def plan_copy(self, tables: Sequence[TableInfo], *, chunk_rows: int, chunk_bytes: int) -> list[CopyChunk]:
@@ -561,7 +566,7 @@ class PgSync:
             try:
                 src.isolation_level = IsolationLevel.REPEATABLE_READ
                 src.read_only = True
-                src.execute(f"SET TRANSACTION SNAPSHOT {qliteral(snapshot)}")  # type: ignore[arg-type]
+                src.execute(f"SET TRANSACTION SNAPSHOT {qliteral(snapshot)}")
                 dst.execute("SET session_replication_role = replica")
                 dst.execute("SET synchronous_commit = off")
                 dst.commit()
@@ -578,13 +583,13 @@ class PgSync:
                 nbytes = 0
                 try:
                     with src.cursor() as sc, dst.cursor() as dc:
-                        with sc.copy(out_sql) as cout, dc.copy(in_sql) as cin:  # type: ignore[arg-type]
+                        with sc.copy(out_sql) as cout, dc.copy(in_sql) as cin:
                             for data in cout:
                                 cin.write(data)
                                 nbytes += len(data)
                         rows = dc.rowcount
                         dc.execute(
-                            f"INSERT INTO {INTERNAL_SCHEMA}.sync_copy (table_name, chunk, rows, bytes) "  # type: ignore[arg-type]
+                            f"INSERT INTO {INTERNAL_SCHEMA}.sync_copy (table_name, chunk, rows, bytes) "
                             "VALUES (%s, %s, %s, %s)",
                             [chunk.table, chunk.index, rows, nbytes],
                         )
@@ -664,6 +669,33 @@ class PgSync:
     def carry_sequences(self) -> int:
         """setval() every target sequence to the source's value (logical replication does not carry them)."""
         return self.target.set_sequences(self.source.sequences())
+
+    # -- the reverse stream (target -> source, started at the switch) -----------------------------------------
+    def reverse(self) -> PgSync:
+        """The same pair streaming the other way (publication and slot on the target, subscription on the source)."""
+        return PgSync(self.target, self.source, reverse_name(self.name))
+
+    def create_slot(self) -> bool:
+        """A logical slot at the publisher's current position (no snapshot): only valid while the writers are
+        fenced and both sides hold the same rows. False when it exists already."""
+        if self.slot_info() is not None:
+            return False
+        self.source.query("SELECT lsn::text FROM pg_create_logical_replication_slot(%s, 'pgoutput')", [self.slot])
+        return True
+
+    def start_stream(self, tables: Sequence[str], conninfo: str | None = None) -> list[str]:
+        """Publication + slot on the publisher, subscription on the subscriber (each only if absent): the stream
+        starts at the slot's position, i.e. now. Idempotent (a killed run re-runs it)."""
+        done: list[str] = []
+        what = self.ensure_publication(tables)
+        if what != "in place":
+            done.append(f"publication {self.publication} on {self.source.endpoint} ({what})")
+        if self.create_slot():
+            done.append(f"replication slot {self.slot} on {self.source.endpoint}")
+        if self.subscription_info() is None:
+            self.create_subscription(conninfo or self.publisher_conninfo())
+            done.append(f"subscription {self.subscription} on {self.target.endpoint}")
+        return done
 
     # -- teardown ----------------------------------------------------------------------------------------------
     def teardown(self, *, timeout: float = 30.0) -> list[str]:

@@ -36,7 +36,9 @@ class Column:
     name: str
     type: str  # format_type(), e.g. "vector(768)", "integer[]"
     generated: bool  # GENERATED ALWAYS AS (...) STORED: never copied, recomputed by the target
-    send_fn: str  # binary send function (int4send, vector_send, array_send ...): used by checksums
+    # binary send function (int4send, vector_send, array_send ...): used by checksums; "-" = compare the text form
+    # (composites and arrays of user types embed type OIDs in their binary form, which differ between servers)
+    send_fn: str
     nullable: bool = True
 
 
@@ -69,6 +71,128 @@ class SequenceInfo:
     @property
     def qualified(self) -> str:
         return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class LargeObjectInfo:
+    oid: int
+    owner: str
+    grants: tuple[str, ...]  # "grantee:PRIVILEGE" besides the owner's own
+
+
+@dataclass(frozen=True)
+class MatviewInfo:
+    schema: str
+    name: str
+    populated: bool
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def ident(self) -> str:
+        return qident(self.schema, self.name)
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    """One line of ``pg_restore --list``: ``dump_id; tableoid oid DESC schema name owner``."""
+
+    dump_id: int
+    oid: int
+    desc: str
+    rest: str  # schema, name and owner as printed (names are not quoted: compare by ``oid``)
+
+
+_TOC_DESCS = sorted(
+    [
+        "TABLE DATA",
+        "MATERIALIZED VIEW DATA",
+        "MATERIALIZED VIEW",
+        "SEQUENCE SET",
+        "SEQUENCE OWNED BY",
+        "BLOBS",
+        "BLOB",
+        "BLOB METADATA",
+        "LARGE OBJECT",
+        "TABLE",
+        "INDEX",
+        "CONSTRAINT",
+        "FK CONSTRAINT",
+        "SEQUENCE",
+        "TRIGGER",
+        "VIEW",
+        "TYPE",
+        "DOMAIN",
+        "FUNCTION",
+        "SCHEMA",
+        "POLICY",
+        "ROW SECURITY",
+        "ACL",
+        "COMMENT",
+        "EXTENSION",
+        "DEFAULT",
+        "TABLE ATTACH",
+        "INDEX ATTACH",
+        "RULE",
+    ],
+    key=len,
+    reverse=True,
+)
+
+
+def parse_toc(lines: Sequence[str]) -> list[TocEntry]:
+    """Parse ``pg_restore --list`` lines (comments skipped); names with spaces or quotes are not split on."""
+    out: list[TocEntry] = []
+    for line in lines:
+        if not line.strip() or line.startswith(";") or ";" not in line:
+            continue
+        head, _, body = line.partition(";")
+        parts = body.split(None, 2)
+        if len(parts) < 3 or not head.strip().isdigit():
+            continue
+        tail = parts[2]
+        desc = next((d for d in _TOC_DESCS if tail == d or tail.startswith(d + " ")), tail.split(" ", 1)[0])
+        out.append(TocEntry(int(head), int(parts[1]) if parts[1].isdigit() else 0, desc, tail[len(desc) :].strip()))
+    return out
+
+
+def _identity_on(conn: Any, dbname: str) -> dict[str, Any]:
+    import psycopg
+
+    row = conn.execute(
+        "SELECT current_setting('server_version'), pg_current_wal_lsn()::text, "
+        "pg_snapshot_xmax(pg_current_snapshot())::text, now()::text"
+    ).fetchone()
+    try:
+        sysid = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+    except psycopg.Error:  # not granted: the data directory's identity stays unknown
+        sysid = None
+    return {
+        "system_identifier": sysid,
+        "database": dbname,
+        "server_version": str(row[0]),
+        "lsn": str(row[1]),
+        "next_xid": int(row[2]),
+        "at": str(row[3]),
+    }
+
+
+def identity_drift(recorded: dict[str, Any], now: dict[str, Any]) -> str | None:
+    """Why a backup taken at ``recorded`` is not a backup of the source as it is ``now`` (None: same source, no
+    write since). Writes are told by the next transaction id: every write assigns one."""
+    for key in ("system_identifier", "database"):
+        if recorded.get(key) != now.get(key):
+            return f"another source: {key} {recorded.get(key)!r} then, {now.get(key)!r} now"
+    if str(recorded.get("server_version", "")).split(".")[0] != str(now.get("server_version", "")).split(".")[0]:
+        return f"the source was upgraded: {recorded.get('server_version')} then, {now.get('server_version')} now"
+    if int(recorded.get("next_xid") or 0) != int(now.get("next_xid") or 0):
+        return (
+            f"the source was written since (next transaction id {recorded.get('next_xid')} then, "
+            f"{now.get('next_xid')} now; WAL {recorded.get('lsn')} then, {now.get('lsn')} now)"
+        )
+    return None
 
 
 @dataclass
@@ -245,7 +369,10 @@ class PostgresAdapter:
         cols = self.query(
             f"""
             SELECT a.attrelid::bigint, a.attname, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '',
-                   CASE WHEN t.typtype = 'd' THEN bt.typsend::regproc::text ELSE t.typsend::regproc::text END,
+                   CASE WHEN coalesce(bt.typsend, t.typsend) = 'record_send'::regproc
+                          OR (coalesce(bt.typsend, t.typsend) = 'array_send'::regproc
+                              AND coalesce(bt.typelem, t.typelem) >= 16384)
+                        THEN '-' ELSE coalesce(bt.typsend, t.typsend)::regproc::text END,
                    NOT a.attnotnull
             FROM pg_attribute a
             JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -369,6 +496,111 @@ class PostgresAdapter:
 
     def large_object_count(self) -> int:
         return int(self.query("SELECT count(*) FROM pg_largeobject_metadata")[0][0])
+
+    def large_objects(self) -> list[LargeObjectInfo]:
+        """Every large object's OID, owner and grants (``aclexplode``: works without superuser)."""
+        rows = self.query(
+            """SELECT m.oid::bigint, pg_get_userbyid(m.lomowner)::text,
+                      coalesce((SELECT array_agg(DISTINCT (CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                                ELSE pg_get_userbyid(a.grantee)::text END) || ':' || a.privilege_type)
+                                FROM aclexplode(m.lomacl) a WHERE a.grantee <> m.lomowner), '{}')
+               FROM pg_largeobject_metadata m ORDER BY 1"""
+        )
+        return [LargeObjectInfo(int(o), str(owner), tuple(sorted(str(g) for g in grants))) for o, owner, grants in rows]
+
+    def large_object_digests(self, chunk: int = 1 << 20) -> dict[int, tuple[int, str]]:
+        """oid -> (size, sha256) of every large object's contents, read in chunks with ``lo_get`` (no superuser:
+        ``pg_largeobject`` itself is not readable on RDS)."""
+        out: dict[int, tuple[int, str]] = {}
+        with self.session(autocommit=False) as conn:
+            oids = [int(r[0]) for r in conn.execute("SELECT oid FROM pg_largeobject_metadata ORDER BY 1").fetchall()]
+            for oid in oids:
+                digest, size = hashlib.sha256(), 0
+                while True:
+                    row = conn.execute("SELECT lo_get(%s::oid, %s, %s)", [oid, size, chunk]).fetchone()
+                    data = bytes(row[0]) if row and row[0] is not None else b""
+                    digest.update(data)
+                    size += len(data)
+                    if len(data) < chunk:
+                        break
+                out[oid] = (size, digest.hexdigest())
+            conn.rollback()
+        return out
+
+    def matviews(self) -> list[MatviewInfo]:
+        """Materialized views in dependency order (one that reads another comes after it), with populated state."""
+        excluded = ",".join(qliteral(s) for s in SYSTEM_SCHEMAS)
+        rows = self.query(
+            f"""SELECT c.oid::bigint, n.nspname, c.relname, c.relispopulated
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind = 'm' AND n.nspname NOT IN ({excluded})
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+                ORDER BY 2, 3"""
+        )
+        deps = self.query(
+            """SELECT DISTINCT r.ev_class::bigint, d.refobjid::bigint FROM pg_rewrite r
+               JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+               JOIN pg_class c ON c.oid = d.refobjid
+               WHERE c.relkind IN ('m', 'v') AND d.refobjid <> r.ev_class"""
+        )
+        info = {int(o): MatviewInfo(str(s), str(n), bool(p)) for o, s, n, p in rows}
+        edges: dict[int, set[int]] = {}
+        for view, ref in deps:
+            edges.setdefault(int(view), set()).add(int(ref))
+
+        def reaches(oid: int, seen: set[int]) -> set[int]:  # matviews reached through views and matviews
+            out: set[int] = set()
+            for ref in edges.get(oid, set()):
+                if ref in seen:
+                    continue
+                seen.add(ref)
+                if ref in info:
+                    out.add(ref)
+                out |= reaches(ref, seen)
+            return out
+
+        ordered: list[int] = []
+        pending = {oid: reaches(oid, set()) for oid in info}
+        while pending:
+            ready = sorted(
+                (o for o, needs in pending.items() if not (needs - set(ordered))), key=lambda o: info[o].qualified
+            )
+            if not ready:  # a cycle cannot exist between matviews; keep the rest in name order
+                ready = sorted(pending, key=lambda o: info[o].qualified)
+            for o in ready:
+                ordered.append(o)
+                pending.pop(o)
+        return [info[o] for o in ordered]
+
+    def matview_digest(self, view: MatviewInfo) -> tuple[int, str] | None:
+        """(rows, order-independent checksum of the rows' text form) of a populated materialized view; None when
+        it is not populated."""
+        if not self.query("SELECT relispopulated FROM pg_class WHERE oid = %s::regclass", [view.ident])[0][0]:
+            return None
+        row = self.query(
+            "SELECT count(*), coalesce(sum(('x' || substr(md5(t::text), 1, 16))::bit(64)::bigint::numeric), 0)::text "
+            f"FROM {view.ident} t"
+        )[0]
+        return int(row[0]), str(row[1])
+
+    def data_relations(self) -> dict[int, str]:
+        """OID -> schema.name of every relation whose rows a dump holds: ordinary tables and leaf partitions (a
+        partitioned parent has no rows of its own)."""
+        excluded = ",".join(qliteral(s) for s in SYSTEM_SCHEMAS)
+        rows = self.query(
+            f"""SELECT c.oid::bigint, n.nspname || '.' || c.relname FROM pg_class c
+                JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind = 'r' AND n.nspname NOT IN ({excluded}) AND n.nspname NOT LIKE 'pg_temp%'
+                  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e')
+                ORDER BY 2"""
+        )
+        return {int(o): str(q) for o, q in rows}
+
+    def identity(self) -> dict[str, Any]:
+        """Who this server is and where it stands now: system identifier, database, version, WAL position, next
+        transaction id (advances with every write) and the server's clock."""
+        with self.session() as conn:
+            return _identity_on(conn, self.dbname)
 
     def database_size(self) -> int:
         return int(self.query("SELECT pg_database_size(current_database())")[0][0])

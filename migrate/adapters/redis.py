@@ -90,7 +90,18 @@ class RedisAdapter:
         )
 
     # -- connections -------------------------------------------------------------------------------------------
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "password": self._password,
+            "ssl": self.tls,
+            "socket_timeout": 60,
+            "socket_connect_timeout": 10,
+        }
+
     def client(self, db: int = 0) -> Any:
+        """A client for logical DB ``db``: a slot-routing ``RedisCluster`` when the server is a Redis Cluster."""
         if self.needs_address:
             raise ConfigError(
                 f"Redis {self.role} host is {self.host!r}: the address comes from Terraform",
@@ -100,22 +111,36 @@ class RedisAdapter:
         if db not in self._clients:
             import redis
 
-            kwargs: dict[str, Any] = {
-                "host": self.host,
-                "port": self.port,
-                "password": self._password,
-                "ssl": self.tls,
-                "socket_timeout": 60,
-                "socket_connect_timeout": 10,
-            }
-            if self.cluster_mode and db == 0 and self.is_real_cluster():
+            kwargs = self._connect_kwargs()
+            if self.clustered:
+                if db != 0:
+                    raise ConfigError(
+                        f"Redis {self.role} {self.endpoint} is a Redis Cluster: it has only DB 0 (asked for DB {db})",
+                        "cluster mode has a single keyspace; source DBs are mapped to key prefixes in DB 0",
+                        "set [steps.redis-migrate] db_prefix for every source DB (see `bpmigrate show redis-migrate`)",
+                    )
                 from redis.cluster import RedisCluster
 
-                kwargs.pop("socket_connect_timeout")
-                self._clients[db] = RedisCluster(**kwargs)
+                self._clients[db] = self.call(lambda: RedisCluster(**kwargs), "connect to the cluster")
             else:
                 self._clients[db] = redis.Redis(db=db, **kwargs)
         return self._clients[db]
+
+    @property
+    def clustered(self) -> bool:
+        """True when this server is a Redis Cluster (keys routed by slot over several primaries).
+
+        ``cluster_mode = true`` against a single node (a cluster-mode-disabled rehearsal) keeps one plain client:
+        DB n still maps to a prefix in DB 0, only the routing differs. A cluster configured ``cluster_mode = false``
+        is refused (its DB numbers and counts would be wrong)."""
+        real = self.is_real_cluster()
+        if real and not self.cluster_mode:
+            raise ConfigError(
+                f"Redis {self.role} {self.endpoint} is a Redis Cluster but migrate.toml says cluster_mode = false",
+                "a cluster has only DB 0 and spreads keys over several primaries: counts and DB numbers would be wrong",
+                f"set cluster_mode = true under redis.{self.role} of this environment in migrate.toml",
+            )
+        return real
 
     def is_real_cluster(self) -> bool:
         """True when the server runs with cluster-enabled (needs slot routing); False for a single node."""
@@ -131,6 +156,33 @@ class RedisAdapter:
             finally:
                 probe.close()
         return self._cluster_enabled
+
+    def topology(self) -> str:
+        """"cluster (3 primaries)" or "single node" — what the server really is (for doctor and plans)."""
+        if self.clustered:
+            return f"cluster ({len(self._primaries())} primaries)"
+        return "single node"
+
+    def _primaries(self) -> list[Any]:
+        """One plain client per cluster primary, ordered by address (stable: composite SCAN cursors index it)."""
+        cluster = self.client(0)
+        with self.translated("CLUSTER SLOTS"):
+            nodes = sorted(cluster.get_primaries(), key=lambda n: (n.host, int(n.port)))
+            return [cluster.get_redis_connection(n) for n in nodes]
+
+    def _node_clients(self, db: int) -> list[Any]:
+        """The clients holding DB ``db``'s keys: every primary of a cluster, else the one server."""
+        return self._primaries() if self.clustered else [self.client(db)]
+
+    def _groups(self, keys: Sequence[bytes]) -> list[list[int]]:
+        """Indexes of ``keys`` grouped by hash slot (one group when not a cluster)."""
+        if not self.clustered:
+            return [list(range(len(keys)))]
+        cluster = self.client(0)
+        by_slot: dict[int, list[int]] = {}
+        for i, k in enumerate(keys):
+            by_slot.setdefault(int(cluster.keyslot(k)), []).append(i)
+        return list(by_slot.values())
 
     def call(self, fn: Callable[[], T], what: str = "command") -> T:
         import redis
@@ -159,7 +211,8 @@ class RedisAdapter:
 
     # -- reads -------------------------------------------------------------------------------------------------
     def ping(self) -> bool:
-        return bool(self.call(lambda: self.client(0).ping(), "PING"))
+        with self.translated("PING"):
+            return all(bool(c.ping()) for c in self._node_clients(0))
 
     def unreachable_reason(self) -> str | None:
         if self.needs_address:
@@ -171,28 +224,52 @@ class RedisAdapter:
         return None
 
     def server_version(self) -> str:
-        info = self.call(lambda: self.client(0).info("server"), "INFO server")
+        with self.translated("INFO server"):
+            info = self._node_clients(0)[0].info("server")
         return str(info.get("redis_version", "?"))
 
+    def config_get(self, name: str) -> str:
+        """One server setting (CONFIG GET) — of the first primary on a cluster."""
+        with self.translated(f"CONFIG GET {name}"):
+            found = self._node_clients(0)[0].config_get(name)
+        return str(found.get(name, ""))
+
     def dbsize(self, db: int) -> int:
-        return int(self.call(lambda: self.client(db).dbsize(), f"DBSIZE (db {db})"))
+        """Keys in DB ``db``: DBSIZE, summed over the primaries of a cluster."""
+        with self.translated(f"DBSIZE (db {db})"):
+            return sum(int(c.dbsize()) for c in self._node_clients(db))
 
     def keyspace(self) -> dict[int, int]:
-        info = self.call(lambda: self.client(0).info("keyspace"), "INFO keyspace")
+        """{db: keys} from INFO keyspace (summed over a cluster's primaries)."""
         out: dict[int, int] = {}
-        for name, value in info.items():
-            if str(name).startswith("db") and isinstance(value, dict):
-                out[int(str(name)[2:])] = int(value.get("keys", 0))
+        with self.translated("INFO keyspace"):
+            infos = [c.info("keyspace") for c in self._node_clients(0)]
+        for info in infos:
+            for name, value in info.items():
+                if str(name).startswith("db") and isinstance(value, dict):
+                    db = int(str(name)[2:])
+                    out[db] = out.get(db, 0) + int(value.get("keys", 0))
         return out
 
     def scan(self, db: int, cursor: int, count: int = 1000, match: bytes | None = None) -> tuple[int, list[bytes]]:
-        client = self.client(db)
+        """One SCAN step. On a cluster the cursor is composite — ``(node cursor << 8) | primary index`` — so one
+        resumable cursor walks every primary in turn; 0 still means "start" and "done"."""
+        clients = self._node_clients(db)
+        index, node_cursor = (cursor & 0xFF, cursor >> 8) if len(clients) > 1 else (0, cursor)
+        if index >= len(clients):
+            return 0, []
+        kwargs: dict[str, Any] = {"cursor": node_cursor, "count": count}
+        if match is not None:
+            kwargs["match"] = match
         with self.translated(f"SCAN (db {db})"):
-            if match is not None:
-                next_cursor, keys = client.scan(cursor=cursor, count=count, match=match)
+            next_cursor, keys = clients[index].scan(**kwargs)
+        next_cursor = int(next_cursor)
+        if len(clients) > 1:
+            if next_cursor == 0:
+                next_cursor = 0 if index + 1 >= len(clients) else index + 1
             else:
-                next_cursor, keys = client.scan(cursor=cursor, count=count)
-        return int(next_cursor), list(keys)
+                next_cursor = (next_cursor << 8) | index
+        return next_cursor, list(keys)
 
     def scan_all(self, db: int, count: int = 1000, match: bytes | None = None) -> Iterator[list[bytes]]:
         cursor = 0
@@ -207,54 +284,63 @@ class RedisAdapter:
         return sum(len(b) for b in self.scan_all(db, 1000, match=_glob_escape(prefix) + b"*"))
 
     def random_keys(self, db: int, n: int) -> list[bytes]:
-        """Up to n distinct keys drawn by RANDOMKEY (pipelined)."""
+        """Up to n distinct keys drawn by RANDOMKEY (pipelined; on a cluster from every primary, in proportion
+        to its size)."""
+        clients = self._node_clients(db)
         with self.translated(f"RANDOMKEY (db {db})"):
+            sizes = [int(c.dbsize()) for c in clients] if len(clients) > 1 else [n]
+            total = sum(sizes) or 1
+            found: set[bytes] = set()
+            for client, size in zip(clients, sizes, strict=True):
+                draws = n if len(clients) == 1 else min(size, max(1 if size else 0, round(n * size / total)))
+                if not draws:
+                    continue
+                pipe = client.pipeline(transaction=False)
+                for _ in range(draws):
+                    pipe.randomkey()
+                found.update(k for k in pipe.execute() if k is not None)
+        return sorted(found)
+
+    def _pipelined(self, db: int, what: str, keys: Sequence[bytes], queue: Callable[[Any, bytes], None]) -> list[Any]:
+        """Queue ``queue(pipe, key)`` for every key in one pipeline (a slot-routing one on a cluster: redis-py
+        sends each primary its keys' commands in one round trip); replies in key order."""
+        if not keys:
+            return []
+        with self.translated(f"{what} (db {db})"):
             pipe = self.client(db).pipeline(transaction=False)
-            for _ in range(n):
-                pipe.randomkey()
-            return sorted({k for k in pipe.execute() if k is not None})
+            for k in keys:
+                queue(pipe, k)
+            return list(pipe.execute())
 
     def pttl_many(self, db: int, keys: Sequence[bytes]) -> list[int]:
-        with self.translated(f"PTTL (db {db})"):
-            pipe = self.client(db).pipeline(transaction=False)
-            for k in keys:
-                pipe.pttl(k)
-            return [int(x) for x in pipe.execute()]
+        return [int(x) for x in self._pipelined(db, "PTTL", keys, lambda p, k: p.pttl(k))]
 
     def exists_many(self, db: int, keys: Sequence[bytes]) -> list[bool]:
-        with self.translated(f"EXISTS (db {db})"):
-            pipe = self.client(db).pipeline(transaction=False)
-            for k in keys:
-                pipe.exists(k)
-            return [bool(x) for x in pipe.execute()]
+        return [bool(x) for x in self._pipelined(db, "EXISTS", keys, lambda p, k: p.exists(k))]
 
     def read_values(self, db: int, keys: Sequence[bytes]) -> list[tuple[str, Any]]:
         """(type, normalized value) per key, for comparisons independent of the RDB encoding."""
-        client = self.client(db)
-        with self.translated(f"TYPE (db {db})"):
-            pipe = client.pipeline(transaction=False)
-            for k in keys:
-                pipe.type(k)
-            types = [t.decode() if isinstance(t, bytes) else str(t) for t in pipe.execute()]
-            pipe = client.pipeline(transaction=False)
-            for k, t in zip(keys, types, strict=True):
-                if t == "string":
-                    pipe.get(k)
-                elif t == "hash":
-                    pipe.hgetall(k)
-                elif t == "list":
-                    pipe.lrange(k, 0, -1)
-                elif t == "set":
-                    pipe.smembers(k)
-                elif t == "zset":
-                    pipe.zrange(k, 0, -1, withscores=True)
-                elif t == "stream":
-                    pipe.xrange(k)
-                elif t == "none":
-                    pipe.exists(k)
-                else:
-                    pipe.dump(k)
-            raw = pipe.execute()
+        raw_types = self._pipelined(db, "TYPE", keys, lambda p, k: p.type(k))
+        types = [t.decode() if isinstance(t, bytes) else str(t) for t in raw_types]
+        readers: dict[str, Callable[[Any, bytes], Any]] = {
+            "string": lambda p, k: p.get(k),
+            "hash": lambda p, k: p.hgetall(k),
+            "list": lambda p, k: p.lrange(k, 0, -1),
+            "set": lambda p, k: p.smembers(k),
+            "zset": lambda p, k: p.zrange(k, 0, -1, withscores=True),
+            "stream": lambda p, k: p.xrange(k),
+            "none": lambda p, k: p.exists(k),
+        }
+        kind = dict(zip(keys, types, strict=True))
+
+        def read(pipe: Any, key: bytes) -> None:
+            reader = readers.get(kind[key])
+            if reader is None:
+                pipe.dump(key)  # a module type: compare the serialized value
+            else:
+                reader(pipe, key)
+
+        raw = self._pipelined(db, "read", keys, read)
         out: list[tuple[str, Any]] = []
         for t, v in zip(types, raw, strict=True):
             if t == "hash":
@@ -359,30 +445,38 @@ class RedisAdapter:
         return int(next_cursor), int(n)
 
     def dump_many(self, db: int, keys: Sequence[bytes]) -> list[tuple[bytes, bytes | None, int]]:
-        """(key, DUMP payload or None when gone, PTTL) in one pipelined round trip."""
-        with self.translated(f"DUMP (db {db})"):
-            pipe = self.client(db).pipeline(transaction=False)
-            for k in keys:
-                pipe.dump(k)
-                pipe.pttl(k)
-            raw = pipe.execute()
+        """(key, DUMP payload or None when gone, PTTL) in one pipelined round trip (per primary on a cluster)."""
+
+        def queue(pipe: Any, key: bytes) -> None:
+            pipe.dump(key)
+            pipe.pttl(key)
+
+        raw = self._pipelined(db, "DUMP", keys, queue)
         return [(k, raw[2 * i], int(raw[2 * i + 1])) for i, k in enumerate(keys)]
 
     def restore_many(self, db: int, items: Sequence[tuple[bytes, bytes, int]]) -> int:
-        """RESTORE key ttl payload REPLACE, pipelined; ttl 0 = no expiry. Returns the number restored."""
-        if not items:
-            return 0
-        with self.translated(f"RESTORE (db {db})"):
-            pipe = self.client(db).pipeline(transaction=False)
-            for key, payload, ttl in items:
-                pipe.restore(key, ttl, payload, replace=True)
-            pipe.execute()
+        """RESTORE key ttl payload REPLACE, pipelined (routed by slot on a cluster); ttl 0 = no expiry."""
+        payloads = {key: (payload, ttl) for key, payload, ttl in items}
+        self._pipelined(
+            db,
+            "RESTORE",
+            [key for key, _payload, _ttl in items],
+            lambda p, k: p.restore(k, payloads[k][1], payloads[k][0], replace=True),
+        )
         return len(items)
 
     def delete_many(self, db: int, keys: Sequence[bytes]) -> int:
+        """UNLINK ``keys``: one UNLINK per hash slot on a cluster (a multi-key command must stay in one slot)."""
         if not keys:
             return 0
-        return int(self.call(lambda: self.client(db).unlink(*keys), f"UNLINK (db {db})"))
+        groups = [[keys[i] for i in group] for group in self._groups(keys)]
+        if len(groups) == 1 and not self.clustered:
+            return int(self.call(lambda: self.client(db).unlink(*keys), f"UNLINK (db {db})"))
+        with self.translated(f"UNLINK (db {db})"):
+            pipe = self.client(db).pipeline(transaction=False)
+            for group in groups:
+                pipe.execute_command("UNLINK", *group)
+            return sum(int(n) for n in pipe.execute())
 
 
 # SCAN one batch and MIGRATE it COPY REPLACE to ARGV[3]:ARGV[4] db ARGV[5] (AUTH ARGV[7] when given)

@@ -69,10 +69,10 @@ class FollowerSpec:
         notify_previous: str | None = None,
     ) -> FollowerSpec:
         passwords = {}
-        if source._password:  # noqa: SLF001 - same adapter package
-            passwords[_PW_SOURCE] = source._password  # noqa: SLF001
-        if target._password:  # noqa: SLF001
-            passwords[_PW_TARGET] = target._password  # noqa: SLF001
+        if source._password:  # same adapter package
+            passwords[_PW_SOURCE] = source._password
+        if target._password:
+            passwords[_PW_TARGET] = target._password
         return cls(
             source={"host": source.host, "port": source.port, "tls": source.tls, "dbs": list(source.dbs)},
             target={"host": target.host, "port": target.port, "tls": target.tls, "cluster_mode": target.cluster_mode},
@@ -151,7 +151,7 @@ def start_follower(workdir: Path, spec: FollowerSpec) -> int:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with (workdir / LOG).open("ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+        proc = subprocess.Popen(  # fixed argv
             [sys.executable, "-m", "migrate.adapters.redis_sync", "follow", str(workdir)],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -328,7 +328,7 @@ class Follower:
                 socket_timeout=None,
                 socket_connect_timeout=10,
             )
-            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = client.pubsub()
             try:
                 pubsub.psubscribe("__keyevent@*__:*")
                 pubsub.subscribe(FENCE_CHANNEL)

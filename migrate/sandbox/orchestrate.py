@@ -52,6 +52,10 @@ COMPONENTS: tuple[Component, ...] = (
     Component("pg-target", "postgres", "target PostgreSQL (RDS)", "postgres"),
     Component("redis-source", "redis", "source Redis (Compose, DBs 0-2)", "redis-server"),
     Component("redis-target", "redis", "target Redis (ElastiCache)", "redis-server"),
+    # traffic stand-ins (migrate/sandbox/standins.py): started after the data servers they use
+    Component("app-old", "app", "old app stack (Compose stand-in)", "migrate.sandbox.app"),
+    Component("app-new", "app", "new app stack (EKS stand-in)", "migrate.sandbox.app"),
+    Component("router", "router", "DNS router (Route53 weights)", "migrate.sandbox.router"),
 )
 
 
@@ -124,11 +128,12 @@ class SeedResult:
 def sandbox_env(config: Config, env_name: str) -> EnvConfig:
     env = config.env(env_name)
     if env.kind != "sandbox":
-        sandboxes = ", ".join(n for n, e in config.environments.items() if e.kind == "sandbox") or "none defined"
+        names = [n for n, e in config.environments.items() if e.kind == "sandbox"]
         raise UsageError(
             f"environment {env.name!r} is not a sandbox (kind = {env.kind!r})",
-            '`bpmigrate sandbox ...` only manages local rehearsal environments (kind = "sandbox" in migrate.toml)',
-            f"bpmigrate sandbox up --env <sandbox env: {sandboxes}>",
+            '`bpmigrate sandbox ...` only manages local rehearsal environments (kind = "sandbox" in migrate.toml); '
+            f"sandboxes: {', '.join(names) or 'none defined'}",
+            f"bpmigrate sandbox up --env {names[0]}" if names else f'add an environment with kind = "sandbox" to {config.path}',
         )
     return env
 
@@ -226,18 +231,26 @@ def _recorded(p: SandboxPaths, endpoints: dict[str, Any] | None) -> dict[str, di
 def _endpoint(comp: Component, port: int | None, endpoints: dict[str, Any] | None) -> str:
     if port is None:
         return "-"
+    if comp.kind in ("app", "router"):
+        return f"http://{ls.LOOPBACK}:{port}"
     if comp.kind == "moto":
         return f"http://{ls.LOOPBACK}:{port}"
     if comp.kind == "postgres":
         role = "source" if comp.name == "pg-source" else "target"
         dbname = ((endpoints or {}).get("postgres", {}).get(role, {}) or {}).get("dbname", "betterprompts")
         return f"postgresql://postgres@{ls.LOOPBACK}:{port}/{dbname}"
+    if comp.name == "redis-target" and ((endpoints or {}).get("redis", {}).get("target") or {}).get("cluster_mode"):
+        return f"redis://{ls.LOOPBACK}:{port} (cluster)"
     return f"redis://{ls.LOOPBACK}:{port}"
 
 
 def _ping(comp: Component, port: int | None) -> bool:
     if port is None:
         return False
+    if comp.kind in ("app", "router"):
+        from migrate.sandbox import standins
+
+        return standins.ping(comp.name, port)
     if comp.kind == "moto":
         return ls.ping_http(f"http://{ls.LOOPBACK}:{port}/moto-api/")
     if comp.kind == "postgres":
@@ -312,22 +325,68 @@ def _seed_info(st: SandboxStatus) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------------------------------------------
 # up
 # ---------------------------------------------------------------------------------------------------------------
-def _start(comp: Component, folder: Path, port: int | None, *, fsync: bool = True) -> tuple[int, int]:
+def _start(
+    comp: Component,
+    folder: Path,
+    port: int | None,
+    *,
+    fsync: bool = True,
+    ports: dict[str, int] | None = None,
+    domain: str = "",
+    redis_cluster: bool = False,
+) -> tuple[int, int]:
+    if comp.kind in ("app", "router"):
+        from migrate.sandbox import standins
+
+        return standins.start(comp.name, folder, port, dict(ports or {}), domain)
     if comp.kind == "moto":
         moto = ls.start_moto(folder, port=port, keep_running=True)
         return moto.pid, moto.port
     if comp.kind == "postgres":
         pg = ls.start_postgres(folder, port=port, fsync=fsync, keep_running=True)
         return pg.pid, pg.port
+    if redis_cluster:  # three primaries in folder/node-<i>; the first node's port is the one recorded
+        cluster = ls.start_redis_cluster(folder, persist=True, keep_running=True)
+        return cluster.pid, cluster.port
     rd = ls.start_redis(folder, port=port, persist=True, keep_running=True)
     return rd.pid, rd.port
 
 
-def _stop(comp: Component, pid: int) -> None:
+def _stop(comp: Component, pid: int, folder: Path | None = None) -> None:
     import signal
 
     sig = signal.SIGINT if comp.kind == "postgres" else signal.SIGTERM
     ls.stop_pid(pid, 60.0 if comp.kind == "postgres" else 30.0, sig=sig)
+    if comp.kind == "redis" and folder is not None:
+        ls.stop_redis_cluster(folder)  # the other nodes of a cluster
+
+
+def redis_topology(config: Config, env: EnvConfig) -> tuple[str, str]:
+    """("cluster" | "single", why) for the sandbox's target Redis.
+
+    ``[environments.<sandbox>] sandbox = { redis_topology = "auto" | "cluster" | "single" }`` (or
+    ``BPMIGRATE_SANDBOX_REDIS_TOPOLOGY``); "auto" (the default) rehearses what production will meet: the
+    ``cluster_mode`` of the production environment's redis.target (else of any AWS environment's)."""
+    chosen = os.environ.get("BPMIGRATE_SANDBOX_REDIS_TOPOLOGY") or str(env.sandbox.get("redis_topology") or "auto")
+    if chosen in ("cluster", "single"):
+        source = "BPMIGRATE_SANDBOX_REDIS_TOPOLOGY" if os.environ.get("BPMIGRATE_SANDBOX_REDIS_TOPOLOGY") else (
+            f"[environments.{env.name}] sandbox.redis_topology"
+        )
+        return chosen, f"{source} = {chosen!r}"
+    real = [e for e in config.environments.values() if e.kind != "sandbox" and "target" in e.redis]
+    mirrored = [e for e in real if e.name == "production"] or real
+    if not mirrored:
+        return "single", "no AWS environment defines redis.target"
+    clustered = [e.name for e in mirrored if e.redis["target"].cluster_mode]
+    if clustered:
+        return "cluster", f"auto: {', '.join(clustered)} redis.target has cluster_mode = true"
+    return "single", f"auto: {', '.join(e.name for e in mirrored)} redis.target has cluster_mode = false"
+
+
+def _running_topology(folder: Path) -> str | None:
+    record = ls.read_record(folder) or {}
+    kind = record.get("kind")
+    return "cluster" if kind == "redis-cluster" else "single" if kind == "redis" else None
 
 
 def _endpoints_doc(
@@ -370,7 +429,16 @@ def _endpoints_doc(
     if "redis-source" in ports:
         doc["redis"]["source"] = {"host": ls.LOOPBACK, "port": ports["redis-source"], "dbs": [0, 1, 2]}
     if "redis-target" in ports:
-        doc["redis"]["target"] = {"host": ls.LOOPBACK, "port": ports["redis-target"], "cluster_mode": False}
+        clustered = _running_topology(p.data_dir / "redis-target") == "cluster"
+        doc["redis"]["target"] = {"host": ls.LOOPBACK, "port": ports["redis-target"], "cluster_mode": clustered}
+        topology, why = redis_topology(config, env)
+        nodes = [n["port"] for n in (ls.read_record(p.data_dir / "redis-target") or {}).get("nodes", [])]
+        doc["sandbox"]["redis_target"] = {"topology": topology, "why": why, "nodes": nodes}
+    from migrate.sandbox import standins
+
+    stand_in_steps = standins.step_settings(p.data_dir, ports, env.domain)
+    if stand_in_steps:
+        doc["steps"] = stand_in_steps
     return doc
 
 
@@ -402,23 +470,40 @@ def up(config: Config, env_name: str, *, progress: Progress | None = None) -> Sa
         started_at = prev_sandbox.get("started_at") if prev_sandbox.get("state") == "up" else None
         started_at = started_at or _now()
         p.data_dir.mkdir(parents=True, exist_ok=True)
+        topology, why = redis_topology(config, env)
         for comp in COMPONENTS:
             pid, port = recorded[comp.name].get("pid"), recorded[comp.name].get("port")
-            if ls.is_alive(pid, comp.expect) and _ping(comp, port):
+            running = _running_topology(p.data_dir / comp.name) if comp.name == "redis-target" else None
+            switch = running is not None and running != topology
+            if ls.is_alive(pid, comp.expect) and _ping(comp, port) and not switch:
                 assert pid is not None and port is not None
                 pids[comp.name], ports[comp.name] = int(pid), int(port)
                 actions[comp.name] = "adopted"
                 continue
+            if comp.kind == "redis":
+                ls.stop_redis_cluster(p.data_dir / comp.name)  # nodes left by a crashed or degraded cluster
             if ls.is_alive(pid, comp.expect):
                 assert pid is not None
-                say(f"{comp.name}: pid {pid} runs but does not answer; restarting it")
-                _stop(comp, int(pid))
+                if switch:
+                    say(f"{comp.name}: switching from {running} to {topology} ({why})")
+                else:
+                    say(f"{comp.name}: pid {pid} runs but does not answer; restarting it")
+                _stop(comp, int(pid), p.data_dir / comp.name)
                 actions[comp.name] = "restarted"
             else:
                 actions[comp.name] = "started"
             reuse = int(port) if port and ls.port_is_free(int(port)) else None
-            say(f"starting {comp.role} ...")
-            new_pid, new_port = _start(comp, p.data_dir / comp.name, reuse, fsync=bool(env.sandbox.get("fsync", True)))
+            clustered = comp.name == "redis-target" and topology == "cluster"
+            say(f"starting {comp.role}{' as a 3-primary Redis Cluster' if clustered else ''} ...")
+            new_pid, new_port = _start(
+                comp,
+                p.data_dir / comp.name,
+                reuse,
+                fsync=bool(env.sandbox.get("fsync", True)),
+                ports=ports,
+                domain=env.domain,
+                redis_cluster=clustered,
+            )
             pids[comp.name], ports[comp.name] = new_pid, new_port
             # record after every start: a crash of this command leaves nothing unrecorded
             _write_json(p.endpoints, _endpoints_doc(config, env, p, pids, ports, "starting", started_at))
@@ -463,8 +548,10 @@ def down(config: Config, env_name: str, *, wipe: bool = False, progress: Progres
             if ls.is_alive(pid, comp.expect):
                 assert pid is not None
                 say(f"stopping {comp.role} (pid {pid}) ...")
-                _stop(comp, int(pid))
+                _stop(comp, int(pid), p.data_dir / comp.name)
                 actions[comp.name] = "stopped"
+            elif comp.kind == "redis" and ls.stop_redis_cluster(p.data_dir / comp.name):
+                actions[comp.name] = "stopped"  # the first node had died: its peers are stopped all the same
             else:
                 actions[comp.name] = "not running"
         still = [c.name for c in COMPONENTS if ls.is_alive(recorded[c.name].get("pid"), c.expect)]
@@ -506,10 +593,19 @@ def _wipe(p: SandboxPaths, data_dir: Path, env_name: str, say: Progress) -> list
     if p.terraform_state.exists():
         shutil.rmtree(p.terraform_state)
         notes.append(f"deleted the stand-in Terraform state {p.terraform_state}")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    artifacts = p.env_dir / "artifacts"  # backups, saved plans, reports: they belong to the archived ledger
+    if artifacts.is_dir() and any(artifacts.iterdir()):
+        archive = (p.ledger.parent if p.ledger is not None else p.env_dir.parent) / "archive"
+        archive.mkdir(parents=True, exist_ok=True)
+        os.replace(artifacts, archive / f"{env_name}-{stamp}-artifacts")
+        notes.append(
+            f"archived the artifacts (backups, saved plans, reports) to {archive / f'{env_name}-{stamp}-artifacts'}, "
+            "beside the ledger they belong to: nothing of the old rehearsal is reused"
+        )
     if p.ledger is not None and p.ledger.exists():
         archive = p.ledger.parent / "archive"
         archive.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         for suffix in ("", "-wal", "-shm", "-journal"):
             src = Path(f"{p.ledger}{suffix}")
             if src.exists():

@@ -17,4 +17,5 @@ ORDER = (
     "kubeconfig",
     "cluster_addons",
     "cluster_smoke",
+    "audit_baseline",
 )

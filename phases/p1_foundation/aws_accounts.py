@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, RetryPolicy, Reversibility, Step, StepContext
+from pydantic import Field
+
+from migrate.step import (
+    Change,
+    Check,
+    Finding,
+    Outputs,
+    PlanResult,
+    RetryPolicy,
+    Reversibility,
+    Step,
+    StepContext,
+    StepSettings,
+)
 
 from ._common import ACCOUNT_ENVS, PROJECT, _aws
 
@@ -26,11 +40,29 @@ class AwsAccounts(Step):
     retry = RetryPolicy(attempts=3)
     timeout = 1800.0
 
+    class Settings(StepSettings):
+        environments: list[str] = Field(
+            default_factory=lambda: list(ACCOUNT_ENVS), description="one member account per environment name"
+        )
+        account_name_template: str = Field(PROJECT + "-{env}", description="member account name; {env} is replaced")
+        email_template: str = Field(
+            "aws+" + PROJECT + "-{env}@example.com",
+            description="root e-mail of each account ({env} is replaced); must be mailboxes you own for real AWS",
+        )
+        poll_seconds: float | None = Field(
+            None, gt=0, description="interval between CreateAccount status polls (default: 0.2 s on moto, 10 s on AWS)"
+        )
+
     def _names(self, ctx: StepContext) -> dict[str, tuple[str, str]]:
-        envs = list(ctx.setting("environments", ACCOUNT_ENVS))
-        name_t = str(ctx.setting("account_name_template", PROJECT + "-{env}"))
-        email_t = str(ctx.setting("email_template", "aws+" + PROJECT + "-{env}@example.com"))
-        return {env: (name_t.format(env=env), email_t.format(env=env)) for env in envs}
+        s = ctx.typed(self.Settings)
+        return {
+            env: (s.account_name_template.format(env=env), s.email_template.format(env=env)) for env in s.environments
+        }
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        accounts = dict(outputs.get("accounts") or {})
+        adopted = len(outputs.get("adopted") or [])
+        return f"organization {outputs.get('organization_id', '?')} · {len(accounts)} account(s), {adopted} adopted"
 
     def plan(self, ctx: StepContext) -> PlanResult:
         aws = _aws(ctx)
@@ -82,7 +114,8 @@ class AwsAccounts(Step):
             org = aws.create_organization()
         accounts: dict[str, str] = {}
         adopted: list[str] = []
-        interval = float(ctx.setting("poll_seconds", 0.2 if aws.is_emulated else 10))
+        configured = ctx.typed(self.Settings).poll_seconds
+        interval = configured if configured is not None else (0.2 if aws.is_emulated else 10.0)
         for env, (name, email) in self._names(ctx).items():
             acct = aws.account_by_name(name)
             if acct is not None:

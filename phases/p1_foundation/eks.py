@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from migrate.step import Check, StepContext
+from pydantic import Field
+
+from migrate.step import Check, StepContext, StepSettings
 
 from .._terraform_step import TerraformModuleStep
 from ._common import _aws
@@ -26,15 +29,25 @@ class Eks(TerraformModuleStep):
         "node_groups": "eks_node_groups",
     }
 
+    class Settings(StepSettings):
+        required_node_groups: list[str] = Field(
+            default_factory=lambda: ["system", "application", "gpu"], description="node group roles verify requires"
+        )
+        gpu_node_group: str = Field("gpu", description="the role of the GPU node group (tainted and labelled)")
+        gpu_taint_key: str = Field("nvidia.com/gpu", description="taint key the GPU node group carries (NO_SCHEDULE)")
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        groups = dict(outputs.get("node_groups") or {})
+        return f"cluster {outputs.get('cluster_name', '?')} · {len(groups)} node group(s): {', '.join(sorted(groups))}"
+
     def verify(self, ctx: StepContext) -> list[Check]:
         if self.stand_in(ctx):
             return self.verify_terraform_state(ctx)
         aws = _aws(ctx)
         name = str(ctx.output(self.id, "cluster_name"))
         expected_groups: dict[str, str] = dict(ctx.output(self.id, "node_groups", {}) or {})
-        required = list(ctx.setting("required_node_groups", ["system", "application", "gpu"]))
-        gpu_role = str(ctx.setting("gpu_node_group", "gpu"))
-        taint_key = str(ctx.setting("gpu_taint_key", "nvidia.com/gpu"))
+        s = ctx.typed(self.Settings)
+        required, gpu_role, taint_key = list(s.required_node_groups), s.gpu_node_group, s.gpu_taint_key
         cluster = aws.eks_cluster(name)
         status = (cluster or {}).get("status")
         checks = [

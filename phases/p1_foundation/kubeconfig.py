@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
+from pydantic import Field
+
+from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 if TYPE_CHECKING:
     from migrate.adapters.kube import KubeAdapter
@@ -24,8 +27,16 @@ class Kubeconfig(Step):
     depends_on = ("eks",)
     reversibility = Reversibility.COMPENSABLE
 
+    class Settings(StepSettings):
+        path: str | None = Field(
+            None, description="kubeconfig file to write (default: the environment's kube.kubeconfig, else state/<env>/kubeconfig)"
+        )
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        return f"context {outputs.get('context', '?')} in {outputs.get('kubeconfig', '?')}"
+
     def _path(self, ctx: StepContext) -> Path:
-        configured = ctx.setting("path") or ctx.env.kube.kubeconfig
+        configured = ctx.typed(self.Settings).path or ctx.env.kube.kubeconfig
         if configured:
             path = Path(str(configured)).expanduser()
             return path if path.is_absolute() else ctx.project_root / path
@@ -70,9 +81,6 @@ class Kubeconfig(Step):
         return args
 
     def plan(self, ctx: StepContext) -> PlanResult:
-        reason = self.skip_reason(ctx)
-        if reason:
-            return PlanResult(skip_reason=reason)
         path = self._path(ctx)
         result = PlanResult(data={"path": str(path)})
         try:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from migrate.errors import GateWaiting
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 from ._common import SSO_MANUAL, _aws
 
@@ -16,6 +19,13 @@ class SsoCheck(Step):
     phase = 1
     depends_on = ("aws-accounts",)
     reversibility = Reversibility.REVERSIBLE
+
+    class Settings(StepSettings):
+        """No settings: the check reads the organization's Identity Center instances."""
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        arn = str(outputs.get("instance_arn") or "?")
+        return f"Identity Center {outputs.get('status', '?')} · {arn.rsplit('/', 1)[-1]}"
 
     def _next(self, ctx: StepContext) -> str:
         return f"bpmigrate apply --step {self.id} --env {ctx.env_name}"

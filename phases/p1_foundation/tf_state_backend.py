@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
 
 from migrate.errors import StepFailed
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, RetryPolicy, Reversibility, Step, StepContext
+from migrate.step import (
+    Change,
+    Check,
+    Finding,
+    Outputs,
+    PlanResult,
+    RetryPolicy,
+    Reversibility,
+    Step,
+    StepContext,
+    StepSettings,
+)
 
 if TYPE_CHECKING:
     from migrate.adapters.aws_foundation import AwsFoundation
@@ -26,11 +40,19 @@ class TfStateBackend(Step):
     reversibility = Reversibility.COMPENSABLE
     retry = RetryPolicy(attempts=3)
 
+    class Settings(StepSettings):
+        bucket: str | None = Field(None, description="state bucket (default: betterprompts-tfstate-<account>-<region>)")
+        lock_table: str = Field(f"{PROJECT}-terraform-locks", description="DynamoDB lock table (hash key LockID)")
+        state_key: str = Field(f"{PROJECT}/terraform.tfstate", description="object key of the Terraform state")
+        kms_key_id: str | None = Field(None, description="KMS key for default encryption (default: SSE-S3, AES256)")
+
     def _names(self, ctx: StepContext, aws: AwsFoundation) -> tuple[str, str, str]:
-        bucket = ctx.setting("bucket") or f"{PROJECT}-tfstate-{aws.account_id()}-{aws.region}"
-        table = str(ctx.setting("lock_table", f"{PROJECT}-terraform-locks"))
-        key = str(ctx.setting("state_key", f"{PROJECT}/terraform.tfstate"))
-        return str(bucket), table, key
+        s = ctx.typed(self.Settings)
+        bucket = s.bucket or f"{PROJECT}-tfstate-{aws.account_id()}-{aws.region}"
+        return bucket, s.lock_table, s.state_key
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        return f"s3://{outputs.get('bucket', '?')}/{outputs.get('state_key', '')} · lock table {outputs.get('lock_table', '?')}"
 
     def plan(self, ctx: StepContext) -> PlanResult:
         aws = _aws(ctx)
@@ -75,7 +97,7 @@ class TfStateBackend(Step):
             aws.enable_versioning(bucket)
         if not b.encryption:
             ctx.intent("enable-encryption", bucket=bucket)
-            aws.enable_encryption(bucket, ctx.setting("kms_key_id"))
+            aws.enable_encryption(bucket, ctx.typed(self.Settings).kms_key_id)
         if not b.public_blocked:
             ctx.intent("block-public-access", bucket=bucket)
             aws.block_public_access(bucket)

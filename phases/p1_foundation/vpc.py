@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from migrate.step import Check, StepContext
 
@@ -23,6 +24,10 @@ class Vpc(TerraformModuleStep):
         "private_subnet_ids": "private_subnet_ids",
         "public_subnet_ids": "public_subnet_ids",
     }
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        private, public = list(outputs.get("private_subnet_ids") or []), list(outputs.get("public_subnet_ids") or [])
+        return f"{outputs.get('vpc_id', '?')} · {len(private)} private + {len(public)} public subnet(s)"
 
     def verify(self, ctx: StepContext) -> list[Check]:
         if self.stand_in(ctx):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from migrate.errors import ConfigError
-from migrate.step import Check, Finding, PlanResult, StepContext
+from pydantic import Field
+
+from migrate.errors import AdapterError, ConfigError
+from migrate.step import Check, Finding, PlanResult, StepContext, StepSettings
 
 from .._terraform_step import TerraformModuleStep
 
@@ -147,9 +152,7 @@ class _SandboxTargetStep(TerraformModuleStep):
     def extra_outputs(self, ctx: StepContext, tf_outputs: dict[str, Any]) -> dict[str, Any]:
         if self.stand_in(ctx):
             return {}
-        return sandbox_connection(
-            ctx, self.kind, tf_outputs, self.output_map["endpoint"], self.output_map["port"]
-        )
+        return sandbox_connection(ctx, self.kind, tf_outputs, self.output_map["endpoint"], self.output_map["port"])
 
 
 def _restore_options(ctx: StepContext) -> Any:
@@ -166,29 +169,150 @@ def _restore_options(ctx: StepContext) -> Any:
     )
 
 
-def redis_routes(ctx: StepContext, source: RedisAdapter, target: RedisAdapter) -> list[DbRoute]:
-    from migrate.adapters.redis_copy import routes
+# -- backups bound to their source (pg-backup; final-backup uses the same rules) ---------------------------------
+def backup_staleness(
+    ctx: StepContext, step_id: str, path: Path, source: PostgresAdapter, *, max_age_h: float = 0.0, reuse: bool = True
+) -> str | None:
+    """None when the backup at ``path`` may be reused; else why it must be re-taken. Reused only when this
+    environment's ledger recorded it (same sha256), it comes from the same source (system identifier, database,
+    major version) and the source has had no write since (next transaction id unchanged) — or it is younger than
+    ``max_age_h`` hours by the source's clock."""
+    from datetime import datetime
 
-    return routes(
-        source.dbs,
-        cluster_mode=target.cluster_mode,
-        db_map={str(k): int(v) for k, v in dict(ctx.setting("db_map", {}) or {}).items()},
-        db_prefix={str(k): str(v) for k, v in dict(ctx.setting("db_prefix", {}) or {}).items()},
+    from migrate.adapters.postgres import identity_drift
+
+    if getattr(ctx, "refresh", False):
+        return "re-take requested with --refresh"
+    if not reuse:
+        return "reuse_existing = false"
+    meta_file = path.with_name(path.name + ".json")
+    if not path.is_file():
+        return "no backup yet"
+    if not meta_file.is_file():
+        return "the existing file records no source identity (taken by an older bpmigrate or by hand)"
+    meta = json.loads(meta_file.read_text())
+    recorded = ctx.upstream.get(step_id, {})
+    if recorded.get("sha256") != meta.get("sha256"):
+        return "the existing file is not the one recorded in this environment's ledger (an earlier rehearsal's?)"
+    if path.stat().st_size != meta.get("size"):
+        return f"the existing file's size changed since it was written ({meta.get('size')} → {path.stat().st_size})"
+    then = dict(meta.get("identity") or {})
+    now = source.identity()
+    drift = identity_drift(then, now)
+    if drift and drift.startswith("the source was written since") and max_age_h > 0:
+        age_h = (datetime.fromisoformat(now["at"]) - datetime.fromisoformat(then["at"])).total_seconds() / 3600
+        if age_h <= max_age_h:
+            ctx.log(f"{drift}; reused: {age_h:.2f} h old, within max_age_h = {max_age_h:g}")
+            return None
+        return f"{drift}, and it is {age_h:.1f} h old (max_age_h = {max_age_h:g})"
+    return drift
+
+
+def backup_checks(source: PostgresAdapter, path: Path, sha: str, size: int, identity: Mapping[str, Any]) -> list[Check]:
+    """Read-back proof of a custom-format dump against the source: pg_restore --list reads it; every table holding
+    rows (plain tables and leaf partitions, matched by OID: names with spaces or quotes cannot confuse it) has a
+    TABLE DATA entry; every large object a BLOB entry; and it was taken from this source."""
+    from migrate.adapters.postgres import parse_toc
+
+    try:
+        toc = parse_toc(source.restore_list(path))
+        error = ""
+    except AdapterError as exc:  # a damaged archive is a failing check, not a crash
+        toc, error = [], exc.what
+    data_oids = {e.oid for e in toc if e.desc == "TABLE DATA"}
+    missing = [name for oid, name in source.data_relations().items() if oid not in data_oids]
+    blobs = [e for e in toc if e.desc in ("BLOB", "BLOB METADATA")]
+    lo_count = source.large_object_count()
+    blobs_ok = len(blobs) == lo_count if not any(e.desc == "BLOB METADATA" for e in toc) else bool(blobs)
+    now = source.identity()
+    same = {k: now.get(k) for k in ("system_identifier", "database")}
+    then = {k: identity.get(k) for k in ("system_identifier", "database")}
+    return [
+        Check("pg_restore --list reads the archive", bool(toc), observed=error or f"{len(toc)} TOC entries"),
+        Check(
+            "every table with rows (leaf partitions included) has a TABLE DATA entry (by OID)",
+            bool(toc) and not missing,
+            observed=missing[:5] or "all",
+            expected="all",
+        ),
+        Check("every large object has a BLOB entry", blobs_ok, observed=len(blobs), expected=lo_count),
+        Check(
+            "taken from this source (system identifier, database)",
+            bool(identity) and same == then,
+            observed=then,
+            expected=same,
+            detail=f"taken at WAL {identity.get('lsn')} ({identity.get('at')}); the source is at {now.get('lsn')}",
+        ),
+    ]
+
+
+class RedisMapping(StepSettings):
+    """Where each source DB's keys land on the target (shared by the Redis steps)."""
+
+    db_prefix: dict[str, str] | None = Field(
+        None,
+        description='cluster-mode targets (only DB 0): source DB -> key prefix, e.g. {"1" = "sessions:"}; '
+        "default db<n>: for n > 0. redis-verify and redis-sync use what redis-migrate recorded",
+    )
+    db_map: dict[str, int] | None = Field(
+        None, description="non-cluster targets: source DB -> target DB (default: the same number)"
     )
 
 
+def _recorded_routes(ctx: StepContext) -> list[DbRoute] | None:
+    """The mapping redis-migrate applied (its ``route_map`` output), for the steps that read what it wrote."""
+    from migrate.adapters.redis_copy import DbRoute
+
+    if ctx.step_id == "redis-migrate":
+        return None
+    recorded = (ctx.upstream.get("redis-migrate") or {}).get("route_map")
+    if not recorded:
+        return None
+    return [DbRoute(int(r["source_db"]), int(r["target_db"]), str(r["prefix"]).encode()) for r in recorded]
+
+
+def redis_routes(ctx: StepContext, source: RedisAdapter, target: RedisAdapter) -> list[DbRoute]:
+    """Source DB -> (target DB, key prefix). Steps after redis-migrate use the mapping it recorded (the keys are
+    where it wrote them); a db_prefix/db_map of their own that disagrees is refused."""
+    from migrate.adapters.redis_copy import routes
+
+    prefix, dbmap = ctx.setting("db_prefix"), ctx.setting("db_map")
+    configured = routes(source.dbs, cluster_mode=target.cluster_mode, db_map=dbmap, db_prefix=prefix)
+    recorded = _recorded_routes(ctx)
+    if recorded is None:
+        return configured
+    if (prefix is not None or dbmap is not None) and configured != recorded:
+        raise ConfigError(
+            f"{ctx.step_id}: its db_prefix/db_map maps the source DBs differently from what redis-migrate wrote",
+            "recorded by redis-migrate: " + "; ".join(r.describe() for r in recorded),
+            f"remove db_prefix/db_map from [steps.{ctx.step_id}] in migrate.toml (the recorded mapping is used)",
+        )
+    return recorded
+
+
+def route_map(routes_: list[DbRoute]) -> list[dict[str, Any]]:
+    """A mapping as recorded in redis-migrate's outputs."""
+    return [{"source_db": r.source_db, "target_db": r.target_db, "prefix": r.prefix.decode()} for r in routes_]
+
+
 def _redis_counts(source: RedisAdapter, target: RedisAdapter, routes_: list[DbRoute]) -> dict[int, tuple[int, int]]:
-    """source DB -> (source keys, target keys under that DB's mapping)."""
+    """source DB -> (source keys, target keys under that DB's mapping); a cluster's counts are summed over its
+    primaries (DBSIZE per primary, prefixed keys by SCAN over every primary)."""
     out: dict[int, tuple[int, int]] = {}
-    prefixed = [r for r in routes_ if r.prefix]
     for r in routes_:
         src_n = source.dbsize(r.source_db)
-        if not target.cluster_mode:
+        sharing = [p for p in routes_ if p.target_db == r.target_db and p is not r]
+        if not any(p.prefix for p in sharing) and not r.prefix:
             dst_n = target.dbsize(r.target_db)
         elif r.prefix:
-            dst_n = target.count_matching(r.target_db, r.prefix)
+            longer = [p.prefix for p in sharing if p.prefix.startswith(r.prefix) and p.prefix != r.prefix]
+            dst_n = target.count_matching(r.target_db, r.prefix) - sum(
+                target.count_matching(r.target_db, p) for p in longer
+            )
         else:
-            dst_n = target.dbsize(r.target_db) - sum(target.count_matching(0, p.prefix) for p in prefixed)
+            dst_n = target.dbsize(r.target_db) - sum(
+                target.count_matching(r.target_db, p.prefix) for p in sharing if p.prefix
+            )
         out[r.source_db] = (src_n, dst_n)
     return out
 
@@ -206,5 +330,3 @@ def _redis_count_checks(ctx: StepContext) -> list[Check]:
         )
         for r in routes_
     ]
-
-

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from migrate.errors import StepFailed
-from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 if TYPE_CHECKING:
     from migrate.adapters.postgres import PostgresAdapter, TableInfo
@@ -17,7 +20,8 @@ from ._common import MB, _target_address_known, extension_findings, pg
 class DataValidate(Step):
     """Validate the target against the source, independently of the copy: exact row counts, per-chunk content
     checksums (binary send form of every column, md5 per row, summed per key range) on both sides in parallel,
-    sequence values, extensions, and a pgvector nearest-neighbour query. Any mismatch fails naming table and chunk.
+    sequence values, extensions, a pgvector nearest-neighbour query, every large object (count, size, sha256) and
+    every materialized view (populated as on the source, rows, content). Any mismatch fails naming what differs.
     Resumable: chunks already found equal are recorded as checkpoints and skipped.
     """
 
@@ -25,6 +29,52 @@ class DataValidate(Step):
     phase = 2
     depends_on = ("rds-restore",)
     reversibility = Reversibility.REVERSIBLE  # read-only
+
+    class Settings(StepSettings):
+        workers: int = Field(2, ge=1, description="chunks checksummed at once (each on both sides)")
+        chunk_mb: float = Field(128, gt=0, description="validation chunk size (key ranges)")
+        chunk_rows: int = Field(1_000_000, ge=1, description="...or this many rows per chunk")
+        nn_k: int = Field(10, ge=1, description="pgvector nearest-neighbour ids compared on both sides")
+        nn_scan_rows: int = Field(20_000, ge=0, description="rows the nearest-neighbour query scans (0: all)")
+        vector_table: str | None = Field(None, description="schema.table of the vector column (default: first found)")
+        vector_column: str | None = Field(None, description="the vector column (default: first of vector_table)")
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        rows = outputs.get("rows")
+        if not isinstance(rows, dict):
+            return ""
+        parts = [f"{sum(int(v) for v in rows.values()):,} rows equal", f"{outputs.get('chunks', 0)} chunks"]
+        if outputs.get("large_objects"):
+            parts.append(f"{outputs['large_objects']} large objects")
+        if outputs.get("matviews"):
+            parts.append(f"{len(outputs['matviews'])} matviews")
+        return " · ".join(parts)
+
+    def _extras(self, source: PostgresAdapter, target: PostgresAdapter) -> tuple[list[str], dict[str, Any]]:
+        """Large objects (count and every object's size + sha256) and materialized views (populated as on the
+        source; rows and content checksum): (problems, outputs)."""
+        problems: list[str] = []
+        src_lo, dst_lo = source.large_object_digests(), target.large_object_digests()
+        if len(src_lo) != len(dst_lo):
+            problems.append(f"large objects: source {len(src_lo)} vs target {len(dst_lo)}")
+        differ = [oid for oid, d in src_lo.items() if dst_lo.get(oid) != d]
+        if differ:
+            problems.append(f"large objects missing or different on the target: {differ[:10]}")
+        views: dict[str, Any] = {}
+        target_views = {v.qualified: v for v in target.matviews()}
+        for v in source.matviews():
+            theirs = target_views.get(v.qualified)
+            if theirs is None:
+                problems.append(f"materialized view {v.qualified} missing on the target")
+                continue
+            want, have = source.matview_digest(v), target.matview_digest(theirs)
+            views[v.qualified] = want[0] if want else "not populated"
+            if want != have:
+                problems.append(
+                    f"materialized view {v.qualified}: source {want or 'not populated'} vs target "
+                    f"{have or 'not populated'}"
+                )
+        return problems, {"large_objects": len(src_lo), "matviews": views}
 
     def _chunks(self, ctx: StepContext, source: PostgresAdapter, tables: list[TableInfo]) -> Any:
         from migrate.adapters.postgres import validation_chunks
@@ -44,7 +94,8 @@ class DataValidate(Step):
                 Change(
                     "run",
                     f"checksum {len(tables)} tables on both sides",
-                    "row counts, content checksums, sequences, extensions, pgvector query",
+                    "row counts, content checksums, sequences, extensions, pgvector query, large objects, "
+                    "materialized views",
                 )
             ]
         )
@@ -149,6 +200,8 @@ class DataValidate(Step):
                 problems.append(
                     f"pgvector nearest-neighbour query on {nn_table.qualified}.{nn_column}: source {s_ids} vs target {t_ids}"
                 )
+        extra_problems, extras = self._extras(source, target)
+        problems += extra_problems
         seconds = time.monotonic() - started
         ctx.metrics(rows=float(sum(rows.values())), seconds=seconds)
         if problems:
@@ -166,6 +219,7 @@ class DataValidate(Step):
             "sequences": len(src_seq),
             "extensions": sorted(src_ext),
             "nearest_neighbours": nn,
+            **extras,
             "seconds": round(seconds, 2),
         }
 
@@ -185,6 +239,20 @@ class DataValidate(Step):
                 "extensions", all(dst_ext.get(k) == v for k, v in src_ext.items()), observed=dst_ext, expected=src_ext
             )
         )
+        n_lo, t_lo = source.large_object_count(), target.large_object_count()
+        checks.append(Check("large objects (count)", n_lo == t_lo, observed=t_lo, expected=n_lo))
+        target_views = {v.qualified: v for v in target.matviews()}
+        for v in source.matviews():
+            want = source.matview_digest(v)
+            have = target.matview_digest(target_views[v.qualified]) if v.qualified in target_views else "missing"
+            checks.append(
+                Check(
+                    f"materialized view {v.qualified} (populated, rows)",
+                    (want[0] if want else None) == (have[0] if isinstance(have, tuple) else have),
+                    observed=have[0] if isinstance(have, tuple) else have or "not populated",
+                    expected=want[0] if want else "not populated",
+                )
+            )
         return checks
 
     def rollback(self, ctx: StepContext) -> None:

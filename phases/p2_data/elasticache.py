@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from migrate.step import Check, StepContext
+from migrate.step import Check, StepContext, StepSettings
 
 from ._common import _SandboxTargetStep, rds
 
@@ -19,6 +20,10 @@ class ElastiCache(_SandboxTargetStep):
     phase = 2
     depends_on = ("vpc",)
     module = "module.elasticache"
+    class Settings(StepSettings):
+        """No settings: the group's shape (cluster mode, shards) comes from the Terraform variables, and the
+        connection (tls, cluster_mode) from ``[environments.<env>.redis.target]``."""
+
     output_map: ClassVar[dict[str, str]] = {
         "endpoint": "elasticache_endpoint",
         "port": "elasticache_port",
@@ -42,6 +47,25 @@ class ElastiCache(_SandboxTargetStep):
                     expected="available",
                 )
             )
-        reason = rds(ctx, "target").unreachable_reason()
+        target = rds(ctx, "target")
+        reason = target.unreachable_reason()
         checks.append(Check("target Redis answers PING", reason is None, observed=reason or "ok", expected="ok"))
+        if reason is None:
+            real = target.is_real_cluster()
+            checks.append(
+                Check(
+                    "target Redis topology matches redis.target.cluster_mode",
+                    real == target.cluster_mode,
+                    observed="cluster" if real else "single node",
+                    expected="cluster" if target.cluster_mode else "single node",
+                )
+            )
         return checks
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        parts = [f"{outputs.get('endpoint')}:{outputs.get('port')}"]
+        if outputs.get("replication_group_id"):
+            parts.append(f"group {outputs['replication_group_id']}")
+        if outputs.get("aws_endpoint"):
+            parts.append(f"AWS record {outputs['aws_endpoint']}")
+        return " · ".join(parts)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from migrate.step import Check, Reversibility, StepContext
 
@@ -30,6 +31,9 @@ class Rds(_SandboxTargetStep):
         "instance_id": "rds_instance_id",
     }
     reversibility = Reversibility.ONE_WAY  # destroying the database loses the migrated data
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        return f"{outputs.get('instance_id', '?')} · {outputs.get('endpoint', '?')}:{outputs.get('port', '?')}"
 
     def verify(self, ctx: StepContext) -> list[Check]:
         checks: list[Check] = []

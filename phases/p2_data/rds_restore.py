@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
 
 from migrate.errors import StepFailed
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 from ._common import MB, _refuse_same_database, _restore_options, _target_address_known, extension_findings, pg
 
 
 class RdsRestore(Step):
-    """Copy the source database into the target: pre-data, parallel binary COPY by key-range chunks, sequences,
-    post-data.
+    """Copy the source database into the target: pre-data, parallel binary COPY by key-range chunks, large objects,
+    sequences, post-data (with the refresh of the materialized views populated on the source).
 
     Resumable per chunk: each chunk's rows and its completion record (_bpmigrate.copy_progress on the TARGET)
     commit in one transaction, so a killed copy resumes without recopying finished chunks and without duplicates.
@@ -24,6 +28,15 @@ class RdsRestore(Step):
     depends_on = ("pg-backup", "rds", "pgvector")
     reversibility = Reversibility.COMPENSABLE
     destructive = True
+
+    class Settings(StepSettings):
+        workers: int = Field(2, ge=1, description="parallel COPY streams (2 cores here: measure before raising)")
+        chunk_mb: float = Field(64, gt=0, description="tables are split into key ranges of about this size...")
+        chunk_rows: int = Field(500_000, ge=1, description="...or this many rows, whichever gives more chunks")
+        analyze: bool = Field(True, description="ANALYZE the target after post-data")
+        maintenance_work_mem: str = Field("256MB", description="for the index builds of post-data")
+        consistent_snapshot: bool = Field(True, description="all workers read one exported source snapshot")
+        pause_between_chunks_s: float = Field(0.0, ge=0, description="throttle (spare the source in business hours)")
 
     def plan(self, ctx: StepContext) -> PlanResult:
         from migrate.adapters.pgcopy import restore_status
@@ -44,15 +57,7 @@ class RdsRestore(Step):
         status = restore_status(target)
         result.findings += extension_findings(source, target)
         blobs = source.large_object_count()
-        if blobs:
-            result.findings.append(
-                Finding(
-                    "block",
-                    f"the source has {blobs} large object(s) (pg_largeobject): the COPY fast path does not move them",
-                    "move them into bytea columns first, or restore them from the pg-backup archive with "
-                    "pg_restore --data-only --section=data -t pg_largeobject",
-                )
-            )
+        views = source.matviews()
         if status["complete"]:
             result.in_place.append(f"restore complete on {target.endpoint} ({status['rows_copied']} rows copied)")
             return result
@@ -86,8 +91,20 @@ class RdsRestore(Step):
                     f"~{t.est_rows} rows, {t.bytes / MB:.1f} MB, key {t.key or '(none: one chunk)'}",
                 )
             )
+        if blobs:
+            result.changes.append(
+                Change("create", "large objects", f"{blobs} copied with their OIDs, owners and grants (resumable)")
+            )
         result.changes.append(Change("update", "sequences", f"{len(source.sequences())} set to the source values"))
-        result.changes.append(Change("create", "post-data", "indexes, constraints, triggers"))
+        populated = [v.qualified for v in views if v.populated]
+        result.changes.append(
+            Change(
+                "create",
+                "post-data",
+                "indexes, constraints, triggers"
+                + (f"; refresh {len(populated)} materialized view(s) in dependency order" if populated else ""),
+            )
+        )
         result.findings.append(
             Finding(
                 "info",
@@ -104,12 +121,6 @@ class RdsRestore(Step):
         target = pg(ctx, "target")
         _refuse_same_database(source, target)
         blocking = [f for f in extension_findings(source, target) if f.level == "block"]
-        if source.large_object_count():
-            raise StepFailed(
-                "the source has large objects, which the COPY fast path does not move",
-                "pg_largeobject is not a user table",
-                f"bpmigrate plan --step {self.id} --env {ctx.env_name} (see the finding's fix)",
-            )
         if blocking:
             raise StepFailed(blocking[0].message, "the target lacks an extension the data needs", blocking[0].fix)
         opts = _restore_options(ctx)
@@ -166,7 +177,22 @@ class RdsRestore(Step):
             "copy_seconds": round(stats.seconds, 2),
             "seconds": round(seconds, 2),
             "mb_per_s": round(stats.bytes / MB / stats.seconds, 1) if stats.seconds else None,
+            "large_objects": stats.large_objects,
+            "large_object_bytes": stats.large_object_bytes,
+            "matviews_refreshed": stats.matviews_refreshed,
         }
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        if "rows_copied" not in outputs:
+            return ""
+        parts = [f"{int(outputs['rows_copied']):,} rows", f"{int(outputs.get('bytes_copied') or 0) / MB:,.0f} MB"]
+        if outputs.get("mb_per_s"):
+            parts.append(f"{outputs['mb_per_s']} MB/s")
+        if outputs.get("large_objects"):
+            parts.append(f"{outputs['large_objects']} large objects")
+        if outputs.get("chunks_resumed"):
+            parts.append(f"{outputs['chunks_resumed']} chunks resumed")
+        return " · ".join(parts)
 
     def verify(self, ctx: StepContext) -> list[Check]:
         from migrate.adapters.pgcopy import restore_status
@@ -190,6 +216,13 @@ class RdsRestore(Step):
         src_seq = {s.qualified: s.last_value for s in source.sequences()}
         dst_seq = {s.qualified: s.last_value for s in target.sequences()}
         checks.append(Check("sequences", src_seq == dst_seq, observed=dst_seq, expected=src_seq))
+        n_lo, t_lo = source.large_object_count(), target.large_object_count()
+        checks.append(Check("large objects (count)", n_lo == t_lo, observed=t_lo, expected=n_lo))
+        want = {v.qualified: v.populated for v in source.matviews()}
+        have = {v.qualified: v.populated for v in target.matviews()}
+        checks.append(
+            Check("materialized views populated as on the source", want == have, observed=have, expected=want)
+        )
         return checks
 
     def rollback(self, ctx: StepContext) -> None:

@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
 
 from migrate.errors import ConfigError
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
+from ._common import RedisMapping, _redis_count_checks, _target_address_known, rds, redis_routes, route_map
+
 if TYPE_CHECKING:
+    from migrate.adapters.redis import RedisAdapter
     from migrate.adapters.redis_copy import DbRoute
-from ._common import _redis_count_checks, _target_address_known, rds, redis_routes
 
 
 class RedisMigrate(Step):
     """Copy every key of the source Redis DBs to the target, keeping TTLs and types.
 
     Batched MIGRATE COPY REPLACE (the source pushes straight to the target) where possible, pipelined
-    DUMP/PTTL/RESTORE REPLACE otherwise (TLS, cluster mode, prefix mapping). Cluster mode has only DB 0: DB n is
-    mapped to a key prefix (setting db_prefix). Resumable from the last SCAN cursor of each DB.
+    DUMP/PTTL/RESTORE REPLACE otherwise (TLS, cluster mode, prefix mapping); on a Redis Cluster the RESTOREs are
+    routed by hash slot, each primary getting its keys in one pipeline. Cluster mode has only DB 0: DB n is mapped
+    to a key prefix (setting db_prefix; the mapping is recorded for redis-verify, redis-sync and the app).
+    Resumable from the last SCAN cursor of each DB.
     """
 
     id = "redis-migrate"
@@ -27,9 +34,20 @@ class RedisMigrate(Step):
     reversibility = Reversibility.COMPENSABLE
     destructive = True  # REPLACE overwrites target keys of the same name
 
+    class Settings(RedisMapping):
+        method: Literal["auto", "migrate", "dump"] = Field(
+            "auto", description="auto: MIGRATE unless TLS, cluster mode or a prefix mapping; else DUMP/RESTORE"
+        )
+        batch: int = Field(1000, ge=1, le=5000, description="keys per SCAN/MIGRATE batch")
+        server_side: bool = Field(True, description="run SCAN+MIGRATE as a Lua script on the source")
+        timeout_ms: int = Field(10_000, ge=100, description="MIGRATE timeout per batch")
+        migrate_host: str | None = Field(None, description="the target as the SOURCE server reaches it, if different")
+        migrate_port: int | None = Field(None, ge=1, le=65535, description="its port, if different")
+
     def plan(self, ctx: StepContext) -> PlanResult:
         from migrate.adapters.redis_copy import choose_method
 
+        s = ctx.typed(self.Settings)
         source = rds(ctx, "source")
         space = source.keyspace()
         result = PlanResult(data={"dbs": source.dbs})
@@ -51,7 +69,7 @@ class RedisMigrate(Step):
         done = ctx.checkpoints.all()
         for r in routes_:
             n = space.get(r.source_db, 0)
-            method, why = choose_method(str(ctx.setting("method", "auto")), target_cfg, r)
+            method, why = choose_method(s.method, target_cfg, r)
             cp = done.get(f"db{r.source_db}")
             if cp and cp.get("done"):
                 result.in_place.append(f"{r.describe()}: copied ({cp.get('keys')} keys)")
@@ -64,6 +82,7 @@ class RedisMigrate(Step):
             result.unknown.append(missing)
         else:
             target = rds(ctx, "target")
+            result.in_place.append(f"target {target.endpoint}: {target.topology()}")
             tspace = target.keyspace()
             if any(tspace.values()):
                 result.findings.append(
@@ -78,19 +97,14 @@ class RedisMigrate(Step):
     def apply(self, ctx: StepContext) -> Outputs:
         from migrate.adapters.redis_copy import choose_method, copy_db
 
+        s = ctx.typed(self.Settings)
         source, target = rds(ctx, "source"), rds(ctx, "target")
-        if (source.host, source.port) == (target.host, target.port):
-            raise ConfigError(
-                f"redis.source and redis.target are the same server ({source.endpoint})",
-                "the copy would overwrite the source",
-                "fix redis.target in migrate.toml",
-            )
+        _refuse_same_server(source, target, "the copy would overwrite the source")
         target.ping()
         routes_ = redis_routes(ctx, source, target)
         space = source.keyspace()
         done = ctx.checkpoints.all()
-        batch = int(ctx.setting("batch", 1000))
-        out: dict[str, Any] = {"dbs": {}, "method": {}}
+        out: dict[str, Any] = {"dbs": {}, "method": {}, "target_topology": target.topology()}
         total = sum(space.get(r.source_db, 0) for r in routes_)
         started = time.monotonic()
         keys_total = 0
@@ -101,7 +115,7 @@ class RedisMigrate(Step):
                     bar.advance(int(cp.get("keys", 0)))
                     out["dbs"][str(r.source_db)] = cp.get("keys", 0)
                     continue
-                method, why = choose_method(str(ctx.setting("method", "auto")), target, r)
+                method, why = choose_method(s.method, target, r)
                 ctx.intent("redis-copy", route=r.describe(), method=method, cursor=cp.get("cursor", 0))
                 ctx.log(f"redis-migrate {r.describe()}: {method} ({why})")
                 state = {"keys": int(cp.get("keys", 0)), "last": 0.0}
@@ -121,13 +135,13 @@ class RedisMigrate(Step):
                     target,
                     r,
                     method=method,
-                    batch=batch,
+                    batch=s.batch,
                     start_cursor=int(cp.get("cursor", 0)),
-                    migrate_host=ctx.setting("migrate_host") or None,
-                    migrate_port=ctx.setting("migrate_port") or None,
-                    timeout_ms=int(ctx.setting("timeout_ms", 10_000)),
+                    migrate_host=s.migrate_host or None,
+                    migrate_port=s.migrate_port or None,
+                    timeout_ms=s.timeout_ms,
                     on_batch=on_batch,
-                    server_side=bool(ctx.setting("server_side", True)),
+                    server_side=s.server_side,
                 )
                 if res.fell_back:
                     ctx.log(res.fell_back)
@@ -140,6 +154,7 @@ class RedisMigrate(Step):
         out["seconds"] = round(seconds, 2)
         out["keys_per_s"] = round(keys_total / seconds) if seconds > 0 else None
         out["routes"] = [r.describe() for r in routes_]
+        out["route_map"] = route_map(routes_)
         ctx.metrics(keys=float(keys_total), seconds=seconds)
         return out
 
@@ -150,14 +165,30 @@ class RedisMigrate(Step):
         from migrate.adapters.redis_copy import delete_copied
 
         source, target = rds(ctx, "source"), rds(ctx, "target")
-        if (source.host, source.port) == (target.host, target.port):
-            raise ConfigError(
-                f"redis.source and redis.target are the same server ({source.endpoint})",
-                "rollback deletes keys on the target",
-                "fix redis.target in migrate.toml",
-            )
+        _refuse_same_server(source, target, "rollback deletes keys on the target")
         for r in redis_routes(ctx, source, target):
             ctx.intent("redis-delete-copied", route=r.describe())
             n = delete_copied(source, target, r)
             ctx.log(f"deleted {n} key(s) of {r.describe()} on the target")
         ctx.checkpoints.clear()
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        keys = sum(int(v or 0) for v in (outputs.get("dbs") or {}).values())
+        methods = sorted({str(m) for m in (outputs.get("method") or {}).values()})
+        parts = [f"{keys:,} keys", f"{len(outputs.get('dbs') or {})} DBs"]
+        if outputs.get("target_topology"):
+            parts.append(f"→ {outputs['target_topology']}")
+        if methods:
+            parts.append("/".join(methods))
+        if outputs.get("keys_per_s"):
+            parts.append(f"{int(outputs['keys_per_s']):,} keys/s")
+        return " · ".join(parts)
+
+
+def _refuse_same_server(source: RedisAdapter, target: RedisAdapter, why: str) -> None:
+    if (source.host, source.port) == (target.host, target.port):
+        raise ConfigError(
+            f"redis.source and redis.target are the same server ({source.endpoint})",
+            why,
+            "fix redis.target in migrate.toml",
+        )

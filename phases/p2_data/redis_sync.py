@@ -1,11 +1,17 @@
-"""Step ``redis-sync``: Keep the target Redis current after redis-migrate until data-switch: a follower process subscribed to the"""
+"""Step ``redis-sync``: keep the target Redis current after redis-migrate until data-switch (a follower process)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
 
 from migrate.errors import AdapterError
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
 from .._sync import _enabled, _follower_dir, _redis_pair, _target_unknown
+from ._common import RedisMapping
 
 
 class RedisSyncStep(Step):
@@ -14,12 +20,20 @@ class RedisSyncStep(Step):
     every key written, and deletes on the target every key deleted, evicted or expired on the source. It reconciles
     once after subscribing (so nothing changed between redis-migrate and the subscription is missed).
     Lag = age of the oldest change not yet applied. Rollback stops the follower and restores the setting.
+    On a Redis Cluster target the follower's RESTOREs and UNLINKs are routed by hash slot; keys land under the
+    DB/prefix mapping redis-migrate recorded.
     """
 
     id = "redis-sync"
     phase = 2
     depends_on = ("redis-migrate",)
     reversibility = Reversibility.COMPENSABLE
+
+    class Settings(RedisMapping):
+        enabled: bool = Field(True, description="false: skip continuous Redis sync")
+        notify_flags: str = Field("KEA", description="notify-keyspace-events set on the source (restored later)")
+        ready_timeout_s: float = Field(600, gt=0, description="the follower's first reconcile pass must end in this")
+        max_lag_ms: float = Field(5000, gt=0, description="verify fails above this follower lag")
 
     def skip_reason(self, ctx: StepContext) -> str | None:
         if not _enabled(ctx):
@@ -29,9 +43,7 @@ class RedisSyncStep(Step):
     def plan(self, ctx: StepContext) -> PlanResult:
         from migrate.adapters.redis_sync import follower_status
 
-        reason = self.skip_reason(ctx)
-        if reason:
-            return PlanResult(skip_reason=reason)
+        s = ctx.typed(self.Settings)
         source = ctx.adapters.redis("source")
         result = PlanResult()
         missing = _target_unknown(ctx, "redis")
@@ -41,9 +53,9 @@ class RedisSyncStep(Step):
         if status.get("alive"):
             result.in_place.append(f"follower pid {status['pid']} running (lag {status.get('lag_ms')} ms)")
             return result
-        flags = str(ctx.setting("notify_flags", "KEA"))
+        flags = s.notify_flags
         try:
-            current = source.call(lambda: source.client(0).config_get("notify-keyspace-events"), "CONFIG GET")
+            current = source.config_get("notify-keyspace-events")
         except AdapterError as exc:
             result.findings.append(
                 Finding(
@@ -58,7 +70,7 @@ class RedisSyncStep(Step):
             Change(
                 "update",
                 "source notify-keyspace-events",
-                f"{current.get('notify-keyspace-events', '')!r} -> {flags!r} (restored on rollback)",
+                f"{current!r} -> {flags!r} (restored on rollback)",
             )
         )
         result.changes.append(Change("create", "redis follower process", "reconcile pass, then keyspace events"))
@@ -73,21 +85,22 @@ class RedisSyncStep(Step):
             wait_ready,
         )
 
+        s = ctx.typed(self.Settings)
         source, target, routes_ = _redis_pair(ctx)
         workdir = _follower_dir(ctx)
         status = follower_status(workdir)
         previous = recorded_previous(workdir)
         if not status.get("alive"):
-            flags = str(ctx.setting("notify_flags", "KEA"))
+            flags = s.notify_flags
             if previous is None:  # first start: remember the value to restore (a crashed follower's spec keeps it)
-                current = source.call(lambda: source.client(0).config_get("notify-keyspace-events"), "CONFIG GET")
-                previous = str(current.get("notify-keyspace-events", ""))
+                previous = source.config_get("notify-keyspace-events")
             spec = FollowerSpec.build(source, target, routes_, notify_flags=flags, notify_previous=previous)
             ctx.intent("start-follower", workdir=str(workdir), flags=flags, previous=previous)
             start_follower(workdir, spec)
-        ready = wait_ready(workdir, timeout=float(ctx.setting("ready_timeout_s", 600)))
+        ready = wait_ready(workdir, timeout=s.ready_timeout_s)
         return {
             "pid": ready["pid"],
+            "target_topology": target.topology(),
             "workdir": str(workdir),
             "notify_previous": previous if previous is not None else ready.get("notify_previous"),
             "reconciled_keys": ready.get("reconciled_keys"),
@@ -98,10 +111,8 @@ class RedisSyncStep(Step):
         from migrate.adapters.redis_sync import follower_status
 
         status = follower_status(_follower_dir(ctx))
-        max_lag = float(ctx.setting("max_lag_ms", 5000))
-        source = ctx.adapters.redis("source")
-        flags = source.call(lambda: source.client(0).config_get("notify-keyspace-events"), "CONFIG GET")
-        current = str(flags.get("notify-keyspace-events", ""))
+        max_lag = ctx.typed(self.Settings).max_lag_ms
+        current = ctx.adapters.redis("source").config_get("notify-keyspace-events")
         return [
             Check("follower process alive", bool(status.get("alive")), observed=status.get("pid"), expected="running"),
             Check(
@@ -139,3 +150,13 @@ class RedisSyncStep(Step):
             ctx.intent("restore-notify", value=previous)
             restore_notify(source, str(previous))
         forget(workdir)
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        parts = [f"follower pid {outputs.get('pid')}"]
+        if outputs.get("reconciled_keys") is not None:
+            parts.append(f"{int(outputs['reconciled_keys']):,} keys reconciled")
+        if outputs.get("lag_ms") is not None:
+            parts.append(f"lag {outputs['lag_ms']} ms")
+        if outputs.get("target_topology"):
+            parts.append(str(outputs["target_topology"]))
+        return " · ".join(parts)

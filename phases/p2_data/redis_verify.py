@@ -1,41 +1,52 @@
-"""Step ``redis-verify``: Verify the Redis copy: PING, key counts per source DB vs the target, a two-way key diff on a sample (or all"""
+"""Step ``redis-verify``: compare the Redis source and target — counts, a two-way key diff, values and TTLs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
 
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
 
+from ._common import RedisMapping, _redis_count_checks, _redis_counts, rds, redis_routes
+
 if TYPE_CHECKING:
     from migrate.adapters.redis import RedisAdapter
     from migrate.adapters.redis_copy import DbRoute
-from ._common import _redis_count_checks, _redis_counts, rds, redis_routes
 
 
 class RedisVerify(Step):
     """Verify the Redis copy: PING, key counts per source DB vs the target, a two-way key diff on a sample (or all
-    keys: sample = 0), value and TTL comparison within a tolerance."""
+    keys: sample = 0), value and TTL comparison within a tolerance. Keys are read where redis-migrate wrote them
+    (its recorded DB/prefix mapping); on a Redis Cluster counts are summed over the primaries and the sample is
+    drawn from every primary."""
 
     id = "redis-verify"
     phase = 2
     depends_on = ("redis-migrate",)
     reversibility = Reversibility.REVERSIBLE  # read-only
 
+    class Settings(RedisMapping):
+        sample: int = Field(1000, ge=0, description="keys per DB compared both ways (0 = all keys)")
+        ttl_tolerance_ms: int = Field(5000, ge=0, description="allowed TTL difference between source and target")
+
     def plan(self, ctx: StepContext) -> PlanResult:
-        n = int(ctx.setting("sample", 1000))
+        s = ctx.typed(self.Settings)
         return PlanResult(
             changes=[
                 Change(
                     "run",
                     "compare Redis source and target",
-                    f"counts, two-way key diff on {'all keys' if n == 0 else f'{n} keys per DB'}, "
-                    f"values and TTLs (±{int(ctx.setting('ttl_tolerance_ms', 5000))} ms)",
+                    f"counts, two-way key diff on {'all keys' if s.sample == 0 else f'{s.sample} keys per DB'}, "
+                    f"values and TTLs (±{s.ttl_tolerance_ms} ms)",
                 )
             ]
         )
 
     def apply(self, ctx: StepContext) -> Outputs:
+        s = ctx.typed(self.Settings)
         source, target = rds(ctx, "source"), rds(ctx, "target")
         problems: list[str] = []
         if not (source.ping() and target.ping()):
@@ -43,12 +54,11 @@ class RedisVerify(Step):
         routes_ = redis_routes(ctx, source, target)
         counts = _redis_counts(source, target, routes_)
         for r in routes_:
-            s, t = counts[r.source_db]
-            if s != t:
-                problems.append(f"{r.describe()}: {s} keys on the source, {t} on the target")
-        sample = int(ctx.setting("sample", 1000))
-        tolerance = int(ctx.setting("ttl_tolerance_ms", 5000))
-        compared = 0
+            n_src, n_dst = counts[r.source_db]
+            if n_src != n_dst:
+                problems.append(f"{r.describe()}: {n_src} keys on the source, {n_dst} on the target")
+        sample, tolerance = s.sample, s.ttl_tolerance_ms
+        compared = back = 0
         for r in routes_:
             keys = self._sample(source, r.source_db, sample)
             compared += len(keys)
@@ -71,6 +81,7 @@ class RedisVerify(Step):
             # the other direction: keys on the target (under this DB's mapping) must exist on the source
             tkeys = [k for k in self._sample(target, r.target_db, sample) if self._owner(k, routes_, r) is r]
             orig = [k[len(r.prefix) :] for k in tkeys]
+            back += len(orig)
             for k, present in zip(orig, source.exists_many(r.source_db, orig), strict=True):
                 if not present:
                     problems.append(f"db {r.source_db}: key {k!r} on the target does not exist on the source")
@@ -81,7 +92,12 @@ class RedisVerify(Step):
                 f"re-run `bpmigrate apply --step redis-migrate --env {ctx.env_name}` after rollback, "
                 "or investigate the keys named",
             )
-        return {"counts": {str(k): v[1] for k, v in counts.items()}, "keys_compared": compared}
+        return {
+            "counts": {str(k): v[1] for k, v in counts.items()},
+            "keys_compared": compared,
+            "target_keys_checked": back,
+            "target_topology": target.topology(),
+        }
 
     @staticmethod
     def _owner(key: bytes, routes_: list[DbRoute], current: DbRoute) -> DbRoute | None:
@@ -107,3 +123,12 @@ class RedisVerify(Step):
 
     def rollback(self, ctx: StepContext) -> None:
         ctx.log("redis-verify is read-only: nothing to roll back")
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        keys = sum(int(v or 0) for v in (outputs.get("counts") or {}).values())
+        parts = [f"{keys:,} keys equal in count", f"{int(outputs.get('keys_compared') or 0):,} compared"]
+        if outputs.get("target_keys_checked") is not None:
+            parts[-1] += f" + {int(outputs['target_keys_checked']):,} back"
+        if outputs.get("target_topology"):
+            parts.append(str(outputs["target_topology"]))
+        return " · ".join(parts)

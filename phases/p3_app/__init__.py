@@ -18,4 +18,5 @@ ORDER = (
     "ingress",
     "app_smoke",
     "load_test",
+    "observability",
 )

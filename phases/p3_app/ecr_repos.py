@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field
 
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
 
-from ._common import AWS_RETRY, MANAGED_TAG, PHASE, aws_app, repo_names
+from ._common import AWS_RETRY, MANAGED_TAG, PHASE, AppSettings, aws_app
+from ._common import repo_names as _repo_names
 
 
 class EcrRepos(Step):
@@ -26,16 +30,30 @@ class EcrRepos(Step):
     depends_on = ()
     reversibility = Reversibility.COMPENSABLE
 
+    class Settings(AppSettings):
+        repository_prefix: str = Field("betterprompts", description="repositories are named <prefix>/<service>")
+        tag_mutability: Literal["IMMUTABLE", "MUTABLE"] = Field("IMMUTABLE", description="ECR tag mutability")
+        keep_images: int = Field(30, ge=1, description="lifecycle: keep the newest N images")
+        untagged_days: int = Field(7, ge=1, description="lifecycle: expire untagged images after N days")
+        rollback_delete_images: bool = Field(False, description="rollback deletes repositories holding images too")
+
     def policy(self, ctx: StepContext) -> dict[str, Any]:
         from migrate.adapters.aws_app import lifecycle_policy
 
-        return lifecycle_policy(int(ctx.setting("keep_images", 30)), int(ctx.setting("untagged_days", 7)))
+        s = ctx.typed(self.Settings)
+        return lifecycle_policy(s.keep_images, s.untagged_days)
+
+    def repo_names(self, ctx: StepContext) -> dict[str, str]:
+        return _repo_names(ctx, ctx.typed(self.Settings).repository_prefix)
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        return f"{len(outputs.get('repositories') or {})} ECR repositories in {outputs.get('registry') or '?'}"
 
     def plan(self, ctx: StepContext) -> PlanResult:
         app = aws_app(ctx)
         policy = self.policy(ctx)
-        result = PlanResult(data={"repositories": repo_names(ctx), "lifecycle_policy": policy})
-        for name in repo_names(ctx).values():
+        result = PlanResult(data={"repositories": self.repo_names(ctx), "lifecycle_policy": policy})
+        for name in self.repo_names(ctx).values():
             repo = app.describe_repository(name)
             if repo is None:
                 result.changes.append(Change("create", f"ecr:{name}", "scan-on-push, lifecycle policy"))
@@ -54,9 +72,9 @@ class EcrRepos(Step):
     def apply(self, ctx: StepContext) -> Outputs:
         app = aws_app(ctx)
         policy = self.policy(ctx)
-        mutability = str(ctx.setting("tag_mutability", "IMMUTABLE"))
+        mutability = ctx.typed(self.Settings).tag_mutability
         out: dict[str, dict[str, str]] = {}
-        for svc, name in repo_names(ctx).items():
+        for svc, name in self.repo_names(ctx).items():
             ctx.intent("ecr-create-repository", repository=name, scan_on_push=True, tag_mutability=mutability)
             repo = app.create_repository(name, scan_on_push=True, tag_mutability=mutability, tags=MANAGED_TAG)
             if app.get_lifecycle_policy(name) != policy:
@@ -71,7 +89,7 @@ class EcrRepos(Step):
         app = aws_app(ctx)
         policy = self.policy(ctx)
         checks: list[Check] = []
-        for name in repo_names(ctx).values():
+        for name in self.repo_names(ctx).values():
             repo = app.describe_repository(name)
             checks.append(Check(f"ecr:{name} exists", repo is not None, bool(repo), True))
             if repo is None:
@@ -91,8 +109,8 @@ class EcrRepos(Step):
 
     def rollback(self, ctx: StepContext) -> None:
         app = aws_app(ctx)
-        delete_images = bool(ctx.setting("rollback_delete_images", False))
-        for name in repo_names(ctx).values():
+        delete_images = ctx.typed(self.Settings).rollback_delete_images
+        for name in self.repo_names(ctx).values():
             repo = app.describe_repository(name)
             if repo is None:
                 continue

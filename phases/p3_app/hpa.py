@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from migrate.step import Check, Outputs, PlanResult, Reversibility, Step, StepContext
+from pydantic import Field
 
-from ._common import AWS_RETRY, HPA_FILE, PHASE, base_values, kube_unreachable, plan_docs, ref, render
+from migrate.step import Check, Outputs, PlanResult, Reversibility, StepContext
+
+from .._kube_step import ManifestStep, ref, user_manifests, verify_manifests
+from ._common import AWS_RETRY, HPA_FILE, PHASE, ManifestsDirSettings, base_values, render
 
 
-class Hpa(Step):
+class Hpa(ManifestStep):
     """HorizontalPodAutoscalers (autoscaling/v2, CPU 70 %, 2..10 replicas) that read metrics.
 
-    Applies templates/k8s/app/30-hpa.yaml; verify requires every HPA to report `status.currentMetrics` (i.e.
-    metrics-server answers), polling up to `metrics_wait_s` seconds. Rollback deletes the HPAs.
+    Applies templates/k8s/app/30-hpa.yaml (or the HorizontalPodAutoscalers of `manifests_dir`); verify requires every
+    HPA to report `status.currentMetrics` (i.e. metrics-server answers), polling up to `metrics_wait_s` seconds.
+    Rollback restores what was there before (deletes the HPAs it created).
     """
 
     id = "hpa"
@@ -23,40 +28,33 @@ class Hpa(Step):
     depends_on = ("k8s-deploy",)
     reversibility = Reversibility.REVERSIBLE
 
-    def skip_reason(self, ctx: StepContext) -> str | None:
-        return kube_unreachable(ctx)
+    class Settings(ManifestsDirSettings):
+        metrics_wait_s: float = Field(60, ge=0, description="verify polls this long for HPA metrics")
 
-    def docs(self, ctx: StepContext) -> list[dict[str, Any]]:
+    def manifests(self, ctx: StepContext) -> list[dict[str, Any]]:
+        directory = ctx.typed(self.Settings).manifests_dir
+        if directory:
+            return [d for d in user_manifests(ctx, directory) if d.get("kind") == "HorizontalPodAutoscaler"]
         return render(ctx, (HPA_FILE,), base_values(ctx))
 
     def plan(self, ctx: StepContext) -> PlanResult:
-        reason = self.skip_reason(ctx)
-        if reason:
-            return PlanResult(skip_reason=reason)
-        result = PlanResult(unknown=["whether metrics-server reports CPU metrics (checked by verify)"])
-        plan_docs(ctx.adapters.kube(), self.docs(ctx), result)
+        result = super().plan(ctx)
+        result.unknown.append("whether metrics-server reports CPU metrics (checked by verify)")
         return result
 
     def apply(self, ctx: StepContext) -> Outputs:
-        docs = self.docs(ctx)
-        ctx.intent("kube-apply", refs=[ref(d) for d in docs])
-        return {"hpas": ctx.adapters.kube().apply(docs)}
+        out = super().apply(ctx)
+        return {**out, "hpas": out["applied"]}
 
     def verify(self, ctx: StepContext) -> list[Check]:
         kube = ctx.adapters.kube()
-        deadline = time.monotonic() + float(ctx.setting("metrics_wait_s", 60))
+        docs = self.manifests(ctx)
+        deadline = time.monotonic() + ctx.typed(self.Settings).metrics_wait_s
         while True:
-            checks: list[Check] = []
-            for doc in self.docs(ctx):
+            checks = verify_manifests(ctx, docs)
+            for doc in docs:
                 meta = doc["metadata"]
-                live = kube.get("autoscaling/v2", "HorizontalPodAutoscaler", meta["name"], meta["namespace"])
-                if live is None:
-                    checks.append(Check(ref(doc), False, "missing", "exists"))
-                    continue
-                spec = live.get("spec") or {}
-                bounds = (spec.get("minReplicas"), spec.get("maxReplicas"))
-                want = (doc["spec"]["minReplicas"], doc["spec"]["maxReplicas"])
-                checks.append(Check(f"{ref(doc)} replicas", bounds == want, bounds, want))
+                live = kube.get(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace")) or {}
                 metrics = (live.get("status") or {}).get("currentMetrics") or []
                 cpu = [
                     m.get("resource", {}).get("current", {}).get("averageUtilization")
@@ -76,10 +74,5 @@ class Hpa(Step):
                 return checks
             time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
-    def rollback(self, ctx: StepContext) -> None:
-        kube = ctx.adapters.kube()
-        for doc in self.docs(ctx):
-            ctx.intent("kube-delete", ref=ref(doc))
-            kube.delete(
-                "autoscaling/v2", "HorizontalPodAutoscaler", doc["metadata"]["name"], doc["metadata"]["namespace"]
-            )
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        return f"{len(outputs.get('hpas') or [])} HorizontalPodAutoscaler(s)"

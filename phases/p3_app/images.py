@@ -6,12 +6,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pydantic import Field
+
 from migrate.errors import ConfigError, DependencyNotReady, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
 if TYPE_CHECKING:
     from migrate.adapters.builder import Builder
-from ._common import AWS_RETRY, PHASE, aws_app, repo_names, services
+from ._common import AWS_RETRY, PHASE, AppSettings, aws_app, repo_names, services
 
 
 class Images(Step):
@@ -31,6 +33,13 @@ class Images(Step):
     depends_on = ("ecr-repos",)
     reversibility = Reversibility.COMPENSABLE
 
+    class Settings(AppSettings):
+        tag: str | None = Field(None, description="image tag for every service (sandbox default: sandbox)")
+        tags: dict[str, str] = Field(default_factory=dict, description="image tag per service (wins over tag)")
+        source_dir: str | None = Field(None, description="with a builder: build <source_dir>/<context> and push")
+        contexts: dict[str, str] = Field(default_factory=dict, description="build context per service (default: its name)")
+        build: bool = Field(True, description="build when a builder and source_dir are available")
+
     def builder(self, ctx: StepContext) -> Builder:
         return cast("Builder", ctx.adapters.get("builder"))
 
@@ -41,13 +50,15 @@ class Images(Step):
         return repo_names(ctx)
 
     def tags(self, ctx: StepContext) -> dict[str, str | None]:
-        per_service = ctx.setting("tags", {}) or {}
-        default = ctx.setting("tag") or ("sandbox" if ctx.is_sandbox else None)
+        s = ctx.typed(self.Settings)
+        per_service = s.tags
+        default = s.tag or ("sandbox" if ctx.is_sandbox else None)
         return {svc: (str(per_service[svc]) if svc in per_service else default) for svc in services(ctx)}
 
     def mode(self, ctx: StepContext) -> tuple[str, str]:
         info = self.builder(ctx).detect()
-        if info.available and ctx.setting("source_dir") and ctx.setting("build", True):
+        s = ctx.typed(self.Settings)
+        if info.available and s.source_dir and s.build:
             return "build", info.describe()
         return "pushed-tags", info.describe()
 
@@ -134,8 +145,8 @@ class Images(Step):
                     ctx.intent("registry-login", registry=host)
                     builder.login(host, user, password)
                     logged_in = True
-                contexts = ctx.setting("contexts", {}) or {}
-                source = Path(str(ctx.setting("source_dir"))).expanduser()
+                contexts = ctx.typed(self.Settings).contexts
+                source = Path(str(ctx.typed(self.Settings).source_dir)).expanduser()
                 context = source / str(contexts.get(svc, svc))
                 ctx.intent("build-push-image", service=svc, image=f"{uri}:{tag}", context=str(context))
                 builder.build(context, f"{uri}:{tag}")
@@ -179,6 +190,11 @@ class Images(Step):
             ok = described is not None and (expected is None or digest == expected)
             checks.append(Check(f"image {repo_name}:{tag} in ECR", ok, digest, expected or "present"))
         return checks
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        images = outputs.get("images") or {}
+        tags = sorted({str(i.get("tag")) for i in images.values()})
+        return f"{len(images)} image(s) in ECR · tags {', '.join(tags) or '?'} · {outputs.get('mode')}"
 
     def rollback(self, ctx: StepContext) -> None:
         """Pushed images are kept; sandbox stand-in manifests (not images) are removed so ecr-repos can go too."""

@@ -8,55 +8,61 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from migrate.errors import ConfigError, DependencyNotReady, StepFailed
 from migrate.redact import register
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, StepContext
 
+from .._kube_step import ManifestStep, digest, plan_manifests, ref, verify_manifests
 from ._common import (
     AWS_RETRY,
     CONFIG_FILES,
     DEFAULT_COMPOSE,
     MANAGED_TAG,
     PHASE,
-    SERVICES,
+    AppSettings,
     aws_app,
     base_values,
-    compose_credentials,
-    data_endpoints,
-    kube_unreachable,
-    live_object,
     namespace,
-    plan_docs,
-    ref,
     render,
-    rewrite_url_hosts,
     services,
-    with_database_login,
 )
 
 
-class K8sConfig(Step):
+class K8sConfig(ManifestStep):
     """Namespace, ConfigMaps, and Kubernetes Secrets whose values come from AWS Secrets Manager.
 
     Reads the Compose file (`compose_file`), moves every plaintext credential it carries into Secrets Manager FIRST
     (one JSON secret per service, `<sm_prefix>/<service>`), then builds `<service>-secrets` Kubernetes Secrets
-    from Secrets Manager (Compose hostnames in URLs are pointed at the RDS/ElastiCache endpoints). Values are never
-    printed, logged or stored in outputs (only key names). Verify reads the Secrets back from the cluster and
-    compares them (by hash) with Secrets Manager.
-    Rollback deletes the ConfigMaps and Secrets; the Secrets Manager secrets and the namespace are kept.
+    from Secrets Manager (Compose hostnames in URLs are pointed at the RDS/ElastiCache endpoints, read from the
+    outputs of steps rds and elasticache). Values are never printed, logged or stored in outputs (only key names).
+    Verify reads the Secrets back from the cluster and compares them (by hash) with Secrets Manager.
+    Rollback deletes the ConfigMaps and Secrets it created; the Secrets Manager secrets and the namespace are kept.
     """
 
     id = "k8s-config"
     retry = AWS_RETRY
     phase = PHASE
-    depends_on = ()
+    depends_on = ("rds", "elasticache")
     reversibility = Reversibility.COMPENSABLE
+    rollback_mode = "delete"  # never keep Secret contents on disk
 
-    def skip_reason(self, ctx: StepContext) -> str | None:
-        return kube_unreachable(ctx)
+    class Settings(AppSettings):
+        compose_file: str | None = Field(
+            None, description="the Compose file whose credentials move (required outside the sandbox)"
+        )
+        sm_prefix: str | None = Field(None, description="Secrets Manager names <sm_prefix>/<service>")
+        database_password_secret: str | None = Field(
+            None, description="Secrets Manager secret of the target database login (default: postgres.target's)"
+        )
+        host_map: dict[str, str] = Field(
+            default_factory=dict, description="extra Compose hostname -> host:port rewrites in URLs"
+        )
+        database_sslmode: str | None = Field(None, description="sslmode in the ConfigMap (sandbox: disable)")
 
     def compose_path(self, ctx: StepContext) -> Path:
-        configured = ctx.setting("compose_file")
+        configured = ctx.typed(self.Settings).compose_file
         if not configured and not ctx.is_sandbox:
             raise ConfigError(
                 f"[steps.k8s-config] compose_file is not set for environment {ctx.env_name}",
@@ -75,21 +81,36 @@ class K8sConfig(Step):
         return path
 
     def credentials(self, ctx: StepContext) -> dict[str, dict[str, str]]:
-        path = self.compose_path(ctx)
-        if not path.is_file():
-            raise ConfigError(
-                f"Compose file {path} not found",
-                "k8s-config moves the credentials of the Compose deployment into Secrets Manager",
-                'set [steps.k8s-config] compose_file = "path/to/docker-compose.yml" in migrate.toml',
-            )
-        return compose_credentials(path.read_text(), source=str(path))
+        from migrate.adapters.compose import credentials
+
+        return credentials(self.compose_path(ctx))
 
     def secret_name(self, ctx: StepContext, svc: str) -> str:
-        prefix = str(ctx.setting("sm_prefix", f"betterprompts/{ctx.env_name}/compose")).strip("/")
+        prefix = str(ctx.typed(self.Settings).sm_prefix or f"betterprompts/{ctx.env_name}/compose").strip("/")
         return f"{prefix}/{svc}"
 
     def values(self, ctx: StepContext) -> tuple[dict[str, Any], list[str]]:
-        values, unknown = data_endpoints(ctx)
+        """RDS/ElastiCache endpoints for the ConfigMaps: data-phase outputs, else the environment's target settings."""
+        from migrate.adapters.hostport import split_host_port
+
+        values: dict[str, Any] = {}
+        unknown: list[str] = []
+        pg, rd = ctx.env.postgres.get("target"), ctx.env.redis.get("target")
+        for step, key, role, port in (("rds", "rds", pg, 5432), ("elasticache", "redis", rd, 6379)):
+            host, out_port = ctx.output(step, "endpoint", None), ctx.output(step, "port", None)
+            if not host and role is not None and role.host != "from-terraform":
+                host, out_port = role.host, out_port or role.port
+            if host:
+                name, parsed = split_host_port(host, int(out_port or port))
+                values[f"{key}_endpoint"], values[f"{key}_port"] = name, int(out_port or parsed)
+            else:
+                what = "RDS" if step == "rds" else "ElastiCache"
+                unknown.append(f"{what} endpoint (output 'endpoint' of step {step})")
+        values["database_name"] = pg.dbname if pg is not None else "betterprompts"
+        values["database_sslmode"] = ctx.typed(self.Settings).database_sslmode or (
+            "disable" if ctx.is_sandbox else "require"
+        )
+        values["redis_tls"] = bool(rd.tls) if rd is not None else not ctx.is_sandbox
         values.update(base_values(ctx))
         return values, unknown
 
@@ -100,13 +121,13 @@ class K8sConfig(Step):
         key "password", or the whole string).
         """
         target = ctx.env.postgres.get("target")
-        ref = ctx.setting("database_password_secret") or (target.password_secret if target is not None else None)
-        if not ref:
+        secret = ctx.typed(self.Settings).database_password_secret or (target.password_secret if target else None)
+        if not secret:
             return None
-        got = aws_app(ctx).get_secret(str(ref))
+        got = aws_app(ctx).get_secret(str(secret))
         if got is None:
             raise DependencyNotReady(
-                f"the target database secret {ref} does not exist in Secrets Manager",
+                f"the target database secret {secret} does not exist in Secrets Manager",
                 "the services' database password is taken from it (the RDS master/app credentials)",
                 f"create it (Terraform / data phase) or fix postgres.target.password_secret, then re-run "
                 f"`bpmigrate apply --step k8s-config --env {ctx.env_name}`",
@@ -117,17 +138,21 @@ class K8sConfig(Step):
         return user, password
 
     def host_map(self, values: Mapping[str, Any], ctx: StepContext) -> dict[str, str]:
+        from migrate.adapters.hostport import join_host_port
+
         mapping: dict[str, str] = {}
         if "rds_endpoint" in values:
-            mapping["postgres"] = f"{values['rds_endpoint']}:{values['rds_port']}"
+            mapping["postgres"] = join_host_port(values["rds_endpoint"], values["rds_port"])
         if "redis_endpoint" in values:
-            mapping["redis"] = f"{values['redis_endpoint']}:{values['redis_port']}"
-        mapping.update({str(k): str(v) for k, v in (ctx.setting("host_map", {}) or {}).items()})
+            mapping["redis"] = join_host_port(values["redis_endpoint"], values["redis_port"])
+        mapping.update(ctx.typed(self.Settings).host_map)
         return mapping
 
-    def k8s_secret_docs(
+    def secret_docs(
         self, ctx: StepContext, stored: Mapping[str, Mapping[str, str]], values: Mapping[str, Any]
     ) -> list[dict[str, Any]]:
+        from migrate.adapters.compose import rewrite_url_hosts, with_database_login
+
         hosts = self.host_map(values, ctx)
         rds_login = self.rds_login(ctx)
         docs = []
@@ -137,6 +162,7 @@ class K8sConfig(Step):
                 data = with_database_login(data, rds_login, {hosts.get("postgres", ""), "postgres"})
             for value in data.values():
                 register(value)
+            labels = {"app.kubernetes.io/name": svc, "app.kubernetes.io/part-of": "betterprompts"}
             docs.append(
                 {
                     "apiVersion": "v1",
@@ -145,11 +171,7 @@ class K8sConfig(Step):
                     "metadata": {
                         "name": f"{svc}-secrets",
                         "namespace": namespace(ctx),
-                        "labels": {
-                            "app.kubernetes.io/name": svc,
-                            "app.kubernetes.io/part-of": "betterprompts",
-                            "app.kubernetes.io/managed-by": "bpmigrate",
-                        },
+                        "labels": {**labels, "app.kubernetes.io/managed-by": "bpmigrate"},
                         "annotations": {"bpmigrate.io/source": f"AWS Secrets Manager {self.secret_name(ctx, svc)}"},
                     },
                     "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
@@ -157,12 +179,17 @@ class K8sConfig(Step):
             )
         return docs
 
+    def stored(self, ctx: StepContext, creds: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+        """What Secrets Manager holds for each service with credentials."""
+        return {svc: aws_app(ctx).get_secret(self.secret_name(ctx, svc)) or {} for svc in creds}
+
+    def manifests(self, ctx: StepContext) -> list[dict[str, Any]]:
+        values, _ = self.values(ctx)
+        creds = self.credentials(ctx)
+        return render(ctx, CONFIG_FILES, values) + self.secret_docs(ctx, self.stored(ctx, creds), values)
+
     def plan(self, ctx: StepContext) -> PlanResult:
-        reason = self.skip_reason(ctx)
-        if reason:
-            return PlanResult(skip_reason=reason)
         app = aws_app(ctx)
-        kube = ctx.adapters.kube()
         creds = self.credentials(ctx)
         values, unknown = self.values(ctx)
         result = PlanResult(
@@ -195,21 +222,13 @@ class K8sConfig(Step):
         if unknown:
             result.changes.append(Change("update", "ConfigMaps and Secrets", "endpoints known after the data phase"))
             return result
-        plan_docs(kube, render(ctx, CONFIG_FILES, values), result)
-        for doc in self.k8s_secret_docs(ctx, creds, values):
-            meta = doc["metadata"]
-            live = kube.get("v1", "Secret", meta["name"], meta["namespace"])
-            if live is None:
-                result.changes.append(Change("create", ref(doc), f"keys {', '.join(doc['data']) or '(none)'}"))
-            elif (live.get("data") or {}) != doc["data"]:
-                result.changes.append(Change("update", ref(doc), "values from Secrets Manager"))
-            else:
-                result.in_place.append(ref(doc))
+        docs = render(ctx, CONFIG_FILES, values) + self.secret_docs(ctx, creds, values)
+        result.data["manifests"] = digest([d for d in docs if d["kind"] != "Secret"])
+        plan_manifests(ctx, docs, result)
         return result
 
     def apply(self, ctx: StepContext) -> Outputs:
         app = aws_app(ctx)
-        kube = ctx.adapters.kube()
         creds = self.credentials(ctx)
         values, unknown = self.values(ctx)
         if unknown:
@@ -229,65 +248,45 @@ class K8sConfig(Step):
                 description=f"BetterPrompts {svc} credentials moved from docker-compose ({ctx.env_name})",
                 tags={**MANAGED_TAG, "service": svc},
             )
-            moved[svc] = {"sm_name": name, "keys": sorted(found), "changed": res["changed"]}
+            moved[svc] = {"sm_name": name, "keys": sorted(found)}
             ctx.log(f"{svc}: {len(found)} credential(s) {'stored in' if res['changed'] else 'already in'} {name}")
-        # 2. namespace + ConfigMaps
-        docs = render(ctx, CONFIG_FILES, values)
-        ctx.intent("kube-apply", refs=[ref(d) for d in docs])
-        applied = kube.apply(docs)
-        # 3. Kubernetes Secrets, values read back from Secrets Manager (not from the Compose file)
-        stored: dict[str, dict[str, str]] = {}
-        for svc in creds:
-            got = app.get_secret(self.secret_name(ctx, svc))
-            if got is None:
-                raise StepFailed(
-                    f"secret {self.secret_name(ctx, svc)} is missing right after it was written",
-                    "Secrets Manager did not return it",
-                    f"check it with `aws secretsmanager describe-secret`, then re-run the step ({ctx.env_name})",
-                )
-            stored[svc] = got
-        secret_docs = self.k8s_secret_docs(ctx, stored, values)
-        ctx.intent("kube-apply-secrets", refs=[ref(d) for d in secret_docs])
-        secret_refs = kube.apply(secret_docs)
+        # 2. namespace, ConfigMaps and Secrets (values read back from Secrets Manager, not from the Compose file)
+        stored = self.stored(ctx, creds)
+        missing = [svc for svc in creds if not stored[svc]]
+        if missing:
+            raise StepFailed(
+                f"secret {self.secret_name(ctx, missing[0])} is missing right after it was written",
+                "Secrets Manager did not return it",
+                f"check it with `aws secretsmanager describe-secret`, then re-run the step ({ctx.env_name})",
+            )
+        config_docs = render(ctx, CONFIG_FILES, values)
+        secret_docs = self.secret_docs(ctx, stored, values)
+        applied = self.apply_manifests(ctx, config_docs + secret_docs)["applied"]
         return {
             "namespace": namespace(ctx),
             "compose_file": str(self.compose_path(ctx)),
-            "applied": applied,
-            "configmaps": [ref(d) for d in docs if d["kind"] == "ConfigMap"],
-            "secrets": {
-                svc: {
-                    "kubernetes": f"{svc}-secrets",
-                    **{k: v for k, v in moved.get(svc, {}).items() if k != "changed"},
-                }
-                for svc in services(ctx)
-            },
-            "kubernetes_secrets": secret_refs,
+            "applied": [r for r in applied if not r.startswith("Secret/")],
+            "configmaps": [ref(d) for d in config_docs if d["kind"] == "ConfigMap"],
+            "secrets": {svc: {"kubernetes": f"{svc}-secrets", **moved.get(svc, {})} for svc in services(ctx)},
+            "kubernetes_secrets": [ref(d) for d in secret_docs],
             "moved_count": sum(len(c) for c in creds.values()),
         }
 
     def verify(self, ctx: StepContext) -> list[Check]:
-        app = aws_app(ctx)
         kube = ctx.adapters.kube()
-        values, _ = self.values(ctx)
+        values, unknown = self.values(ctx)
         ns = namespace(ctx)
-        checks = [
-            Check(f"namespace {ns}", live_object(kube, "v1", "Namespace", ns) is not None, None, "exists (has objects)")
-        ]
-        if "rds_endpoint" in values and "redis_endpoint" in values:
-            for doc in render(ctx, CONFIG_FILES, values):
-                if doc["kind"] != "ConfigMap":
-                    continue
-                live = kube.get("v1", "ConfigMap", doc["metadata"]["name"], ns)
-                ok = live is not None and (live.get("data") or {}) == doc.get("data")
-                checks.append(Check(ref(doc), ok, "matches" if ok else "differs or missing", "rendered data"))
+        checks = [Check(f"namespace {ns}", kube.get("v1", "Namespace", ns) is not None, None, "exists")]
+        if not unknown:
+            checks.extend(verify_manifests(ctx, [d for d in render(ctx, CONFIG_FILES, values) if d["kind"] != "Namespace"]))
         creds = self.credentials(ctx)
-        stored = {svc: app.get_secret(self.secret_name(ctx, svc)) or {} for svc in creds}
+        stored = self.stored(ctx, creds)
         for svc, found in creds.items():
             in_sm = set(stored[svc]) == set(found)
             checks.append(
                 Check(f"Secrets Manager {self.secret_name(ctx, svc)}", in_sm, sorted(stored[svc]), sorted(found))
             )
-        for doc in self.k8s_secret_docs(ctx, stored, values):
+        for doc in self.secret_docs(ctx, stored, values):
             live = kube.get("v1", "Secret", doc["metadata"]["name"], ns)
             live_data = (live or {}).get("data") or {}
             same_keys = sorted(live_data) == sorted(doc["data"])
@@ -306,13 +305,9 @@ class K8sConfig(Step):
             )
         return checks
 
-    def rollback(self, ctx: StepContext) -> None:
-        kube = ctx.adapters.kube()
-        ns = namespace(ctx)
-        for svc in services(ctx):
-            ctx.intent("kube-delete", ref=f"Secret/{ns}/{svc}-secrets")
-            kube.delete("v1", "Secret", f"{svc}-secrets", ns)
-        for name in ["betterprompts-config", *(f"{svc}-config" for svc in SERVICES)]:
-            ctx.intent("kube-delete", ref=f"ConfigMap/{ns}/{name}")
-            kube.delete("v1", "ConfigMap", name, ns)
-        ctx.log("k8s-config rollback: Secrets Manager secrets and the namespace are kept (harmless, audited)")
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        secrets = outputs.get("kubernetes_secrets") or []
+        return (
+            f"{outputs.get('moved_count', 0)} credential(s) moved to Secrets Manager · "
+            f"{len(outputs.get('configmaps') or [])} ConfigMap(s) · {len(secrets)} Secret(s) in {outputs.get('namespace')}"
+        )

@@ -37,7 +37,8 @@ class CostControls(KubeTemplateStep):
     def budget_spec(self, ctx: StepContext) -> dict[str, Any]:
         return {
             "name": self.budget_name(ctx),
-            "amount_usd": float(ctx.setting("monthly_target_usd", 5000)),
+            # default: the plan's monthly budget, [targets] monthly_budget_usd
+            "amount_usd": float(ctx.setting("monthly_target_usd") or ctx.targets.monthly_budget_usd),
             "threshold_pct": float(ctx.setting("alert_threshold_pct", 80)),
             "emails": [str(e) for e in ctx.setting("alert_emails", [])],
             "sns_topic_arn": ctx.setting("alert_sns_topic_arn"),

@@ -1,31 +1,54 @@
-"""Step ``data-switch``: The controlled data switch: maintenance on, replication caught up, sequences set, data-validate's checks,"""
+"""Step ``data-switch``: one writer at every instant — fence every stack, let replication catch up, point every
+stack at the target, start the reverse stream, release."""
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from migrate.errors import FenceRefused, StepFailed
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from pydantic import Field
 
-if TYPE_CHECKING:
-    from migrate.adapters.pgsync import PgSync
-from .._sync import MB, AppConfig, Maintenance, _dms, _dms_fence, _enabled, _endpoints, _pg, _pgsync, _write_marks
+from migrate.errors import Blocked, StepFailed
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
+
+from .._sync import (
+    MB,
+    AppConfig,
+    Writers,
+    _dms,
+    _dms_fence,
+    _enabled,
+    _endpoints,
+    _pg,
+    _pgsync,
+    redis_forward_stop,
+    redis_reverse_fence,
+    redis_reverse_start,
+    redis_reverse_stop,
+)
+
+UNFENCED_ENVS = ("staging", "production")
 
 
 class DataSwitch(Step):
-    """The controlled data switch: maintenance on, replication caught up, sequences set, data-validate's checks,
-    app config pointed at the target, maintenance off — with the write-downtime window measured.
+    """One writer at every instant: fence the writers, wait for replication, point every stack at the target.
 
-    Gates (any failure lifts maintenance with the app still on the source and the stream still running): the
-    subscription confirmed every source change up to the fence LSN taken after writes stopped; the Redis follower
-    applied every event published before its fence; data-validate's checks (exact row counts + extensions; with
-    validate = "full" the per-chunk checksums too). Then the stream is detached (subscription, slot, publication
-    dropped), the app's ConfigMap is patched (or, without a cluster, the endpoints are recorded as outputs) and
-    maintenance is lifted. One-way only once the app has written to the target: rollback then raises FenceRefused.
-    Settings: maintenance = {kind = "scale", deployments = [...]} | {kind = "http", on_url, off_url} | {kind =
-    "none"}; catchup_timeout_s; validate = "verify" | "full"; app_config = {configmap, namespace, data = {KEY =
-    "${pg_host}"}}.
+    1. Every stack that can write is fenced (``fences``: ``compose`` = docker compose stop on the old host,
+       ``http`` = the app's maintenance URLs, ``process`` = a local process's config file (the sandbox),
+       ``scale`` = Kubernetes Deployments to 0). From here nothing writes anywhere.
+    2. Gates: the subscription confirmed every source change up to the fence LSN; the Redis follower applied every
+       event before its fence; sequences carried; data-validate's checks (``validate = "full"``: + checksums).
+       A failed gate releases the fences with every stack still on the source and the stream still running.
+    3. The switch (checkpointed as ``gated``: a killed run resumes here, writers still fenced): the forward stream
+       is detached, the REVERSE stream is started (publication + slot on the target, subscription on the source;
+       a Redis follower target → source), every stack is pointed at the target (compose env override, repoint URL,
+       config file; the ConfigMap with ``app_config``), the fences are released. Write downtime is measured.
+
+    Rollback (while the watch window lasts): fence every stack, wait until the reverse stream confirmed the
+    target's fence LSN (lag 0) and the Redis follower its fence, carry sequences back, detach the reverse stream,
+    point every stack at the source, release — no acknowledged write is lost. In staging/production a switch
+    with no fence on the old stack is refused (exit 3).
     """
 
     id = "data-switch"
@@ -36,216 +59,260 @@ class DataSwitch(Step):
     gate = None
     timeout = 3600.0
 
+    class Settings(StepSettings):
+        enabled: bool = Field(True, description="false = no continuous sync to switch (stop-the-world restore used)")
+        fences: list[dict[str, Any]] = Field(
+            default_factory=list,
+            description='writer stacks: {name, kind = "compose"|"http"|"process"|"scale", ...} (see the README)',
+        )
+        maintenance: dict[str, Any] = Field(
+            default_factory=lambda: {"kind": "none"}, description="one more fence (older single-hook form)"
+        )
+        data_env: dict[str, str] = Field(
+            default_factory=dict,
+            description="templates of the env the stacks get (DATABASE_URL, REDIS_URL) over ${pg_host} ${pg_port} "
+            "${pg_dbname} ${pg_user} ${redis_host} ${redis_port} ${redis_scheme}; other ${VAR} left for Compose",
+        )
+        catchup_timeout_s: float = Field(60, gt=0, description="replication must reach the fence within this")
+        validation: str = Field(
+            "verify", alias="validate", pattern="^(verify|full)$", description="verify | full (+ chunk checksums)"
+        )
+        app_config: dict[str, Any] = Field(default_factory=dict, description="{configmap, namespace, data} to patch")
+        slot_drop_timeout_s: float = Field(30, gt=0, description="wait for the forward slot to be dropped")
+        reverse: bool = Field(True, description="start the reverse stream (target -> source) at the switch")
+        reverse_publisher_host: str = Field("", description="the target as the SOURCE server reaches it")
+        reverse_publisher_port: int = Field(0, ge=0, description="its port (0 = the target's port)")
+        name: str | None = Field(None, description="the stream's name (default bpm_<env>_<db>)")
+        dms_instance_class: str = Field("dms.r6i.large", description="aws-dms driver only")
+        dms_storage_gb: int = Field(100, description="aws-dms driver only")
+        dms_subnet_group: str | None = Field(None, description="aws-dms driver only")
+        dms_security_group_ids: list[str] = Field(default_factory=list, description="aws-dms driver only")
+        force_past_fence: bool = Field(False, description="(tests) as --force-past-fence")
+
     def skip_reason(self, ctx: StepContext) -> str | None:
         if not _enabled(ctx):
             return "data-switch is off ([steps.data-switch] enabled = false)"
-        hook = Maintenance(ctx)
-        reason = hook.unavailable()
+        reason = Writers(ctx).unavailable()
         if reason:
-            return f"maintenance hook 'scale' needs a cluster: {reason}"
-        pg_on = bool(
-            ctx.upstream.get("pg-sync", {}).get("subscription") or ctx.upstream.get("pg-sync", {}).get("driver")
-        )  # driver is recorded by both the logical and the aws-dms paths
-        redis_on = bool(ctx.upstream.get("redis-sync", {}).get("workdir"))
-        if not pg_on and not redis_on:
+            return f"fence kind 'scale' needs a cluster: {reason}"
+        if not self._pg_on(ctx) and not self._redis_on(ctx):
             return "no continuous sync is running (pg-sync and redis-sync not applied): nothing to switch"
         return None
 
+    @staticmethod
+    def _pg_on(ctx: StepContext) -> bool:  # driver is recorded by both the logical and the aws-dms paths
+        out = ctx.upstream.get("pg-sync", {})
+        return bool(out.get("subscription") or out.get("driver"))
+
+    @staticmethod
+    def _redis_on(ctx: StepContext) -> bool:
+        return bool(ctx.upstream.get("redis-sync", {}).get("workdir"))
+
+    def _refuse_unfenced(self, ctx: StepContext, writers: Writers) -> Finding | None:
+        if ctx.env_name not in UNFENCED_ENVS or writers.fences_old_stack():
+            return None
+        return Finding(
+            "block",
+            f"no fence stops the old stack's writers in {ctx.env_name} (fences: {writers.describe()}): after the "
+            "switch it would keep writing to the source that nothing replicates any more",
+            f'add to [environments.{ctx.env_name}.steps.data-switch] fences = [{{ name = "compose", kind = '
+            '"compose", compose_file = "/srv/betterprompts/docker-compose.yml", services = ["api-gateway"] }]',
+        )
+
     def plan(self, ctx: StepContext) -> PlanResult:
-        reason = self.skip_reason(ctx)
-        if reason:
-            return PlanResult(skip_reason=reason)
-        hook = Maintenance(ctx)
-        result = PlanResult(data={"maintenance": hook.kind})
+        writers = Writers(ctx)
+        result = PlanResult(data={"fences": writers.describe()})
+        refused = self._refuse_unfenced(ctx, writers)
+        if refused:
+            result.findings.append(refused)
         done = ctx.checkpoints.get("switched")
         if done:
-            result.in_place.append(f"switched at {done.get('at')}: the app uses the target")
+            result.in_place.append(f"switched at {done.get('at')}: every stack uses the target")
             return result
-        result.changes.append(
-            Change("run", f"maintenance on ({hook.kind})", ", ".join(hook.deployments) or hook.on_url)
-        )
-        if hook.kind == "none":
+        result.changes.append(Change("run", "fence every writer", writers.describe()))
+        if not writers.fences:
             result.findings.append(
                 Finding(
                     "warn",
-                    "no maintenance hook: nothing stops the app's writes during the switch",
-                    'set [steps.data-switch] maintenance = {kind = "scale", deployments = [...]} or kind = "http"',
+                    "no fence: nothing stops the app's writes during the switch",
+                    'set [steps.data-switch] fences = [{ name = "old", kind = "compose" | "http" | "process", ... }]',
                 )
             )
         pg_out = ctx.upstream.get("pg-sync", {})
         if pg_out.get("subscription"):
             sync = _pgsync(ctx, pg_out.get("name"))
             lag = sync.lag()
-            result.changes.append(
-                Change("run", "wait for replication to reach the fence LSN", f"current lag {lag.bytes} bytes")
-            )
-            result.changes.append(Change("update", "target sequences", "setval from the source values"))
-            result.changes.append(Change("run", "data-validate checks", str(ctx.setting("validate", "verify"))))
-            result.changes.append(Change("delete", f"subscription, slot and publication {sync.name}"))
-        if ctx.upstream.get("redis-sync", {}).get("workdir"):
-            result.changes.append(Change("run", "fence and stop the Redis follower"))
+            result.changes += [
+                Change("run", "wait for replication to reach the fence LSN", f"current lag {lag.bytes} bytes"),
+                Change("update", "target sequences", "setval from the source values"),
+                Change("run", "data-validate checks", ctx.typed(self.Settings).validation),
+                Change("delete", f"subscription, slot and publication {sync.name}"),
+            ]
+            if ctx.typed(self.Settings).reverse:
+                result.changes.append(Change("create", f"reverse stream {sync.reverse().name} (target -> source)"))
+        if self._redis_on(ctx):
+            result.changes.append(Change("run", "fence and stop the Redis follower; start one target -> source"))
+        result.changes.append(Change("update", "every stack's data endpoints", "-> target"))
         cfg = AppConfig(ctx)
         if cfg.reachable():
             result.changes.append(Change("update", f"ConfigMap {cfg.namespace}/{cfg.name}", ", ".join(cfg.templates)))
-        else:
-            result.findings.append(
-                Finding(
-                    "info",
-                    "no ConfigMap to patch (no cluster reachable or app_config not set): the target endpoints are "
-                    "recorded as outputs; point the app at them by hand",
-                )
-            )
-        result.changes.append(Change("run", "maintenance off"))
+        result.changes.append(Change("run", "release the fences"))
         return result
 
     # -- apply ---------------------------------------------------------------------------------------------------
     def apply(self, ctx: StepContext) -> Outputs:
+        s = ctx.typed(self.Settings)
+        writers = Writers(ctx)
+        refused = self._refuse_unfenced(ctx, writers)
+        if refused:
+            raise Blocked(f"data-switch refused: {refused.message}", "one writer at every instant", refused.fix)
         done = ctx.checkpoints.get("switched")
-        hook = Maintenance(ctx)
-        if done:  # a run killed/failed after the switch point: only maintenance may still need lifting
-            outputs = dict(done.get("outputs") or {})
-            if not ctx.checkpoints.get("maintenance-off"):
-                hook.off(dict(ctx.checkpoints.get("maintenance") or {}))
-                ctx.checkpoints.put("maintenance-off", {"at": time.time()})
-                if "write_downtime_s" not in outputs and outputs.get("maintenance_started_at"):
-                    downtime = time.time() - float(outputs["maintenance_started_at"])
-                    outputs["write_downtime_s"] = round(downtime, 3)
-                    outputs["write_downtime_interrupted"] = True  # includes the time until this re-run
-                    ctx.metrics(write_downtime_s=downtime)
-                ctx.checkpoints.put("switched", {"at": outputs.get("switched_at"), "outputs": outputs})
-            return outputs
-        pg_out = ctx.upstream.get("pg-sync", {})
-        redis_out = ctx.upstream.get("redis-sync", {})
-        sync = _pgsync(ctx, pg_out.get("name")) if pg_out.get("subscription") else None
-        dms = pg_out.get("driver") == "aws-dms"
-        tables = list(pg_out.get("tables") or [])
-        started_wall = time.time()
-        t0 = time.monotonic()
+        if done:  # a run killed/failed after the switch point: only the release may be missing
+            if not ctx.checkpoints.get("released"):
+                ctx.checkpoints.put("resumed", {"at": time.time()})
+            return self._release(ctx, writers, dict(done.get("outputs") or {}))
+        gated = ctx.checkpoints.get("gated")
+        if gated is None:
+            out = self._fence_and_gate(ctx, s, writers)
+            ctx.checkpoints.put("gated", out)
+        else:
+            out = dict(gated)
+            ctx.log("data-switch: resuming after the gates (writers are still fenced)")
+            writers.on()  # idempotent: a fence released by hand is taken again
         try:
-            recorded = hook.on(ctx.checkpoints.get("maintenance"))
+            self._switch(ctx, s, writers, out)
         except Exception as exc:
-            partial = dict(ctx.checkpoints.get("maintenance") or {"kind": hook.kind})
-            ctx.log(f"entering maintenance failed ({exc}); undoing what was done")
-            hook.off(partial)
-            ctx.checkpoints.clear()
+            ctx.log(f"data-switch failed while switching ({exc}); every stack back on the source")
+            self._undo_switch(ctx, s, writers)
             raise StepFailed(
-                f"data-switch could not enter maintenance: {exc}",
-                "nothing was switched; the app keeps writing to the source",
-                f"fix the maintenance hook ([steps.data-switch] maintenance) and re-run "
+                f"data-switch failed while switching: {exc}",
+                "every stack was pointed back at the source and released (nothing wrote while fenced); the "
+                "forward stream may have been detached",
+                f"re-run `bpmigrate apply --step pg-sync --env {ctx.env_name}` (copies again if needed), then "
                 f"`bpmigrate apply --step data-switch --env {ctx.env_name}`",
             ) from exc
-        ctx.checkpoints.put("maintenance", recorded)
-        timings: dict[str, float] = {"maintenance_on_s": time.monotonic() - t0}
-        config_prev: dict[str, str | None] | None = None
-        cfg = AppConfig(ctx)
-        out: dict[str, Any] = {"maintenance": hook.kind, "maintenance_started_at": started_wall}
+        ctx.checkpoints.put("switched", {"at": out["switched_at"], "outputs": out})
+        return self._release(ctx, writers, out)
+
+    def _fence_and_gate(self, ctx: StepContext, s: Any, writers: Writers) -> dict[str, Any]:
+        pg_out = ctx.upstream.get("pg-sync", {})
+        sync = _pgsync(ctx, pg_out.get("name")) if pg_out.get("subscription") else None
+        dms = pg_out.get("driver") == "aws-dms"
+        out: dict[str, Any] = {"fences": writers.describe(), "maintenance_started_at": time.time()}
+        ctx.checkpoints.put("fencing", {"at": out["maintenance_started_at"]})
+        timings: dict[str, float] = {}
+        t0 = time.monotonic()
         try:
+            writers.on()
+            timings["maintenance_on_s"] = time.monotonic() - t0
             if sync is not None:
                 t = time.monotonic()
-                fence = sync.fence_lsn()
-                waited = sync.wait_confirmed(fence, float(ctx.setting("catchup_timeout_s", 60)))
-                out["fence_lsn"] = fence
-                timings["catchup_s"] = waited
+                out["fence_lsn"] = fence = sync.fence_lsn()
+                timings["catchup_s"] = sync.wait_confirmed(fence, s.catchup_timeout_s)
                 t = time.monotonic()
                 ctx.intent("set-sequences", target=sync.target.endpoint)
                 out["sequences_set"] = sync.carry_sequences()
                 timings["sequences_s"] = time.monotonic() - t
             if dms:
                 t = time.monotonic()
-                out["dms"] = _dms_fence(ctx, float(ctx.setting("catchup_timeout_s", 60)))
+                out["dms"] = _dms_fence(ctx, s.catchup_timeout_s)
                 timings["catchup_s"] = time.monotonic() - t
                 ctx.intent("set-sequences", target=_pg(ctx, "target").endpoint)
                 out["sequences_set"] = _pgsync(ctx).carry_sequences()
-            if redis_out.get("workdir"):
+            if self._redis_on(ctx):
                 from migrate.adapters.redis_sync import fence_follower
 
                 t = time.monotonic()
-                source = ctx.adapters.redis("source")
                 out["redis_fence"] = fence_follower(
-                    source, ctx.state_dir / ctx.env_name / "redis-sync", float(ctx.setting("catchup_timeout_s", 60))
+                    ctx.adapters.redis("source"), ctx.state_dir / ctx.env_name / "redis-sync", s.catchup_timeout_s
                 )
                 timings["redis_fence_s"] = time.monotonic() - t
             if sync is not None or dms:
                 t = time.monotonic()
-                self._validate(ctx, sync or _pgsync(ctx))
+                self._validate(ctx, s.validation, sync or _pgsync(ctx))
                 timings["validate_s"] = time.monotonic() - t
         except Exception as exc:
-            ctx.log(f"data-switch gate failed ({exc}); lifting maintenance with the app on the source")
-            hook.off(recorded)
+            errors = writers.off_quietly()
             downtime = time.monotonic() - t0
             ctx.metrics(write_downtime_s=downtime, gate_failed=1.0)
             ctx.checkpoints.clear()
             raise StepFailed(
                 f"data-switch gate failed: {exc}",
-                f"writes resumed on the source after {downtime:.2f}s of maintenance; replication keeps running",
+                f"writes resumed on the source after {downtime:.2f}s of maintenance; replication keeps running"
+                + (f"; releasing failed for {errors}" if errors else ""),
                 f"fix the cause, check `bpmigrate verify --step pg-sync --env {ctx.env_name}`, then re-run "
                 f"`bpmigrate apply --step data-switch --env {ctx.env_name}`",
             ) from exc
-        # -- the switch point: from here the target is authoritative -------------------------------------------
-        try:
-            if sync is not None:
-                t = time.monotonic()
-                ctx.intent("detach-stream", name=sync.name)
-                out["detached"] = sync.teardown(timeout=float(ctx.setting("slot_drop_timeout_s", 30)))
-                timings["detach_s"] = time.monotonic() - t
-                out["write_marks"] = _write_marks(sync, tables)
-            if dms:
-                ctx.intent("dms-stop-task")
-                out["dms_stopped"] = _dms(ctx).stop(timeout=float(ctx.setting("catchup_timeout_s", 60)))
-            if redis_out.get("workdir"):
-                from migrate.adapters.redis_sync import forget, recorded_previous, restore_notify, stop_follower
-
-                workdir = ctx.state_dir / ctx.env_name / "redis-sync"
-                previous = recorded_previous(workdir)
-                if previous is None:
-                    previous = redis_out.get("notify_previous")
-                ctx.intent("stop-follower", workdir=str(workdir))
-                stop_follower(workdir)
-                if previous is not None:
-                    restore_notify(ctx.adapters.redis("source"), str(previous))
-                forget(workdir)
-            endpoints = _endpoints(ctx)
-            out["endpoints"] = endpoints
-            if cfg.reachable():
-                t = time.monotonic()
-                config_prev = cfg.point(endpoints)
-                out["config_previous"] = config_prev
-                out["configmap"] = f"{cfg.namespace}/{cfg.name}"
-                timings["config_s"] = time.monotonic() - t
-            else:
-                out["configmap"] = None
-                ctx.log(
-                    "no ConfigMap patched (no cluster reachable or [steps.data-switch] app_config not set): "
-                    f"point the app at {endpoints} by hand"
-                )
-            out["switched_at"] = time.time()
-            ctx.checkpoints.put("switched", {"at": out["switched_at"], "outputs": dict(out)})
-        except Exception as exc:
-            ctx.log(f"data-switch failed after the gates ({exc}); reverting to the source")
-            if config_prev is not None:
-                cfg.revert(config_prev)
-            hook.off(recorded)
-            ctx.checkpoints.clear()
-            raise StepFailed(
-                f"data-switch failed while switching: {exc}",
-                "the app still uses the source and writes resumed there; the stream may have been detached",
-                f"re-run `bpmigrate apply --step pg-sync --env {ctx.env_name}` (copies again if needed), then "
-                f"`bpmigrate apply --step data-switch --env {ctx.env_name}`",
-            ) from exc
-        t = time.monotonic()
-        hook.off(recorded)
-        timings["maintenance_off_s"] = time.monotonic() - t
-        downtime = time.monotonic() - t0
-        out["write_downtime_s"] = round(downtime, 3)
-        out["timings"] = {k: round(v, 3) for k, v in timings.items()}
-        ctx.metrics(write_downtime_s=downtime)
-        ctx.checkpoints.put("switched", {"at": out["switched_at"], "outputs": out})
-        ctx.checkpoints.put("maintenance-off", {"at": time.time()})
-        ctx.log(f"data-switch: write downtime {downtime:.2f}s ({out['timings']})")
+        out["timings"] = timings
         return out
 
-    def _validate(self, ctx: StepContext, sync: PgSync) -> None:
-        mode = str(ctx.setting("validate", "verify"))
+    def _switch(self, ctx: StepContext, s: Any, writers: Writers, out: dict[str, Any]) -> None:
+        """Idempotent steps from the gates to the repointed stacks (a killed run repeats them)."""
+        pg_out = ctx.upstream.get("pg-sync", {})
+        timings: dict[str, float] = out.setdefault("timings", {})
+        if pg_out.get("subscription"):
+            sync = _pgsync(ctx, pg_out.get("name"))
+            t = time.monotonic()
+            ctx.intent("detach-stream", name=sync.name)
+            out["detached"] = sync.teardown(timeout=s.slot_drop_timeout_s) or out.get("detached", [])
+            timings["detach_s"] = time.monotonic() - t
+            if s.reverse:
+                t = time.monotonic()
+                rev = sync.reverse()
+                tables = list(pg_out.get("tables") or [])
+                if not tables:
+                    tables = [f"{ti.schema}.{ti.name}" for ti in sync.source.tables()]
+                conninfo = rev.publisher_conninfo(s.reverse_publisher_host or None, s.reverse_publisher_port or None)
+                ctx.intent("start-reverse-stream", name=rev.name, publisher=rev.source.endpoint)
+                out["reverse"] = {"name": rev.name, "tables": tables, "started": rev.start_stream(tables, conninfo)}
+                timings["reverse_s"] = time.monotonic() - t
+        if pg_out.get("driver") == "aws-dms":
+            ctx.intent("dms-stop-task")
+            out["dms_stopped"] = _dms(ctx).stop(timeout=s.catchup_timeout_s)
+        if self._redis_on(ctx):
+            redis_forward_stop(ctx)
+            if s.reverse:
+                out["redis_reverse"] = redis_reverse_start(ctx)
+        t = time.monotonic()
+        writers.point("target")
+        out["endpoints"] = _endpoints(ctx, "target")
+        cfg = AppConfig(ctx)
+        if cfg.reachable():
+            out["config_previous"] = cfg.point(out["endpoints"])
+            out["configmap"] = f"{cfg.namespace}/{cfg.name}"
+        else:
+            out["configmap"] = None
+        timings["point_s"] = time.monotonic() - t
+        out["switched_at"] = time.time()
+
+    def _undo_switch(self, ctx: StepContext, s: Any, writers: Writers) -> None:
+        """Writers are still fenced (nothing wrote): back to the source, reverse stream dropped, released."""
+        pg_out = ctx.upstream.get("pg-sync", {})
+        if pg_out.get("subscription"):
+            _pgsync(ctx, pg_out.get("name")).reverse().teardown(timeout=s.slot_drop_timeout_s)
+        if self._redis_on(ctx):
+            redis_reverse_stop(ctx)
+        writers.point("source")
+        writers.off_quietly()
+        ctx.checkpoints.clear()
+
+    def _release(self, ctx: StepContext, writers: Writers, out: dict[str, Any]) -> Outputs:
+        if not ctx.checkpoints.get("released"):
+            t = time.monotonic()
+            writers.off()
+            out.setdefault("timings", {})["maintenance_off_s"] = time.monotonic() - t
+            downtime = time.time() - float(out["maintenance_started_at"])
+            out["write_downtime_s"] = round(downtime, 3)
+            out["timings"] = {k: round(float(v), 3) for k, v in out["timings"].items()}
+            if ctx.checkpoints.get("resumed"):
+                out["write_downtime_interrupted"] = True  # includes the time until this re-run
+            ctx.metrics(write_downtime_s=downtime)
+            ctx.checkpoints.put("switched", {"at": out["switched_at"], "outputs": out})
+            ctx.checkpoints.put("released", {"at": time.time()})
+            ctx.log(f"data-switch: write downtime {downtime:.2f}s ({out['timings']})")
+        return out
+
+    def _validate(self, ctx: StepContext, mode: str, sync: Any) -> None:
         failed = [c for c in ctx.reverify("data-validate") if not c.ok]
         if failed:
             c = failed[0]
@@ -262,14 +329,12 @@ class DataSwitch(Step):
             bad = [v for v in validate_chunks(sync.source, sync.target, tables, chunks) if not v.ok]
             if bad:
                 raise StepFailed(
-                    f"checksum mismatch: {bad[0].chunk.describe()}",
-                    f"{len(bad)} chunk(s) differ",
-                    "see the chunk named",
+                    f"checksum mismatch: {bad[0].chunk.describe()}", f"{len(bad)} chunk(s) differ", "see the chunk"
                 )
 
     # -- verify / rollback -------------------------------------------------------------------------------------
     def verify(self, ctx: StepContext) -> list[Check]:
-        out = ctx.upstream.get(self.id, {})
+        out = ctx.upstream.get(self.id, {}) or dict((ctx.checkpoints.get("switched") or {}).get("outputs") or {})
         checks = [
             Check(
                 "write downtime recorded",
@@ -282,66 +347,93 @@ class DataSwitch(Step):
         if pg_out.get("subscription"):
             sync = _pgsync(ctx, pg_out.get("name"))
             checks.append(
-                Check(
-                    "stream detached: no subscription on the target",
-                    sync.subscription_info() is None,
-                    observed=sync.subscription_info(),
-                    expected=None,
-                )
+                Check("forward stream detached", sync.subscription_info() is None, sync.subscription_info(), None)
             )
-            checks.append(
-                Check(
-                    "no replication slot left on the source",
-                    sync.slot_info() is None and not sync.orphaned_slots(),
-                    observed=sync.slot_info() or sync.orphaned_slots() or "none",
-                    expected="none",
+            if out.get("reverse"):
+                info = sync.reverse().subscription_info()
+                checks.append(
+                    Check(
+                        "reverse stream (target -> source) running",
+                        bool(info and info["enabled"]),
+                        info,
+                        "an enabled subscription on the source",
+                    )
                 )
-            )
+        writers = Writers(ctx)
+        want = {f.name: writers.target_for("target", f.name).database_url for f in writers.fences}
+        for name, state in writers.states().items():
+            if state.get("database_url") is not None:
+                checks.append(
+                    Check(f"stack {name} points at the target", state["database_url"] == want[name], state, want[name])
+                )
         cfg = AppConfig(ctx)
         if out.get("configmap") and cfg.reachable():
             current = (ctx.adapters.kube().get("v1", "ConfigMap", cfg.name, cfg.namespace) or {}).get("data") or {}
-            want = cfg.values(dict(out.get("endpoints") or {}))
+            wanted = cfg.values(dict(out.get("endpoints") or {}))
             checks.append(
                 Check(
                     "app ConfigMap points at the target",
-                    all(current.get(k) == v for k, v in want.items()),
-                    observed={k: current.get(k) for k in want},
-                    expected=want,
+                    all(current.get(k) == v for k, v in wanted.items()),
+                    observed={k: current.get(k) for k in wanted},
+                    expected=wanted,
                 )
             )
         return checks
 
-    def app_wrote_to_target(self, ctx: StepContext) -> bool:
-        out = ctx.upstream.get(self.id, {}) or dict((ctx.checkpoints.get("switched") or {}).get("outputs") or {})
-        marks = out.get("write_marks")
-        pg_out = ctx.upstream.get("pg-sync", {})
-        if not marks or not pg_out.get("subscription"):
-            return False
-        sync = _pgsync(ctx, pg_out.get("name"))
-        now = _write_marks(sync, list(pg_out.get("tables") or []))
-        return bool(now["changes"] > int(marks["changes"]) or now["sequences"] != marks["sequences"])
-
     def rollback(self, ctx: StepContext) -> None:
+        """Lossless while the reverse stream runs: fence, wait reverse lag 0, point every stack at the source."""
+        s = ctx.typed(self.Settings)
         out = ctx.upstream.get(self.id, {}) or dict((ctx.checkpoints.get("switched") or {}).get("outputs") or {})
         if not out.get("switched_at"):
-            ctx.log("data-switch never reached the switch point: nothing to undo")
+            if ctx.checkpoints.get("gated") or ctx.checkpoints.get("fencing"):
+                ctx.log("data-switch stopped before the switch point: every stack back on the source, released")
+                self._undo_switch(ctx, s, Writers(ctx))
             ctx.checkpoints.clear()
             return
-        force = bool(getattr(ctx, "force_past_fence", False) or ctx.setting("force_past_fence", False))
-        if self.app_wrote_to_target(ctx) and not force:
-            raise FenceRefused(
-                "data-switch is past its one-way fence: the app has written to the target since the switch",
-                "switching back to the source would lose those writes (nothing replicates target → source)",
-                f"bpmigrate rollback --step data-switch --env {ctx.env_name} --force-past-fence",
-            )
+        writers = Writers(ctx)
+        pg_out = ctx.upstream.get("pg-sync", {})
+        rev = _pgsync(ctx, pg_out.get("name")).reverse() if pg_out.get("subscription") else None
+        if rev is not None and out.get("reverse") and rev.subscription_info() is None:
+            force = bool(ctx.force_past_fence or s.force_past_fence)
+            if not force:
+                from migrate.errors import FenceRefused
+
+                raise FenceRefused(
+                    "data-switch cannot roll back losslessly: the reverse stream (target -> source) is gone",
+                    "writes made on the target since the switch would not reach the source",
+                    f"bpmigrate rollback --step data-switch --env {ctx.env_name} --force-past-fence",
+                )
+        t0 = time.monotonic()
+        writers.on()
+        if rev is not None and rev.subscription_info() is not None:
+            lsn = rev.fence_lsn()
+            waited = rev.wait_confirmed(lsn, s.catchup_timeout_s)
+            ctx.intent("set-sequences", target=rev.target.endpoint)
+            rev.carry_sequences()
+            ctx.intent("detach-reverse-stream", name=rev.name)
+            rev.teardown(timeout=s.slot_drop_timeout_s)
+            ctx.log(f"data-switch rollback: reverse stream caught up to {lsn} in {waited:.2f}s and was detached")
+        if self._redis_on(ctx) and out.get("redis_reverse"):
+            redis_reverse_fence(ctx, s.catchup_timeout_s)
+            redis_reverse_stop(ctx)
+        writers.point("source")
         prev = out.get("config_previous")
         cfg = AppConfig(ctx)
         if prev and cfg.reachable():
             cfg.revert(dict(prev))
-        else:
-            ctx.log(f"point the app back at the source by hand (it was switched to {out.get('endpoints')})")
+        writers.off()
+        ctx.metrics(rollback_write_downtime_s=time.monotonic() - t0)
         ctx.checkpoints.clear()
         ctx.log(
-            "data-switch rolled back: the app uses the source again; re-apply pg-sync/redis-sync to resume streaming "
-            "before switching again"
+            f"data-switch rolled back in {time.monotonic() - t0:.2f}s: every stack writes to the source again; "
+            "re-apply pg-sync/redis-sync before switching again"
         )
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        if outputs.get("write_downtime_s") is None:
+            return ""
+        parts = [f"write downtime {float(outputs['write_downtime_s']):.2f} s", f"fences: {outputs.get('fences')}"]
+        if outputs.get("reverse"):
+            parts.append(f"reverse stream {outputs['reverse'].get('name')}")
+        return " · ".join(parts)
+

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import time
 
-from migrate.errors import StepFailed, TransientError
-from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, RetryPolicy, Step, StepContext
 from testphases._effects import create_once, exists, maybe_die, remove
+
+from migrate.errors import StepFailed, TransientError
+from migrate.step import Change, Check, Outputs, PlanResult, RetryPolicy, Reversibility, Step, StepContext
 
 
 class FileStep(Step):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from migrate.step import Reversibility
 from testphases.p1_alpha import FileStep
+
+from migrate.step import Reversibility
 
 
 class Fence(FileStep):

@@ -1,0 +1,209 @@
+"""The Redis path as production runs it: a Redis Cluster target (three local primaries, slots split evenly).
+
+redis-migrate, its verify, redis-verify (counts summed over primaries, a two-way sample drawn from every primary),
+redis-sync under writes and rollback, all against a real cluster; source DBs 1-2 land under key prefixes in DB 0.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migrate.adapters.localservers import LocalRedisCluster
+from migrate.adapters.redis import RedisAdapter
+from migrate.adapters.redis_copy import copy_db, delete_copied, routes
+from migrate.adapters.redis_sync import fence_follower, stop_follower
+from migrate.config import EnvConfig, RedisEndpoint
+from migrate.errors import ConfigError, StepFailed
+from migrate.testing import make_context
+from phases.p2_data.redis_migrate import RedisMigrate
+from phases.p2_data.redis_sync import RedisSyncStep
+from phases.p2_data.redis_verify import RedisVerify
+from tests.test_redis_copy import seed
+
+PREFIX = {"0": "", "1": "sessions:", "2": "ratelimit:"}
+PER_DB = 6 * 30 + 1  # seed(per_db=30): 30 keys of each of 6 types + 1 binary key, per DB
+
+
+def cluster_adapter(cluster: LocalRedisCluster) -> RedisAdapter:
+    return RedisAdapter(role="target", host=cluster.host, port=cluster.port, cluster_mode=True)
+
+
+def env_for(src: Any, cluster: LocalRedisCluster) -> EnvConfig:
+    return EnvConfig(
+        name="sandbox",
+        kind="sandbox",
+        redis={
+            "source": RedisEndpoint(host=src.host, port=src.port),
+            "target": RedisEndpoint(host=cluster.host, port=cluster.port, cluster_mode=True),
+        },
+    )
+
+
+def per_primary(cluster: LocalRedisCluster) -> list[int]:
+    import redis
+
+    out = []
+    for node in cluster.nodes:
+        client = redis.Redis(host=node.host, port=node.port)
+        out.append(int(client.dbsize()))
+        client.close()
+    return out
+
+
+def test_adapter_counts_scans_and_deletes_over_every_primary(fresh_redis_cluster: LocalRedisCluster) -> None:
+    dst = cluster_adapter(fresh_redis_cluster)
+    assert dst.clustered and dst.topology() == "cluster (3 primaries)"
+    client = dst.client(0)
+    for i in range(300):
+        client.set(f"k:{i}".encode(), b"v")
+    spread = per_primary(fresh_redis_cluster)
+    assert sum(spread) == 300 and all(n > 50 for n in spread)  # really spread over three primaries
+    assert dst.dbsize(0) == 300 and dst.keyspace() == {0: 300}
+    # one resumable (composite) cursor walks every primary
+    seen: list[bytes] = []
+    cursor, steps = 0, 0
+    while True:
+        cursor, keys = dst.scan(0, cursor, 25)
+        seen += keys
+        steps += 1
+        if cursor == 0:
+            break
+    assert sorted(seen) == sorted(f"k:{i}".encode() for i in range(300)) and steps > 3
+    assert dst.count_matching(0, b"k:1") == 111  # k:1, k:10-19, k:100-199
+    assert 40 <= len(dst.random_keys(0, 60)) <= 60
+    with pytest.raises(ConfigError, match="only DB 0"):
+        dst.client(1)
+    # a multi-key UNLINK over many slots: grouped by slot, nothing CROSSSLOT
+    assert dst.delete_many(0, [f"k:{i}".encode() for i in range(0, 300, 2)]) == 150
+    assert dst.dbsize(0) == 150
+
+
+def test_a_cluster_configured_as_single_node_is_refused(fresh_redis_cluster: LocalRedisCluster) -> None:
+    wrong = RedisAdapter(role="target", host=fresh_redis_cluster.host, port=fresh_redis_cluster.port)
+    with pytest.raises(ConfigError, match="cluster_mode = false"):
+        wrong.dbsize(0)
+
+
+def test_copy_into_the_cluster_and_delete_exactly_what_was_copied(
+    fresh_redis_cluster: LocalRedisCluster, redis_source: Any
+) -> None:
+    src = RedisAdapter(role="source", host=redis_source.host, port=redis_source.port)
+    dst = cluster_adapter(fresh_redis_cluster)
+    seed(src.client, per_db=30)
+    dst.client(0).set(b"unrelated", b"keep me")
+    rts = routes([0, 1, 2], cluster_mode=True, db_prefix=PREFIX)
+    for r in rts:
+        res = copy_db(src, dst, r, method="dump", batch=40)
+        assert res.keys == src.dbsize(r.source_db) == PER_DB
+        keys = sorted(k for batch in src.scan_all(r.source_db) for k in batch)
+        tkeys = [r.target_key(k) for k in keys]
+        assert src.read_values(r.source_db, keys) == dst.read_values(0, tkeys)
+        for a, b in zip(src.pttl_many(r.source_db, keys), dst.pttl_many(0, tkeys), strict=True):
+            assert (a == -1 and b == -1) or abs(a - b) <= 5000
+    assert dst.dbsize(0) == 3 * PER_DB + 1
+    assert dst.count_matching(0, b"sessions:") == PER_DB
+    for r in rts:
+        delete_copied(src, dst, r)
+    assert dst.dbsize(0) == 1 and dst.client(0).get(b"unrelated") == b"keep me"
+
+
+def test_migrate_verify_redis_verify_and_rollback_on_a_cluster(
+    tmp_path: Path, fresh_redis_cluster: LocalRedisCluster, redis_source: Any
+) -> None:
+    src = RedisAdapter(role="source", host=redis_source.host, port=redis_source.port)
+    dst = cluster_adapter(fresh_redis_cluster)
+    seed(src.client, per_db=30)
+    env = env_for(redis_source, fresh_redis_cluster)
+    mig = RedisMigrate()
+    plan = mig.plan(make_context(tmp_path, env, "redis-migrate", settings={"db_prefix": PREFIX}))
+    assert any("cluster (3 primaries)" in line for line in plan.in_place)
+    assert all("by dump" in c.detail for c in plan.changes)  # MIGRATE cannot target a cluster
+    ctx = make_context(tmp_path, env, "redis-migrate", settings={"db_prefix": PREFIX, "batch": 50})
+    out = mig.apply(ctx)
+    assert out["dbs"] == {"0": PER_DB, "1": PER_DB, "2": PER_DB}
+    assert out["route_map"][1] == {"source_db": 1, "target_db": 0, "prefix": "sessions:"}
+    assert out["target_topology"] == "cluster (3 primaries)"
+    assert "543 keys" in mig.summary(out) and "cluster" in mig.summary(out)
+    checks = mig.verify(ctx)
+    assert [c.observed for c in checks] == [PER_DB] * 3 and all(c.ok for c in checks)
+    assert all(n > 0 for n in per_primary(fresh_redis_cluster))
+
+    # redis-verify reads the keys where redis-migrate wrote them (its recorded mapping), both ways
+    up = {"redis-migrate": out}
+    ver = RedisVerify()
+    vout = ver.apply(make_context(tmp_path, env, "redis-verify", settings={"sample": 0}, upstream=up))
+    assert vout["keys_compared"] == 3 * PER_DB and vout["target_keys_checked"] == 3 * PER_DB
+    sampled = ver.apply(make_context(tmp_path, env, "redis-verify", settings={"sample": 50}, upstream=up))
+    assert 0 < sampled["keys_compared"] <= 150
+    assert all(c.ok for c in ver.verify(make_context(tmp_path, env, "redis-verify", upstream=up)))
+    with pytest.raises(ConfigError, match="differently"):
+        ver.apply(make_context(tmp_path, env, "redis-verify", settings={"db_prefix": {"1": "x:"}}, upstream=up))
+
+    # a key missing on the cluster, and one the source never had: both directions are caught
+    dst.client(0).delete(b"sessions:k1:3:hash")
+    dst.client(0).set(b"ratelimit:ghost", b"1")
+    dst.client(0).delete(b"ratelimit:k2:4:str")  # keeps db 2's count equal: only the key diff can see it
+    with pytest.raises(StepFailed) as failed:
+        ver.apply(make_context(tmp_path, env, "redis-verify", settings={"sample": 0}, upstream=up))
+    text = str(failed.value.why)
+    assert "k1:3:hash" in text and "ghost" in text and "k2:4:str" in text
+    assert not all(c.ok for c in mig.verify(ctx))
+
+    mig.rollback(ctx)
+    assert dst.dbsize(0) == 1  # only the key the source never had
+    assert src.dbsize(1) == PER_DB  # the source is untouched
+
+
+@pytest.fixture()
+def synced(tmp_path: Path, fresh_redis_cluster: LocalRedisCluster, redis_source: Any) -> Iterator[dict[str, Any]]:
+    src = RedisAdapter(role="source", host=redis_source.host, port=redis_source.port)
+    src.client(0).config_set("notify-keyspace-events", "")
+    seed(src.client, per_db=10)
+    env = env_for(redis_source, fresh_redis_cluster)
+    out = RedisMigrate().apply(make_context(tmp_path, env, "redis-migrate", settings={"db_prefix": PREFIX}))
+    yield {"src": src, "dst": cluster_adapter(fresh_redis_cluster), "env": env, "up": {"redis-migrate": out}}
+    stop_follower(tmp_path / "state" / "sandbox" / "redis-sync")
+    src.client(0).config_set("notify-keyspace-events", "")
+
+
+def test_redis_sync_keeps_the_cluster_current_under_writes(tmp_path: Path, synced: dict[str, Any]) -> None:
+    src, dst, env, up = synced["src"], synced["dst"], synced["env"], synced["up"]
+    s0, s1, s2 = src.client(0), src.client(1), src.client(2)
+    s1.set(b"before:follower", b"1")  # between redis-migrate and the follower: its reconcile pass copies it
+    step = RedisSyncStep()
+    ctx = make_context(tmp_path, env, "redis-sync", upstream=up)
+    out = step.apply(ctx)
+    assert out["target_topology"] == "cluster (3 primaries)"
+    workdir = Path(out["workdir"])
+    d = dst.client(0)
+    try:
+        assert d.get(b"sessions:before:follower") == b"1"
+        for i in range(100):  # new keys in every DB, spread over every slot range
+            s0.set(f"new:{i}".encode(), b"n")
+            s1.set(f"new:{i}".encode(), b"n")
+        s2.hset(b"k2:1:hash", "a", "updated")  # update
+        s1.delete(b"k1:2:str", b"k1:2:list")  # deletes
+        s2.set(b"short", b"x", px=150)  # expires on the source
+        s0.pexpire(b"k0:3:str", 150)
+        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (s2.exists(b"short") or s0.exists(b"k0:3:str")):
+            time.sleep(0.05)
+        fence_follower(src, workdir, timeout=20)
+        assert d.get(b"new:99") == b"n" and d.get(b"sessions:new:0") == b"n"
+        assert d.hget(b"ratelimit:k2:1:hash", "a") == b"updated"
+        assert not d.exists(b"sessions:k1:2:str") and not d.exists(b"sessions:k1:2:list")
+        assert not d.exists(b"ratelimit:short") and not d.exists(b"k0:3:str")
+        for r in routes([0, 1, 2], cluster_mode=True, db_prefix=PREFIX):
+            keys = sorted(k for batch in src.scan_all(r.source_db) for k in batch)
+            assert src.read_values(r.source_db, keys) == dst.read_values(0, [r.target_key(k) for k in keys])
+        assert dst.dbsize(0) == sum(src.dbsize(db) for db in (0, 1, 2))
+        assert all(c.ok for c in step.verify(make_context(tmp_path, env, "redis-sync", upstream={**up, "redis-sync": out})))
+    finally:
+        step.rollback(make_context(tmp_path, env, "redis-sync", upstream={**up, "redis-sync": out}))
+    assert src.config_get("notify-keyspace-events") == ""

@@ -64,13 +64,13 @@ def _median_wall(cmd: list[str], runs: int, cwd: Path, env: dict[str, str] | Non
     return statistics.median(walls), statistics.median(cpus)
 
 
-def rehearsal_project(tmp: Path, extra_attempts: int) -> Path:
+def rehearsal_project(tmp: Path, extra_attempts: int, phases_dir: Path = REPO / "phases") -> Path:
     """The real plan (this checkout's migrate.toml + phases) with the 0.1.0 sandbox rehearsal ledger (45 steps),
     padded with ``extra_attempts`` more finished attempts (re-runs), so `status` reads hundreds of attempts."""
     project = tmp / "rehearsal"
     project.mkdir()
-    shutil.copy(REPO / "migrate.toml", project / "migrate.toml")
-    shutil.copytree(REPO / "phases", project / "phases", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(phases_dir.parent / "migrate.toml", project / "migrate.toml")
+    shutil.copytree(phases_dir, project / "phases", ignore=shutil.ignore_patterns("__pycache__"))
     (project / "state").mkdir()
     db = project / "state" / "sandbox.db"
     shutil.copy(REPO / "tests" / "fixtures" / "ledger-0.1.0-sandbox.db", db)
@@ -92,14 +92,14 @@ def rehearsal_project(tmp: Path, extra_attempts: int) -> Path:
     return project
 
 
-def bench_status(runs: int, tmp: Path, extra_attempts: int) -> dict[str, tuple[float, float]]:
+def bench_status(runs: int, tmp: Path, extra_attempts: int, phases_dir: Path) -> dict[str, tuple[float, float]]:
     project = tmp / "project"
     shutil.copytree(REPO / "tests" / "engine_project", project)
     # as an installed bpmigrate runs: with its bytecode cached (a test or CI shell may set PYTHONDONTWRITEBYTECODE)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "BPMIGRATE_ENV")}
     env["PYTHONPATH"] = str(REPO)
     subprocess.run([sys.executable, "-m", "migrate.cli", "apply", "--phase", "1", "--yes"], cwd=project, env=env, capture_output=True, check=True)
-    rehearsal = rehearsal_project(tmp, extra_attempts)
+    rehearsal = rehearsal_project(tmp, extra_attempts, phases_dir)
     bpm = [sys.executable, "-m", "migrate.cli"]
     for where in (project, rehearsal):  # warm-up: bytecode written, files in the page cache
         subprocess.run([*bpm, "status"], cwd=where, env=env, capture_output=True, check=False)
@@ -118,13 +118,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--attempts", type=int, default=400, help="extra attempts added to the rehearsal ledger")
     parser.add_argument("--skip-transitions", action="store_true")
+    parser.add_argument("--phases-dir", type=Path, default=REPO / "phases", help="a plan next to its migrate.toml")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if not args.skip_transitions:
             per, base = bench_transitions(args.transitions, tmp)
             print(f"ledger transition: {per * 1e3:.2f} ms  (bare durable INSERT+COMMIT: {base * 1e3:.2f} ms; ratio {per / base:.1f}x)")
-        st = bench_status(args.runs, tmp, args.attempts)
+        st = bench_status(args.runs, tmp, args.attempts, args.phases_dir)
         for key, label in (
             ("python_pass", "python -c pass"),
             ("import_sqlalchemy", "python -c 'import sqlalchemy'"),

@@ -121,8 +121,9 @@ def main() -> None:
     from migrate.adapters.localservers import start_postgres
     from migrate.config import EnvConfig, PgEndpoint
     from migrate.testing import make_context
-    from phases._sync import DataSwitch, PgSyncStep
-    from phases.p2_data import RdsRestore
+    from phases.p2_data.pg_sync import PgSyncStep
+    from phases.p2_data.rds_restore import RdsRestore
+    from phases.p5_cutover.data_switch import DataSwitch
 
     results: dict[str, Any] = {"pg_mb": args.pg_mb, "rate_tx_s": args.rate}
     with tempfile.TemporaryDirectory(prefix="bench-switch-") as tmp:

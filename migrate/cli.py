@@ -199,7 +199,7 @@ def status(
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every 2 s until Ctrl-C."),
     interval: float = typer.Option(2.0, "--interval", help="Refresh interval for --watch."),
 ) -> None:
-    """Dashboard: phases × steps with state, last attempt, duration, outputs, estimates, lock holder."""
+    """Dashboard: what needs you, then phases × steps (state, apply time, summary), ETA and downtime window."""
     from migrate.status import build_status
 
     cfg = _config()
@@ -208,7 +208,7 @@ def status(
     if _opts.json:
         _print_json(build_status(cfg, env, graph))
         return
-    from migrate.render import status_dashboard
+    from migrate.render import status_dashboard, watch_view
 
     console = _console()
     if not watch:
@@ -218,11 +218,20 @@ def status(
 
     from rich.live import Live
 
+    def view() -> Any:  # reads the ledger only, never the lock: works while `apply` runs in another terminal
+        return watch_view(build_status(cfg, env, graph), console.width)
+
     try:
-        with Live(status_dashboard(build_status(cfg, env, graph), console.width), console=console, refresh_per_second=4) as live:
+        if not console.is_terminal:  # a log or a pipe: one snapshot after the other, readable as plain text
             while True:
-                time.sleep(interval)
-                live.update(status_dashboard(build_status(cfg, env, graph), console.width))
+                console.print(view())
+                console.print("─" * min(console.width, 80), style="dim")
+                sys.stdout.flush()
+                time.sleep(max(interval, 0.2))
+        with Live(view(), console=console, auto_refresh=False, screen=False, redirect_stdout=False) as live:
+            while True:
+                time.sleep(max(interval, 0.2))
+                live.update(view(), refresh=True)
     except KeyboardInterrupt:
         return
 
@@ -500,13 +509,7 @@ def ledger_check() -> None:
         if not reader.exists:
             _say({"ok": True, "problems": [], "in_flight": [], "exists": False}, f"no ledger yet for {env!r} (nothing recorded)")
             return
-        problems.extend(reader.integrity())
-        version = reader.schema_version()
-        if version is None:
-            problems.append("no schema version: not a bpmigrate ledger, or truncated")
-        chain = reader.verify_chain()
-        if not chain.ok:
-            problems.append(f"hash chain: {chain.problem}")
+        problems.extend(reader.problems())
         stuck = [f"{sid} ({row.state})" for sid, row in reader.states().items() if row.state in ("applying", "verifying", "rolling_back")]
     except BpmError as exc:
         problems.append(exc.what)
@@ -689,14 +692,28 @@ def _takes_value(command: Any, token: str) -> bool | None:
     return None
 
 
+def _click_root() -> Any:
+    """The click command tree typer builds from ``app`` (built once per process: it costs ~8 ms)."""
+    global _ROOT
+    if _ROOT is None:
+        import typer.main
+
+        _ROOT = typer.main.get_command(app)
+    return _ROOT
+
+
+_ROOT: Any = None
+
+
 def hoist_global_options(argv: list[str]) -> list[str]:
     """Move the global options found after a command in front of it: ``status --json`` → ``--json status``.
 
     Walks the command tree as click will parse it, so an option value that happens to look like a global option
     (``--reason --json``) and the options a subcommand defines itself (``sandbox up --env x``) are left alone."""
-    import typer.main
-
-    command: Any = typer.main.get_command(app)
+    globals_ = (*GLOBAL_VALUE_OPTIONS, *GLOBAL_FLAG_OPTIONS)
+    if not any(a.split("=", 1)[0] in globals_ or a[:2] in ("-e", "-c") for a in argv[1:]):
+        return argv  # nothing to move (the common case): no need to build the command tree
+    command: Any = _click_root()
     front: list[str] = []
     rest: list[str] = []
     i = 0
@@ -733,7 +750,7 @@ def main(argv: list[str] | None = None) -> None:
     click_error, abort = _click_exceptions()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
-        rv = app(args=args, prog_name="bpmigrate", standalone_mode=False)
+        rv = _click_root().main(args=args, prog_name="bpmigrate", standalone_mode=False)
     except BpmError as exc:
         if _opts.traceback:
             raise

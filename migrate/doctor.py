@@ -225,6 +225,52 @@ def check_redis(ctx: DoctorContext) -> list[Result]:
     return results
 
 
+def check_redis_topology(ctx: DoctorContext) -> list[Result]:
+    """Which Redis topology every environment's target has (cluster mode or a single node), and whether the one
+    this environment will meet really has that shape (a sandbox: the shape `sandbox up` starts)."""
+    shapes = []
+    for name, env in ctx.config.environments.items():
+        target = env.redis.get("target")
+        if target is None:
+            continue
+        if env.kind == "sandbox":
+            from migrate.sandbox.orchestrate import redis_topology
+
+            topology, why = redis_topology(ctx.config, env)
+            shapes.append(f"{name}: {topology} ({why})")
+        else:
+            shapes.append(f"{name}: {'cluster' if target.cluster_mode else 'single'} (cluster_mode = {str(target.cluster_mode).lower()})")
+    results = [Result("Redis topology per environment", "ok", " · ".join(shapes) or "no redis.target configured")]
+    target_cfg = ctx.env.redis.get("target")
+    if target_cfg is None:
+        return results
+
+    def run() -> list[Result]:
+        name = f"Redis target topology ({ctx.env.name})"
+        expected = "cluster" if target_cfg.cluster_mode else "single"
+        fix = f"set cluster_mode = {str(not target_cfg.cluster_mode).lower()} under [environments.{ctx.env.name}.redis.target]"
+        if ctx.env.kind == "sandbox":
+            from migrate.sandbox.orchestrate import redis_topology
+
+            wanted, why = redis_topology(ctx.config, ctx.env)
+            if wanted != expected:
+                return [Result(name, "warn", f"the sandbox runs a {expected} target but rehearses {wanted} ({why})",
+                               f"bpmigrate sandbox up --env {ctx.env.name}   (restarts the target Redis as {wanted})")]
+            fix = f"bpmigrate sandbox up --env {ctx.env.name}"
+        server = ctx.redis("target")
+        if server.needs_address or server.unreachable_reason():
+            return [Result(name, "skip", f"will meet a {expected} target (cluster_mode = {str(target_cfg.cluster_mode).lower()}); not reachable to confirm")]
+        actual = "cluster" if server.is_real_cluster() else "single"
+        if actual != expected and target_cfg.cluster_mode is False:
+            return [Result(name, "fail", f"{server.endpoint} is a Redis Cluster but cluster_mode = false", fix, True)]
+        if actual != expected:
+            return [Result(name, "warn", f"cluster_mode = true but {server.endpoint} is a single node (keys still map to DB 0 prefixes)", fix)]
+        shown = server.topology() if actual == "cluster" else "single node"
+        return [Result(name, "ok", f"{server.endpoint} — {shown}, as configured")]
+
+    return results + _guard("Redis target topology", run, blocking=False)
+
+
 def check_disk(ctx: DoctorContext) -> list[Result]:
     state_dir = ctx.config.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -323,6 +369,7 @@ CHECKS: list[Check] = [
     check_postgres,
     check_extension_parity,
     check_redis,
+    check_redis_topology,
     check_disk,
     check_kube,
     check_clock,

@@ -37,7 +37,7 @@ from migrate.ledger_read import LedgerReader
 from migrate.lock import LeaseLock
 from migrate.plan import Graph, load_graph
 from migrate.redact import redact
-from migrate.reporting import Reporter
+from migrate.reporting import Reporter, persisting
 from migrate.settings import model_for as settings_model_for
 from migrate.settings import validate_settings
 from migrate.states import IN_FLIGHT, ROLLBACKABLE, SATISFIES_DEPENDENCY, Event, State
@@ -118,7 +118,8 @@ class Engine:
         #: step ids the operator asked to re-take (`apply --step X --refresh`): applied again even if verified
         self.refresh: frozenset[str] = frozenset()
         self._lock: LeaseLock | None = None
-        _proc.set_run_marker(self.env_name)  # every child carries BPMIGRATE_RUN=<env>:<run id>:<our pid>
+        # every child carries BPMIGRATE_RUN=<env>@<ledger>:<run id>:<our pid> (migrate/adapters/proc.py)
+        _proc.set_run_marker(self.env_name, scope=_proc.ledger_scope(self.ledger_url))
 
     # -- resources -------------------------------------------------------------------------------------------
     @property
@@ -233,7 +234,9 @@ class Engine:
             intent_writer=write_intent,
             intents=[i for i in intents],
             checkpoints=checkpoints,
-            progress_factory=self.reporter.progress,
+            progress_factory=self.reporter.progress
+            if ledger is None or attempt_id is None
+            else persisting(self.reporter.progress, lambda snap: ledger.record_progress(step.id, attempt_id, snap)),
             logger=lambda msg: self.reporter.message("note", msg, step.id),
             artifact_writer=write_artifact,
             metrics_writer=write_metrics,
@@ -284,7 +287,7 @@ class Engine:
         finally:
             reader.close()
         keep = [(int(c["pid"]), int(c["start_ticks"])) for c in registered if "start_ticks" in c]
-        orphans, adopted = find_orphans(self.env_name, adopted=keep)
+        orphans, adopted = find_orphans(self.env_name, scope=_proc.ledger_scope(self.ledger_url), adopted=keep)
         for child in adopted:
             self.reporter.message(
                 "note", f"adopted pid {child.pid} left running by run {child.marker.run_id} (registered long-lived child)"
@@ -617,12 +620,12 @@ class Engine:
                 "Ctrl-C; the ledger records the step as apply_failed and apply is idempotent",
                 f"bpmigrate --env {self.env_name} apply   (resumes where it stopped)",
             ) from None
-        except Exception as exc:  # noqa: BLE001 - recorded, then re-raised as a StepFailed
+        except Exception as exc:  # recorded, then re-raised as a StepFailed
             detail = _describe(exc)
             self.ledger.transition(step_cls.id, Event.APPLY_FAIL, run_id=self.run_id, error=detail)
             self.reporter.step_finished(step_cls.id, "apply", False, detail, time.monotonic() - started)
             result.add(step_cls.id, "apply", State.APPLY_FAILED, detail)
-            raise _as_step_failed(exc, step_cls.id, "apply", self.env_name) from None
+            raise _as_step_failed(exc, step_cls.id, "apply", self.env_name) from exc  # --traceback: the step's frames
         self.ledger.transition(
             step_cls.id,
             Event.APPLY_OK,
@@ -676,12 +679,12 @@ class Engine:
         except KeyboardInterrupt:
             self.ledger.transition(step_cls.id, Event.VERIFY_FAIL, run_id=self.run_id, error="interrupted by the operator")
             raise Interrupted(f"verify of {step_cls.id} interrupted", "Ctrl-C", f"bpmigrate --env {self.env_name} verify {step_cls.id}") from None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             detail = _describe(exc)
             self.ledger.transition(step_cls.id, Event.VERIFY_FAIL, run_id=self.run_id, error=detail)
             self.reporter.step_finished(step_cls.id, "verify", False, detail, time.monotonic() - started)
             result.add(step_cls.id, "verify", State.VERIFY_FAILED, detail)
-            raise _as_step_failed(exc, step_cls.id, "verify", self.env_name) from None
+            raise _as_step_failed(exc, step_cls.id, "verify", self.env_name) from exc  # --traceback: the step's frames
         self.reporter.checks(step_cls.id, checks)
         failed = [c for c in checks if not c.ok]
         data = {"checks": [_check_dict(c) for c in checks]}
@@ -795,7 +798,7 @@ class Engine:
                 result.add(step_cls.id, "rollback", State.ROLLBACK_FAILED, detail)
                 if isinstance(exc, FenceRefused):
                     raise
-                raise _as_step_failed(exc, step_cls.id, "rollback", self.env_name) from None
+                raise _as_step_failed(exc, step_cls.id, "rollback", self.env_name) from exc  # --traceback: the step's frames
             self.ledger.transition(step_cls.id, Event.ROLLBACK_OK, run_id=self.run_id)
             self.reporter.step_finished(step_cls.id, "rollback", True, "", time.monotonic() - started)
             result.add(step_cls.id, "rollback", State.ROLLED_BACK)
@@ -909,6 +912,43 @@ def _as_step_failed(exc: BaseException, step_id: str, action: str, env: str) -> 
         )
     return StepFailed(
         f"{action} of {step_id} failed: {type(exc).__name__}: {redact(str(exc))}",
-        "an unexpected error escaped the step (re-run with --traceback to see where)",
+        f"an unexpected error escaped the step{_origin(exc)} (re-run with --traceback to see the step's frames)",
         f"bpmigrate --env {env} show {step_id}; after fixing: bpmigrate --env {env} apply --step {step_id}",
     )
+
+
+def _origin(exc: BaseException) -> str:
+    """Where an unexpected error came from: the innermost frame of the step's own code (the phases) and the adapter
+    call below it, e.g. " in p2_data/_common.py:231 (_redis_counts), inside the adapter call
+    migrate/adapters/redis.py:245 (dbsize)". Library and engine frames are skipped."""
+    import sysconfig
+    import traceback
+    from pathlib import Path
+
+    engine_root = Path(__file__).resolve().parent
+    libraries = {Path(p).resolve() for k, p in sysconfig.get_paths().items() if k in ("stdlib", "purelib", "platlib")}
+
+    def inside(path: Path, root: Path) -> bool:
+        return path == root or root in path.parents
+
+    def short(frame: traceback.FrameSummary) -> str:
+        return f"{'/'.join(Path(frame.filename).parts[-3:])}:{frame.lineno} ({frame.name})"
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    paths = [Path(f.filename).resolve() for f in frames]
+    own = [
+        i
+        for i, path in enumerate(paths)
+        if not inside(path, engine_root) and not any(inside(path, lib) for lib in libraries)
+    ]
+    if not own:
+        return ""
+    step_i = own[-1]
+    adapters = engine_root / "adapters"
+    below = [f for f, path in zip(frames[step_i + 1 :], paths[step_i + 1 :], strict=True) if inside(path, adapters)]
+    where = f" in {short(frames[step_i])}"
+    if below:
+        where += f", inside the adapter call {short(below[0])}"
+        if below[-1] is not below[0]:
+            where += f" -> {short(below[-1])}"
+    return where

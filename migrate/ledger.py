@@ -472,6 +472,16 @@ class Ledger:
         with self._tx() as conn:
             conn.execute(delete(t.checkpoints).where(t.checkpoints.c.env == self.env, t.checkpoints.c.step_id == step_id))
 
+    def record_progress(self, step_id: str, attempt_id: int, snapshot: dict[str, Any]) -> None:
+        """The attempt's latest progress report (replaces the previous one; read by ``status --watch``)."""
+        with self._tx() as conn:
+            conn.execute(delete(t.progress).where(t.progress.c.attempt_id == attempt_id))
+            conn.execute(
+                insert(t.progress).values(
+                    attempt_id=attempt_id, env=self.env, step_id=step_id, data=_dumps(snapshot), updated_at=time.time()
+                )
+            )
+
     def record_metrics(self, attempt_id: int, metrics: dict[str, float]) -> None:
         with self._tx() as conn:
             row = conn.execute(select(t.attempts.c.metrics).where(t.attempts.c.id == attempt_id)).first()

@@ -132,14 +132,8 @@ def check_file(path: Path, env: str) -> BackupCheck:
     except BpmError as exc:
         return BackupCheck(path, False, problems=[exc.what])
     try:
-        problems = list(reader.integrity())
-        version = reader.schema_version()
-        if version is None:
-            problems.append("no schema version: not a bpmigrate ledger, or truncated")
-        chain = reader.verify_chain()
-        if not chain.ok:
-            problems.append(f"hash chain: {chain.problem}")
-        return BackupCheck(path, not problems, chain.events, version, problems)
+        problems = reader.problems()
+        return BackupCheck(path, not problems, len(reader.events()), reader.schema_version(), problems)
     except BpmError as exc:
         return BackupCheck(path, False, problems=[exc.what])
     finally:

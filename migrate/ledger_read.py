@@ -212,6 +212,11 @@ class LedgerReader:
                 live.pop(int(doc.get("pid", -1)), None)
         return list(live.values())
 
+    def progress(self) -> dict[int, dict[str, Any]]:
+        """The latest progress report of each attempt that reported one: attempt id -> snapshot (+ step_id, updated_at)."""
+        rows = self._rows("SELECT attempt_id, step_id, data, updated_at FROM bpm_progress WHERE env = :env")
+        return {int(r[0]): {**json.loads(r[2]), "step_id": r[1], "updated_at": r[3]} for r in rows}
+
     def intents(self, attempt_id: int) -> list[dict[str, Any]]:
         rows = self._rows(
             "SELECT action, data, ts FROM bpm_intents WHERE env = :env AND attempt_id = :a ORDER BY id", {"a": attempt_id}
@@ -244,6 +249,11 @@ class LedgerReader:
         rows = self._rows("SELECT id, caller_arn FROM bpm_runs WHERE env = :env AND caller_arn IS NOT NULL")
         return {int(r[0]): str(r[1]) for r in rows}
 
+    def approved_steps(self) -> set[str]:
+        """The steps whose manual gate was approved (any approval counts, as for ``apply``)."""
+        rows = self._rows("SELECT DISTINCT step_id FROM bpm_events WHERE env = :env AND kind = 'gate_approved'")
+        return {r[0] for r in rows if r[0]}
+
     def approvals(self, step_id: str) -> list[EventRow]:
         return [e for e in self.events(step_id) if e.kind == "gate_approved"]
 
@@ -265,6 +275,16 @@ class LedgerReader:
         if head and head[0][0] != prev:
             return ChainReport(False, len(rows), "the newest events were removed (the chain head does not match)", None)
         return ChainReport(True, len(rows))
+
+    def problems(self) -> list[str]:
+        """What `bpmigrate ledger check` reports: structural damage, a missing schema version, a broken hash chain."""
+        found = list(self.integrity())
+        if self.schema_version() is None:
+            found.append("no schema version: not a bpmigrate ledger, or truncated")
+        chain = self.verify_chain()
+        if not chain.ok:
+            found.append(f"hash chain: {chain.problem}")
+        return found
 
     def integrity(self) -> list[str]:
         """Structural problems of the ledger file (for `bpmigrate ledger check`)."""

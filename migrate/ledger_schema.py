@@ -137,6 +137,16 @@ artifacts = Table(
     Column("created_at", Float, nullable=False),
 )
 
+progress = Table(  # the latest progress report of an attempt (not audited: `status --watch` reads it)
+    "bpm_progress",
+    metadata,
+    Column("attempt_id", Integer, primary_key=True),
+    Column("env", String(64), nullable=False),
+    Column("step_id", String(128), nullable=False),
+    Column("data", Text, nullable=False),  # JSON: description, unit, total, completed, counters, started_at
+    Column("updated_at", Float, nullable=False),
+)
+
 checkpoints = Table(
     "bpm_checkpoints",
     metadata,

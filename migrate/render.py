@@ -93,70 +93,241 @@ def fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "—"
 
 
-def _when(ts: float) -> str:
-    """HH:MM for today, MM-DD HH:MM otherwise (keeps the dashboard's columns narrow)."""
-    local = time.localtime(ts)
-    today = time.localtime()
+GLYPH = {
+    "pending": ("·", "dim"),
+    "planned": ("○", "cyan"),
+    "applying": ("▶", "bold yellow"),
+    "applied": ("●", "yellow"),
+    "verifying": ("▶", "bold yellow"),
+    "verified": ("✓", "green"),
+    "apply_failed": ("✗", "bold red"),
+    "verify_failed": ("✗", "bold red"),
+    "rolling_back": ("↺", "bold magenta"),
+    "rolled_back": ("↺", "magenta"),
+    "rollback_failed": ("✗", "bold red"),
+    "skipped": ("–", "blue"),
+}
+#: from this console width on, the dashboard adds the "last attempt" and "operator" columns
+WIDE = 110
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` in ``width`` columns, never cut inside a token.
+
+    The " · "-separated parts that fit are kept in order and those that do not become one "…"; a text without
+    parts that fit is cut after its last whole word that does."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    kept: list[str] = []
+    for part in text.split(" · "):
+        candidate = " · ".join([*kept, part])
+        if len(candidate) + (4 if part != text.split(" · ")[-1] else 0) <= width:
+            kept.append(part)
+        elif kept[-1:] != ["…"]:
+            kept.append("…")
+    while kept and len(" · ".join(kept)) > width:
+        kept.pop(-2 if len(kept) > 1 and kept[-1] == "…" else -1)
+    if any(k != "…" for k in kept):
+        return " · ".join(kept).replace(" · …", " …")
+    cut = text.rfind(" ", 0, width)  # keep whole words, then "…"
+    if cut > 0:
+        return text[:cut].rstrip(",;:·") + "…"
+    return "…" if width >= 1 else ""
+
+
+def _bar(done: int, total: int, cells: int) -> Text:
+    filled = round(cells * done / total) if total else cells
+    bar = Text("━" * filled, style="green")
+    bar.append("━" * (cells - filled), style="grey37")
+    return bar
+
+
+def _ago(seconds: float) -> str:
+    return "just now" if seconds < 1 else f"{fmt_duration(seconds)} ago"
+
+
+def _rate(progress: dict[str, Any]) -> str:
+    unit = progress.get("unit") or ""
+    parts = []
+    total = progress.get("total")
+    done = progress.get("completed") or 0
+    if total:
+        parts.append(f"{100 * done / total:.0f}% {done:,.0f}/{total:,.0f} {unit}".rstrip())
+    else:
+        parts.append(f"{done:,.0f} {unit}".rstrip())
+    if progress.get("rate"):
+        parts.append(f"{progress['rate']:,.0f} {unit}/s".replace(" /s", "/s"))
+    nbytes = (progress.get("counters") or {}).get("bytes")
+    if nbytes:
+        parts.append(f"{nbytes / 1e6:,.0f} MB")
+    if progress.get("eta_seconds") is not None:
+        parts.append(f"ETA {fmt_duration(progress['eta_seconds'])}")
+    return " · ".join(parts)
+
+
+def _detail(step: dict[str, Any], notes: dict[str, int]) -> tuple[str, str]:
+    """(text, style) of a step's last column: its summary, why it was skipped, what failed, how far it is."""
+    state = step["state"]
+    if state in ("applying", "verifying", "rolling_back"):
+        progress = step.get("progress")
+        text = state + (f" · {progress['description']} · {_rate(progress)}" if progress else "")
+        return text, "yellow"
+    if state == "skipped":
+        reason = redact(step.get("reason") or "")
+        note = notes.get(reason)
+        return (f"skipped: {step.get('skip_label') or reason} [{note}]" if note else f"skipped: {reason}"), "blue"
+    if state in ("apply_failed", "verify_failed", "rollback_failed"):
+        error = step.get("reason") or (step.get("last_attempt") or {}).get("error") or ""
+        return f"{state.replace('_', ' ')}: {redact(str(error))}", "red"
+    if state in ("pending", "planned", "rolled_back"):
+        est = step.get("estimate_seconds")
+        text = state.replace("_", " ") + (f" · est {fmt_duration(est)}" if est is not None else "")
+        return text + (" · gated" if step.get("gate") else "") + (" · one-way" if step.get("one_way") else ""), "dim"
+    text = step.get("summary") or ""
+    if state == "applied":
+        text = "applied, not verified" + (f" · {text}" if text else "")
+    if step.get("definition_changed"):
+        text = "⚠ code changed since applied" + (f" · {text}" if text else "")
+    return text, "yellow" if step.get("definition_changed") or state == "applied" else ""
+
+
+def _when(ts: float, now: float) -> str:
+    """HH:MM the same day as ``now``, else MM-DD HH:MM."""
+    local, today = time.localtime(ts), time.localtime(now)
     same_day = (local.tm_year, local.tm_yday) == (today.tm_year, today.tm_yday)
     return time.strftime("%H:%M" if same_day else "%m-%d %H:%M", local)
 
 
-#: below this console width the "last attempt" column is dropped so the outputs/reason column stays readable
-NARROW_WIDTH = 110
-
-
-def status_dashboard(report: dict[str, Any], width: int | None = None) -> Group:
-    """Phases × steps with state, last attempt, duration, outputs summary; lock holder; warnings."""
-    wide = width is None or width >= NARROW_WIDTH
-    parts: list[RenderableType] = []
+def _top(report: dict[str, Any], width: int, now: float) -> list[Text]:
+    """Where we are (one line), then what needs a human (lock, failures, gates, fences, stale plans), then next."""
+    total, done = report.get("total", 0), report.get("done", 0)
+    head = Text.assemble((report["project"], "bold"), " · ", (report["env"], "bold"), " ")
+    head.append_text(_bar(done, total, 10))
+    order = ("verified", "skipped", "applied", "pending", "planned", "apply_failed", "verify_failed", "rollback_failed")
+    counts = sorted(report["counts"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+    facts = [f"{done}/{total}"] + [f"{v} {k.replace('_', ' ')}" for k, v in counts if v]
+    if width >= WIDE:
+        facts.append(f"ledger {report['ledger']}")
+    head.append(" " + fit(" · ".join(facts), max(width - len(head.plain) - 1, 8)))
+    lines = [head]
     lock = report.get("lock")
-    header = f"[bold]{escape(report['project'])}[/bold] · env [bold]{escape(report['env'])}[/bold] · ledger {escape(report['ledger'])}"
-    if lock:
-        state = "[red]expired[/red]" if lock["expired"] else "[yellow]held[/yellow]"
-        header += f"\nlock {state} by {escape(lock['holder'])}@{escape(lock['host'])} pid {lock['pid']} · `{escape(lock['command'])}`"
-    else:
-        header += "\nlock free"
-    counts = report["counts"]
-    header += "\n" + " · ".join(f"[{STATE_STYLE.get(k, '')}]{k}[/] {v}" for k, v in counts.items() if v)
-    parts.append(Panel(Text.from_markup(header), title="bpmigrate status", title_align="left"))
-    for phase in report["phases"]:
-        est = phase.get("estimate_seconds")
-        title = f"phase {phase['number']} · {phase['name']} · remaining {fmt_duration(est) if est is not None else 'no estimate'}"
-        if phase.get("downtime_seconds"):
-            title += f" · expected downtime window {fmt_duration(phase['downtime_seconds'])}"
-        elif phase.get("downtime_seconds") is None:
-            title += " · expected downtime window: no estimate yet (rehearse in the sandbox)"
-        table = Table(title=title, title_justify="left", expand=True)
-        pending = any(step["state"] not in ("verified", "skipped") for step in phase["steps"])
-        table.add_column("step", no_wrap=True, min_width=14)
-        table.add_column("state", no_wrap=True)
-        if wide:
-            table.add_column("last attempt", no_wrap=True)
-        table.add_column("took", justify="right", no_wrap=True)
-        if pending:  # a finished phase has nothing left to estimate: the column goes, the details get the room
-            table.add_column("estimate", justify="right")
-        table.add_column("outputs / reason", ratio=1, min_width=24, overflow="fold")
-        for step in phase["steps"]:
-            style = STATE_STYLE.get(step["state"], "")
-            state = f"[{style}]{step['state']}[/{style}]"
-            last = step.get("last_attempt")
-            last_text = f"{last['action']} {last['status']} {_when(last['started_at'])}" if last else "—"
-            detail = escape(_short(redact(step.get("reason") or step.get("outputs_summary") or ""), 160))
-            if step.get("definition_changed"):
-                detail = "[yellow]⚠ step code changed since it was applied[/yellow] " + detail
-            cells = [escape(step["id"]), state]
-            if wide:
-                cells.append(escape(last_text))
-            cells.append(fmt_duration(last.get("duration") if last else None))
-            if pending:
-                cells.append("" if step["state"] in ("verified", "skipped") else escape(step.get("estimate") or ""))
-            cells.append(detail)
-            table.add_row(*cells)
-        parts.append(table)
+    attention = report.get("attention", [])
+    marks = {"lock": ("⏵", "yellow"), "failed": ("✗", "bold red"), "gate": ("⏸", "bold cyan"), "fence": ("⚑", "bold yellow"), "stale_plan": ("↻", "yellow")}
+    for item in attention:
+        glyph, style = marks.get(item["kind"], ("!", "yellow"))
+        text = item["text"]
+        if item["kind"] == "lock" and lock:
+            text += f" · heartbeat {_ago(max(now - lock['heartbeat_at'], 0))}"
+        line = Text(f"{glyph} ", style=style)
+        line.append(fit(redact(text), width - 2))
+        lines.append(line)
+        if item.get("command") and item["command"] != report.get("next"):
+            lines.append(Text.assemble("  → ", (fit(item["command"], width - 4), "bold")))
     for warning in report.get("warnings", []):
-        parts.append(Text(f"⚠ {warning}", style="yellow"))
+        lines.append(Text("⚠ " + fit(redact(warning), width - 2), style="yellow"))
     if report.get("next"):
-        parts.append(Text.from_markup(f"next: [bold]{escape(report['next'])}[/bold]"))
+        lines.append(Text.assemble("next: ", (report["next"], "bold")))
+    elif not attention:
+        lines.append(Text("nothing needs you: every step is verified or skipped", style="green"))
+    return lines
+
+
+def status_dashboard(report: dict[str, Any], width: int | None = None, now: float | None = None) -> Group:
+    """The status dashboard: what needs a human first, then one line per step under phase headers, then the
+    skip reasons shared by several steps. Fits ``width`` columns (nothing cut inside a token); from WIDE columns on
+    it adds the last attempt and its operator."""
+    width = width or 80
+    now = report.get("generated_at", time.time()) if now is None else now
+    wide = width >= WIDE
+    lines: list[RenderableType] = list(_top(report, width, now))
+    shared = [g for g in report.get("skip_reasons", []) if len(g["steps"]) > 1]
+    notes = {redact(g["reason"]): i for i, g in enumerate(shared, 1)}
+    steps = [s for p in report["phases"] for s in p["steps"]]
+    id_w = min(max((len(s["id"]) for s in steps), default=10), 24)
+    for phase in report["phases"]:
+        header = Text.assemble(("phase ", "bold"), (f"{phase['number']} {phase['name']} ", "bold"))
+        header.append_text(_bar(phase["done"], phase["total"], 10 if width < WIDE else 20))
+        facts = [f"{phase['done']}/{phase['total']}"]
+        finished = phase["done"] == phase["total"]
+        if phase.get("elapsed_seconds"):
+            facts.append(f"{'took' if finished else 'elapsed'} {fmt_duration(phase['elapsed_seconds'])}")
+        if not finished and phase.get("eta_seconds") is not None:
+            more = f" + {phase['eta_unknown_steps']} unestimated" if phase.get("eta_unknown_steps") else ""
+            facts.append(f"ETA {fmt_duration(phase['eta_seconds'])}{more}")
+        if phase.get("downtime_steps"):
+            down = phase.get("downtime_seconds")
+            facts.append(f"downtime ≈ {fmt_duration(down)}" if down else "downtime: rehearse to estimate")
+        header.append(" " + fit(" · ".join(facts), max(width - len(header.plain) - 1, 10)))
+        lines.append(header)
+        reasons = {redact(step.get("reason") or "") for step in phase["steps"]}
+        if len(phase["steps"]) > 2 and all(st["state"] == "skipped" for st in phase["steps"]) and len(reasons) == 1 and reasons & set(notes):
+            # a whole phase skipped for one shared reason: one line names its steps
+            glyph, style = GLYPH["skipped"]
+            row = Text(f" {glyph} ", style=style)
+            row.append(f"all {len(phase['steps'])} skipped [{notes[reasons.pop()]}]: ", style="blue")
+            row.append(" · ".join(st["id"] for st in phase["steps"]))  # wraps between ids (two lines at most)
+            lines.append(row)
+            continue
+        for step in phase["steps"]:
+            glyph, style = GLYPH.get(step["state"], ("?", ""))
+            row = Text(f" {glyph} ", style=style)
+            row.append(step["id"].ljust(id_w) if len(step["id"]) <= id_w else step["id"])
+            took = step.get("apply_duration")
+            row.append(f" {fmt_duration(took) if took is not None else '':>6}  ", style="dim")
+            if wide:
+                last = step.get("last_attempt")
+                last_text = f"{last['action']} {last['status']} {_when(last['started_at'], now)}" if last else ""
+                row.append(f"{last_text:<24}", style="dim")
+                row.append(f"{(last or {}).get('operator', '')[:12]:<13}", style="dim")
+            text, detail_style = _detail(step, notes)
+            room = width - len(row.plain)
+            if len(text) > room and not wide and room < 30:
+                lines.append(row)  # two lines at most: the detail goes under the id
+                row = Text(" " * 5)
+                room = width - 5
+            row.append(fit(text, room), style=detail_style)
+            lines.append(row)
+    for i, group in enumerate(shared, 1):  # the full reason (and its fix) once, for every step that shares it
+        line = Text(f"[{i}] ", style="blue")
+        reason = redact(group["reason"])
+        label = group["label"].rstrip("…")
+        rest = reason[len(label) :].lstrip(":; ") if reason.startswith(label) else reason
+        line.append(f"skipped, {len(group['steps'])} steps: {label}", style="bold")
+        line.append(f": {rest}" if rest else "")
+        lines.append(line)
+    return Group(*lines)
+
+
+def watch_view(report: dict[str, Any], width: int | None = None, now: float | None = None) -> Group:
+    """`status --watch`: the dashboard, then the running step's progress and the newest ledger events."""
+    width = width or 80
+    now = time.time() if now is None else now
+    parts: list[RenderableType] = [status_dashboard(report, width, now)]
+    for run in report.get("running", []):
+        line = Text.assemble(("▶ ", "bold yellow"), (f"{run['action']} {run['step']}", "bold"))
+        if run.get("started_at"):
+            line.append(f" · for {fmt_duration(max(now - run['started_at'], 0))}")
+        progress = run.get("progress")
+        if progress:
+            line.append(f" · {progress['description']}")
+            parts.append(line)
+            done, total = progress.get("completed") or 0, progress.get("total")
+            bar = Text("  ")
+            if total:
+                bar.append_text(_bar(int(done), int(total), 20))
+                bar.append(" ")
+            bar.append(fit(_rate(progress), width - len(bar.plain)))
+            parts.append(bar)
+        else:
+            parts.append(line)
+    events = report.get("recent_events", [])
+    if events:
+        parts.append(Text("last events:", style="bold"))
+        for e in events[-5:]:
+            text = f"{time.strftime('%H:%M:%S', time.localtime(e['ts']))} {e['step_id'] or '-'} {e['kind']} {e['detail']}".rstrip()
+            parts.append(Text("  " + fit(redact(text), width - 2), style="dim"))
+    parts.append(Text(f"watching the ledger (never the lock) · {time.strftime('%H:%M:%S', time.localtime(now))} · Ctrl-C to stop", style="dim"))
     return Group(*parts)
 
 

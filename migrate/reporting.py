@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any, Protocol
@@ -122,6 +122,66 @@ class ConsoleReporter:
         with progress:
             yield handle
             progress.update(task_id, completed=handle.completed)
+
+
+class _Persisted:
+    """A progress handle that also hands its latest snapshot to ``write`` (the ledger), at most every ``interval`` s."""
+
+    def __init__(self, inner: Any, write: Callable[[dict[str, Any]], None], snapshot: dict[str, Any], interval: float) -> None:
+        self.inner = inner
+        self._write = write
+        self.snapshot = snapshot
+        self._interval = interval
+        self._last = 0.0
+
+    @property
+    def completed(self) -> float:
+        return float(self.snapshot["completed"])
+
+    def advance(self, amount: float = 1, **counters: float) -> None:
+        self.inner.advance(amount, **counters)
+        self.snapshot["completed"] += amount
+        for key, value in counters.items():
+            self.snapshot["counters"][key] = self.snapshot["counters"].get(key, 0) + value
+        self.flush()
+
+    def update(self, *, total: float | None = None, description: str | None = None) -> None:
+        self.inner.update(total=total, description=description)
+        if total is not None:
+            self.snapshot["total"] = total
+        if description is not None:
+            self.snapshot["description"] = description
+        self.flush()
+
+    def flush(self, *, force: bool = False) -> None:
+        now = time.time()
+        if force or now - self._last >= self._interval:
+            self._last = now
+            try:
+                self._write({**self.snapshot, "counters": dict(self.snapshot["counters"]), "at": now})
+            except Exception:  # noqa: BLE001 - a progress report must never fail the step it reports on
+                pass
+
+
+def persisting(factory: Callable[..., Any], write: Callable[[dict[str, Any]], None], interval: float = 1.0) -> Callable[..., Any]:
+    """Wrap a reporter's progress factory so the latest snapshot reaches the ledger too (``status --watch``)."""
+
+    @contextmanager
+    def progress(description: str, total: float | None, unit: str) -> Iterator[Any]:
+        snapshot: dict[str, Any] = {
+            "description": redact(description), "unit": unit, "total": total, "completed": 0.0, "counters": {},
+            "started_at": time.time(),
+        }
+        with factory(description, total, unit) as inner:
+            handle = _Persisted(inner, write, snapshot, interval)
+            handle.flush(force=True)
+            try:
+                yield handle
+            finally:
+                snapshot["done"] = True
+                handle.flush(force=True)
+
+    return progress
 
 
 def _esc(text: str) -> str:

@@ -53,7 +53,9 @@ def run_load(ctx: StepContext, adapter: LoadAdapter, spec: LoadSpec) -> LoadResu
     """Run ``spec`` to its end with a progress bar (seconds of load)."""
     out_dir = ctx.artifacts_dir()
     run = adapter.start(spec, out_dir)
-    with ctx.progress(f"{spec.label}: {spec.target_rps:,.6g} req/s for {spec.duration_s:g} s", total=spec.duration_s, unit="s") as bar:
+    with ctx.progress(
+        f"{spec.label}: {spec.target_rps:,.6g} req/s for {spec.duration_s:g} s", total=spec.duration_s, unit="s"
+    ) as bar:
         started = time.monotonic()
         shown = 0.0
         while not run.wait(timeout=1.0):
@@ -106,12 +108,18 @@ def record(
     return rows
 
 
-def gate_outputs(result: LoadResult, gate: Gate, rows: list[tuple[str, str]], params: Mapping[str, Any]) -> dict[str, Any]:
+def gate_outputs(
+    result: LoadResult, gate: Gate, rows: list[tuple[str, str]], params: Mapping[str, Any]
+) -> dict[str, Any]:
     """The step outputs of a passed gate."""
     return {
         "params": dict(params),
         "stats": result.to_outputs(),
-        "gate": {"p95_ms": gate.p95_ms, "max_error_rate": gate.max_error_rate, "min_rate_fraction": gate.min_rate_fraction},
+        "gate": {
+            "p95_ms": gate.p95_ms,
+            "max_error_rate": gate.max_error_rate,
+            "min_rate_fraction": gate.min_rate_fraction,
+        },
         "table": [list(r) for r in rows],
         "report_html": result.report_html,
         "passed": True,

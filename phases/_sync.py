@@ -273,7 +273,10 @@ class Writers:
             raws.append((str(legacy.get("name") or "app"), legacy))
         for i, raw in enumerate(ctx.setting("fences") or []):
             raws.append((str(raw.get("name") or f"fence-{i + 1}"), dict(raw)))
-        self.env_templates = {**DEFAULT_DATA_ENV, **{str(k): str(v) for k, v in dict(ctx.setting("data_env") or {}).items()}}
+        self.env_templates = {
+            **DEFAULT_DATA_ENV,
+            **{str(k): str(v) for k, v in dict(ctx.setting("data_env") or {}).items()},
+        }
         self.fences: list[Any] = []
         self.raw: dict[str, dict[str, Any]] = {}
         for name, raw in raws:
@@ -414,8 +417,6 @@ def _write_marks(sync: PgSync, tables: list[str]) -> dict[str, Any]:
     )
     seqs = {s.qualified: s.last_value for s in sync.target.sequences()}
     return {"changes": int(rows[0][0]), "sequences": seqs}
-
-
 
 
 # -- the Redis follower at the switch (forward stopped, reverse started) --------------------------------------------

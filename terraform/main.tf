@@ -115,6 +115,15 @@ module "elasticache" {
   num_shards               = var.redis_num_shards
   replicas_per_shard       = var.redis_replicas_per_shard
   snapshot_retention_limit = var.redis_snapshot_retention_days
+
+  secret_recovery_window_days = local.is_production ? 30 : 0
+}
+
+module "waf" {
+  source = "./modules/waf"
+
+  name                = "${local.name}-alb"
+  rate_limit_per_5min = var.waf_rate_limit_per_5min
 }
 
 module "ecr" {

@@ -79,3 +79,13 @@ output "ecr_repository_urls" {
   description = "Repository URL by service name."
   value       = module.ecr.repository_urls
 }
+
+output "elasticache_auth_secret_arn" {
+  description = "Secrets Manager secret holding the Redis AUTH token (the value never passes through outputs)."
+  value       = module.elasticache.auth_secret_arn
+}
+
+output "waf_web_acl_arn" {
+  description = "WAF web ACL for the ALB (ingress annotation alb.ingress.kubernetes.io/wafv2-acl-arn)."
+  value       = module.waf.web_acl_arn
+}

@@ -13,17 +13,19 @@ provider "aws" {
   s3_use_path_style           = local.custom_endpoint
 
   endpoints {
-    dynamodb    = var.aws_endpoint_url
-    ec2         = var.aws_endpoint_url
-    ecr         = var.aws_endpoint_url
-    eks         = var.aws_endpoint_url
-    elasticache = var.aws_endpoint_url
-    iam         = var.aws_endpoint_url
-    kms         = var.aws_endpoint_url
-    logs        = var.aws_endpoint_url
-    rds         = var.aws_endpoint_url
-    s3          = var.aws_endpoint_url
-    sts         = var.aws_endpoint_url
+    dynamodb       = var.aws_endpoint_url
+    ec2            = var.aws_endpoint_url
+    ecr            = var.aws_endpoint_url
+    eks            = var.aws_endpoint_url
+    elasticache    = var.aws_endpoint_url
+    iam            = var.aws_endpoint_url
+    kms            = var.aws_endpoint_url
+    logs           = var.aws_endpoint_url
+    rds            = var.aws_endpoint_url
+    s3             = var.aws_endpoint_url
+    secretsmanager = var.aws_endpoint_url
+    sts            = var.aws_endpoint_url
+    wafv2          = var.aws_endpoint_url
   }
 
   default_tags {

@@ -78,9 +78,14 @@ variable "eks_endpoint_public_access" {
 }
 
 variable "eks_public_access_cidrs" {
-  description = "CIDRs allowed to reach the public EKS API endpoint."
+  description = "CIDRs allowed to reach the public EKS API endpoint (the operators' VPN/office egress)."
   type        = list(string)
   default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = !(var.environment == "production" && var.eks_endpoint_public_access && contains(var.eks_public_access_cidrs, "0.0.0.0/0"))
+    error_message = "The production EKS API endpoint must not be open to 0.0.0.0/0: set eks_public_access_cidrs in environments/production.tfvars to your VPN/office egress CIDRs (or eks_endpoint_public_access = false)."
+  }
 }
 
 variable "system_node_instance_types" {
@@ -300,4 +305,10 @@ variable "ecr_force_delete" {
   description = "Allow destroying a repository that still holds images."
   type        = bool
   default     = false
+}
+
+variable "waf_rate_limit_per_5min" {
+  description = "Requests per client IP per 5 minutes before the ALB's WAF blocks it."
+  type        = number
+  default     = 2000
 }

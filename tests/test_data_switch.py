@@ -301,7 +301,6 @@ def test_skips_without_a_cluster_for_scale_and_without_sync(tmp_path: Path) -> N
         tmp_path, env, "data-switch", settings={"maintenance": {"kind": "scale", "deployments": ["x"]}}
     )
     assert "needs a cluster" in str(DataSwitch().skip_reason(scale))
-    assert DataSwitch().plan(scale).skip_reason
     none = make_context(tmp_path, env, "data-switch")
     assert "no continuous sync" in str(DataSwitch().skip_reason(none))
 
@@ -330,3 +329,20 @@ def test_a_switch_interrupted_after_the_switch_point_converges_on_rerun(
             assert_identical(tmp_path, env)
         finally:
             endpoint.close()
+
+
+@pytest.mark.parametrize("env_name", ["staging", "production"])
+def test_a_switch_without_a_fence_on_the_old_stack_is_refused_in_production(tmp_path: Path, env_name: str) -> None:
+    from migrate.errors import Blocked
+
+    env = EnvConfig(name=env_name, kind="aws", kube=KubeSettings(kubeconfig="/nonexistent/kubeconfig"))
+    upstream = {"pg-sync": {"subscription": "bpm_x", "name": "bpm_x"}}
+    # only the new stack's Deployments are fenced: the Compose stack would keep writing to the source
+    settings = {"fences": [{"name": "eks", "kind": "scale", "deployments": ["api-gateway"]}]}
+    ctx = make_context(tmp_path, env, "data-switch", settings=settings, upstream=upstream)
+    with pytest.raises(Blocked) as err:
+        DataSwitch().apply(ctx)
+    assert err.value.exit_code == 3 and 'kind = "compose"' in err.value.next_cmd
+    assert ctx.recorded_intents == []  # refused before touching anything
+    blocking = DataSwitch().plan(make_context(tmp_path, env, "data-switch", upstream={})).blocking
+    assert blocking and "old stack" in blocking[0].message

@@ -109,3 +109,36 @@ def test_sqlite_ledger_is_copied_to_postgres_with_history(tmp_path: Path, pg_tar
 def states_pg(project: Path) -> dict[str, str]:
     st = json.loads(run_cli(project, "--json", "status").stdout)
     return {s["id"]: s["state"] for p in st["phases"] for s in p["steps"]}
+
+
+def test_postgres_ledger_migrates_and_is_not_copied_as_a_file(pg_project) -> None:
+    """Schema migration 1 → 2 runs on PostgreSQL too; a team ledger takes no file backups (the database's own
+    backups cover it) and `ledger restore` says so."""
+    from sqlalchemy import create_engine, text
+
+    from migrate.ledger import Ledger
+    from migrate.ledger_read import LedgerReader, normalize_url
+
+    project, url = pg_project
+    Ledger(url, "test").close()
+    engine = create_engine(normalize_url(url))
+    with engine.begin() as conn:  # make it look like a 0.1.0 ledger
+        conn.execute(text("ALTER TABLE bpm_runs DROP COLUMN caller_arn"))
+        conn.execute(text("UPDATE bpm_meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
+    ledger = Ledger(url, "test")
+    try:
+        run_id = ledger.start_run("bpmigrate verify")
+        ledger.record_caller(run_id, {"arn": "arn:aws:sts::123456789012:assumed-role/ops/bob"})
+    finally:
+        ledger.close()
+    reader = LedgerReader(url, "test")
+    try:
+        assert reader.schema_version() == 2 and reader.verify_chain().ok
+        assert reader.run_callers() == {run_id: "arn:aws:sts::123456789012:assumed-role/ops/bob"}
+    finally:
+        reader.close()
+    assert run_cli(project, "apply", "--step", "touch-a", "--yes").returncode == 0
+    assert not (project / "state" / "test" / "ledger-backups").exists()
+    refused = run_cli(project, "--json", "ledger", "restore")
+    assert refused.returncode == 2 and "database's own backups" in json.loads(refused.stdout)["why"]

@@ -135,3 +135,25 @@ def test_compliance_report_lists_every_control_with_evidence(moto_reset: Any, tm
     assert by_id["WAF-1"].status == "fail" and by_id["EKS-1"].status == "n/a"
     text = markdown("sandbox", controls)
     assert "| CT-1 | CloudTrail" in text and "fail" in text
+
+
+def test_waf_step_on_the_stand_in_root(moto_reset: Any, tmp_path: Path) -> None:
+    import json
+
+    from phases.p3_app.waf import Waf
+
+    tfvars = tmp_path / "state" / "sandbox" / "terraform.tfvars.json"
+    tfvars.parent.mkdir(parents=True, exist_ok=True)
+    tfvars.write_text(json.dumps({"pg_target_host": "127.0.0.1", "pg_target_port": 55432, "redis_target_host": "127.0.0.1",
+                                  "redis_target_port": 56379, "aws_endpoint_url": "http://127.0.0.1:1", "env_name": "sandbox"}))
+    env = EnvConfig.model_validate(
+        {"name": "sandbox", "kind": "sandbox", "aws": {"region": "us-east-1", "endpoint_url": moto_reset.endpoint_url},
+         "terraform": {"root": "templates/sandbox/terraform"}}
+    )
+    step = Waf()
+    plan = step.plan(make_context(tmp_path, env, step.id))
+    assert all(c.target.startswith(("module.waf.", "output.")) for c in plan.changes), plan.changes
+    out = step.apply(make_context(tmp_path, env, step.id, plan=plan))
+    assert out["web_acl_arn"].startswith("arn:aws:wafv2:us-east-1:") and "/betterprompts-sandbox-alb/" in out["web_acl_arn"]
+    assert not _failed(step.verify(make_context(tmp_path, env, step.id, upstream={step.id: out})))
+    assert step.summary(out) == "web ACL betterprompts-sandbox-alb"

@@ -37,7 +37,7 @@ def test_restore_copies_types_that_bite(
     src, dst = make_pair(pg_source, pg_target, fresh_pg_db)
     before = table_text(src, "public.users", "id")
     stats = pgcopy.run_restore(src, dst, tmp_path, _opts())
-    assert stats.stages_run == ["pre-data", "plan", "data", "sequences", "post-data"]
+    assert stats.stages_run == ["pre-data", "plan", "data", "large-objects", "sequences", "post-data"]
     assert stats.chunks_total > 4  # users/prompts/events were split into key ranges
     _same_content(src, dst)
     # sequences: identity, serial and a standalone sequence carry the source values
@@ -195,7 +195,7 @@ def test_post_data_is_all_or_nothing_and_resumes(
 
     with pytest.raises(Stop):
         pgcopy.run_restore(src, dst, tmp_path, _opts(), on_stage=stop_at_post_data)
-    assert pgcopy.stages_done(dst) == {"pre-data", "plan", "data", "sequences"}
+    assert pgcopy.stages_done(dst) == {"pre-data", "plan", "data", "large-objects", "sequences"}
     # a clashing object makes one post-data statement fail: nothing of post-data may stay behind
     dst.execute("CREATE INDEX prompts_user_idx ON public.nokey (a)")
     with pytest.raises(Exception, match="prompts_user_idx"):

@@ -102,7 +102,7 @@ def test_large_object_copy_resumes_per_object(
 
 
 def test_matviews_in_dependency_order(pg_source: Any, pg_target: Any, fresh_pg_db: Callable[[Any], str]) -> None:
-    src, dst = make_edge_pair(pg_source, pg_target, fresh_pg_db)
+    src, _ = make_edge_pair(pg_source, pg_target, fresh_pg_db)
     src.execute("CREATE MATERIALIZED VIEW public.a_first AS SELECT * FROM public.mood_top")  # name sorts first
     names = [v.qualified for v in src.matviews()]
     assert names.index("public.mood_counts") < names.index("public.mood_top") < names.index("public.a_first")

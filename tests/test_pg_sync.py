@@ -67,7 +67,13 @@ def env_for(src: PostgresAdapter, dst: PostgresAdapter) -> EnvConfig:
 
 
 def _cleanup(src: PostgresAdapter, dst: PostgresAdapter) -> None:
-    """Drop what a failed test may have left (subscriptions block DROP DATABASE; slots retain WAL)."""
+    """Drop what a test may have left, both directions (the switch starts a reverse stream; subscriptions block
+    DROP DATABASE; slots retain WAL)."""
+    _cleanup_one(src, dst)
+    _cleanup_one(dst, src)
+
+
+def _cleanup_one(src: PostgresAdapter, dst: PostgresAdapter) -> None:
     for sub, _slot in dst.query(
         "SELECT subname, subslotname FROM pg_subscription WHERE subdbid = "
         "(SELECT oid FROM pg_database WHERE datname = current_database())"

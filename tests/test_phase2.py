@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -194,7 +193,7 @@ def test_redis_migrate_cluster_mode_warns_and_resumes(
     assert out["method"] == {"1": "dump", "2": "dump"}
     assert tgt.dbsize(0) == 2 * 61  # DB 0 was not copied again
     assert tgt.client(0).exists(b"sessions:k1:0:hash") and tgt.client(0).exists(b"ratelimit:k2:9:zset")
-    vctx = make_context(tmp_path, env, "redis-verify", settings={**settings, "sample": 0})
+    vctx = make_context(tmp_path, env, "redis-verify", settings={"db_prefix": settings["db_prefix"], "sample": 0})
     with pytest.raises(StepFailed, match="db 0"):
         RedisVerify().apply(vctx)  # DB 0's keys are missing (the checkpoint lied on purpose)
 

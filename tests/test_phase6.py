@@ -49,10 +49,12 @@ def project(tmp_path: Path) -> Path:
 
 
 # -- final-backup ----------------------------------------------------------------------------------------------------
-def test_final_backup_is_checksummed_and_verified(
-    pg_source: Any, fresh_pg_db: Any, tmp_path: Path, project: Path
+def test_final_backup_is_checksummed_bound_to_its_source_and_saves_redis(
+    pg_source: Any, fresh_pg_db: Any, redis_source: Any, fresh_redis: Any, tmp_path: Path, project: Path
 ) -> None:
     from psycopg.conninfo import conninfo_to_dict
+
+    from migrate.config import RedisEndpoint
 
     db = str(conninfo_to_dict(fresh_pg_db(pg_source))["dbname"])
     ep = {
@@ -62,23 +64,44 @@ def test_final_backup_is_checksummed_and_verified(
         "dbname": db,
         "bin_dir": str(pg_source.bin_dir),
     }
-    env = env_with(postgres={"source": ep})
+    env = env_with(
+        postgres={"source": ep}, redis={"source": RedisEndpoint(host=redis_source.host, port=redis_source.port)}
+    )
     c = ctx(tmp_path, env, "final-backup")
     src = c.adapters.postgres("source")
     for table in ("users", "prompts"):
         src.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, v text)")
         src.execute(f"INSERT INTO {table} SELECT g, md5(g::text) FROM generate_series(1, 200) g")
+    rs = c.adapters.redis("source")
+    for db_ in (0, 1):
+        rs.client(db_).mset({f"k{db_}:{i}": b"v\x00" * i for i in range(25 + db_)})
     step = FinalBackup()
-    assert step.plan(c).changes[0].action == "create"
+    assert [ch.action for ch in step.plan(c).changes] == ["create", "create"]
     out = step.apply(c)
     path = Path(out["path"])
-    assert path.is_file() and out["tables"] == 2 and len(out["sha256"]) == 64
+    assert path.is_file() and out["tables"] == 2 and len(out["sha256"]) == 64 and out["reused"] is False
     assert path.with_name(path.name + ".sha256").read_text().strip() == out["sha256"]
-    [(kind, apath, sha, size)] = c.recorded_artifacts
-    assert kind == "final-backup" and apath == path and sha == out["sha256"] and size == out["size"]
-    assert [a for a, _ in c.recorded_intents] == ["pg-dump"]
+    assert out["identity"]["database"] == db and out["redis"]["keys"] == {"0": 25, "1": 26}
+    kinds = [k for k, *_ in c.recorded_artifacts]
+    assert kinds == ["final-backup", "final-backup-redis"]
+    assert [a for a, _ in c.recorded_intents] == ["pg-dump", "redis-rdb"]
+    assert "RDB" in step.summary(out)
     vctx = ctx(tmp_path, env, "final-backup", upstream={"final-backup": out})
-    assert all(ch.ok for ch in step.verify(vctx)), step.verify(vctx)
+    checks = step.verify(vctx)
+    assert all(ch.ok for ch in checks), [ch for ch in checks if not ch.ok]
+    assert any(ch.name.startswith("RDB loaded into a scratch redis-server") and ch.ok for ch in checks)
+
+    # same source, no write since: reused; a write since: stale, re-taken (the reason recorded)
+    assert step.plan(vctx).in_place
+    rs.client(1).set(b"after-backup", b"1")
+    failed = {ch.name for ch in step.verify(vctx) if not ch.ok}
+    assert failed == {"keys per DB equal the source's now (nothing written to the old Redis since)"}
+    src.execute("INSERT INTO users VALUES (9999, 'late write')")
+    stale = step.plan(vctx)
+    assert stale.changes[0].action == "create" and "written since" in stale.changes[0].detail
+    again = step.apply(vctx)
+    assert again["reused"] is False and again["sha256"] != out["sha256"]
+
     with path.open("r+b") as fh:  # damage the backup: verify must notice
         fh.seek(200)
         fh.write(b"\x00" * 64)
@@ -108,6 +131,11 @@ def test_archive_tars_old_configuration_with_checksum(tmp_path: Path, project: P
     assert all(ch.ok for ch in step.verify(vctx))
     again = step.apply(c)  # idempotent: same inputs, same members
     assert again["members"] == out["members"]
+    assert step.plan(vctx).in_place and "files" in step.summary(out)  # recorded and current: nothing to do
+    (project / "docker/nginx/nginx.conf").write_text("server { listen 8080; }\n")  # the old config changed since
+    failed = [ch.name for ch in step.verify(vctx) if not ch.ok]
+    assert failed == ["inputs unchanged since archived (the archive is not stale)"]
+    assert "re-create (stale" in step.plan(vctx).changes[0].detail
     path.write_bytes(path.read_bytes()[:-40])  # truncated archive
     with pytest.raises(AdapterError):
         step.verify(ctx(tmp_path, env, "archive", settings=settings, upstream={"archive": again}))
@@ -354,3 +382,44 @@ def test_perf_review_skips_when_nothing_was_measured(tmp_path: Path) -> None:
     assert "nothing was measured" in (step.skip_reason(ctx(tmp_path, env_with(), "perf-review")) or "")
     measured = ctx(tmp_path, env_with(), "perf-review", upstream={"load-test": {"stats": {"p95_ms": 90.0}}})
     assert step.skip_reason(measured) is None
+
+
+# -- target-cleanup ----------------------------------------------------------------------------------------------------
+def test_target_cleanup_drops_bpmigrate_schema_and_proves_nothing_is_left(
+    tmp_path: Path, pg_source: Any, pg_target: Any, fresh_pg_db: Any
+) -> None:
+    from migrate.adapters import pgcopy
+    from migrate.config import PgEndpoint
+    from phases.p6_cleanup.target_cleanup import TargetCleanup
+    from tests.pg_data_helpers import make_pair
+
+    src, dst = make_pair(pg_source, pg_target, fresh_pg_db, seed=False)
+
+    def ep(a: Any) -> PgEndpoint:
+        return PgEndpoint(host=a.host, port=a.port, dbname=a.dbname, user=a.user, bin_dir=a.bin_dir)
+
+    env = EnvConfig(name="cleanup-test", kind="sandbox", postgres={"source": ep(src), "target": ep(dst)})
+    pgcopy.ensure_state(dst)  # what rds-restore / pg-sync leave on the target
+    src.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    src.execute("CREATE PUBLICATION bpm_cleanup_test FOR TABLE t")  # a stream still configured on the source
+    step = TargetCleanup()
+    c = ctx(tmp_path, env, "target-cleanup")
+    plan = step.plan(c)
+    assert [ch.target for ch in plan.changes] == ["schema _bpmigrate on the target"]
+    assert [f.message.split(" is still")[0] for f in plan.blocking] == ["publication bpm_cleanup_test"]
+    with pytest.raises(StepFailed, match="bpm_cleanup_test"):
+        step.apply(c)
+    assert dst.schema_exists("_bpmigrate")  # refused before dropping anything
+    src.execute("DROP PUBLICATION bpm_cleanup_test")
+    out = step.apply(c)
+    assert out == {"dropped": ["_bpmigrate on the target"]} and step.summary(out).startswith("dropped")
+    checks = step.verify(c)
+    assert all(ch.ok for ch in checks), checks
+    assert {ch.name for ch in checks} >= {
+        "no _bpmigrate schema on the target",
+        "no bpmigrate slots on the source",
+        "no bpmigrate publications on the source",
+        "no bpmigrate subscriptions on the target",
+        "no live bpmigrate process of cleanup-test on this host",
+    }
+    assert step.plan(c).is_noop

@@ -207,3 +207,116 @@ def test_redis_sync_keeps_the_cluster_current_under_writes(tmp_path: Path, synce
     finally:
         step.rollback(make_context(tmp_path, env, "redis-sync", upstream={**up, "redis-sync": out}))
     assert src.config_get("notify-keyspace-events") == ""
+
+
+def test_an_unexpected_error_names_the_step_the_adapter_call_and_keeps_its_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure the issue met (a cluster's DBSIZE answering per node) as an error message: the step's frame,
+    the adapter call and the exception are named; ``raise ... from exc`` keeps the step's frames for --traceback."""
+    import importlib.util
+    import traceback
+
+    from migrate.engine import _as_step_failed
+
+    class PerNode:
+        def dbsize(self) -> dict[str, int]:
+            return {"127.0.0.1:1": 1, "127.0.0.1:2": 2}
+
+    adapter = RedisAdapter(role="target", host="127.0.0.1", port=1)
+    monkeypatch.setattr(adapter, "_node_clients", lambda db: [PerNode()])
+    step_file = tmp_path / "phases" / "p9_fake" / "count_step.py"
+    step_file.parent.mkdir(parents=True)
+    step_file.write_text("def apply(adapter):\n    return adapter.dbsize(0)\n")
+    spec = importlib.util.spec_from_file_location("count_step", step_file)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(StepFailed) as failed:
+        try:
+            module.apply(adapter)
+        except Exception as exc:
+            raise _as_step_failed(exc, "count-step", "apply", "sandbox") from exc
+    err = failed.value
+    assert err.what.startswith("apply of count-step failed: TypeError: int() argument")
+    assert "p9_fake/count_step.py:2 (apply)" in err.why
+    assert "inside the adapter call migrate/adapters/redis.py" in err.why and "(dbsize)" in err.why
+    shown = "".join(traceback.format_exception(err))
+    assert "count_step.py" in shown and "return adapter.dbsize(0)" in shown  # the step's own frames
+
+
+@pytest.mark.slow
+def test_sandbox_rehearses_the_redis_steps_on_a_cluster_like_production(servers_root: Path) -> None:
+    """`sandbox up` follows production's cluster_mode (auto): the target Redis is a local 3-primary cluster,
+    recorded with cluster_mode = true; the Redis steps run against it with the repo's settings; doctor names the
+    topology; `down` stops every node; `redis_topology = "single"` switches it back on the next `up`."""
+    import json
+    import os
+    import shutil
+
+    from migrate import config
+    from migrate.adapters import localservers as ls
+    from migrate.doctor import DoctorContext, check_redis_topology
+    from migrate.sandbox import orchestrate
+
+    root = Path(__file__).resolve().parents[1]
+    project = servers_root / "proj-redis-cluster"
+    project.mkdir()
+    anchor = 'kind = "sandbox"'
+    toml = (root / "migrate.toml").read_text().replace(anchor, anchor + '\nsandbox = { fsync = false }', 1)
+    (project / "migrate.toml").write_text(toml)
+    shutil.copytree(root / "templates", project / "templates", ignore=shutil.ignore_patterns("__pycache__"))
+    os.environ.pop("BPMIGRATE_SANDBOX_REDIS_TOPOLOGY", None)
+
+    def load() -> Any:
+        return config.load(project / "migrate.toml")
+
+    try:
+        st = orchestrate.up(load(), "sandbox")
+        endpoints = json.loads((project / "state/sandbox/endpoints.json").read_text())
+        assert endpoints["redis"]["target"]["cluster_mode"] is True
+        facts = endpoints["sandbox"]["redis_target"]
+        assert facts["topology"] == "cluster" and "production" in facts["why"] and len(facts["nodes"]) == 3
+        assert {c.name: c.endpoint for c in st.components}["redis-target"].endswith("(cluster)")
+        env = load().env("sandbox")
+        assert env.redis["target"].cluster_mode
+        orchestrate.seed(load(), "sandbox", redis_keys=3000)
+
+        def ctx(step: str, up: dict[str, Any] | None = None) -> Any:
+            return make_context(project, env, step, settings=load().step_settings("sandbox", step), upstream=up)
+
+        out = RedisMigrate().apply(ctx("redis-migrate"))
+        assert out["target_topology"] == "cluster (3 primaries)" and sum(out["dbs"].values()) == 3000
+        assert out["route_map"][2]["prefix"] == "ratelimit:"  # the repo's db_prefix: what the app reads
+        up = {"redis-migrate": out}
+        assert all(c.ok for c in RedisMigrate().verify(ctx("redis-migrate")))
+        vout = RedisVerify().apply(ctx("redis-verify", up))
+        assert vout["keys_compared"] > 0 and sum(vout["counts"].values()) == 3000
+        target = RedisAdapter(role="target", host=env.redis["target"].host, port=env.redis["target"].port, cluster_mode=True)
+        assert target.dbsize(0) == 3000 and target.count_matching(0, b"sessions:") > 0
+
+        cfg = load()
+        from migrate.adapters import Adapters
+
+        doc = {r.check: r for r in check_redis_topology(DoctorContext(cfg, env, Adapters(env, project_root=project, state_dir=project / "state"), {}))}
+        assert doc["Redis target topology (sandbox)"].status == "ok"
+        assert "cluster (3 primaries)" in doc["Redis target topology (sandbox)"].detail
+        assert "production: cluster" in doc["Redis topology per environment"].detail
+
+        RedisMigrate().rollback(ctx("redis-migrate"))
+        assert target.dbsize(0) == 0
+        target.close()
+
+        nodes = ls.redis_cluster_pids(project / "state/sandbox/redis-target")
+        assert len(nodes) == 3 and all(ls.is_alive(pid) for pid in nodes)
+        orchestrate.down(load(), "sandbox")
+        assert not any(ls.is_alive(pid) for pid in nodes)
+
+        # pinned to a single node: the next `up` restarts the target in that shape
+        (project / "migrate.toml").write_text(toml.replace("fsync = false", 'fsync = false, redis_topology = "single"'))
+        orchestrate.up(load(), "sandbox")
+        endpoints = json.loads((project / "state/sandbox/endpoints.json").read_text())
+        assert endpoints["redis"]["target"]["cluster_mode"] is False
+        assert endpoints["sandbox"]["redis_target"]["topology"] == "single"
+    finally:
+        orchestrate.down(load(), "sandbox", wipe=True)

@@ -254,7 +254,8 @@ def test_up_status_seed_down_through_the_cli(project: Path) -> None:
     assert set(pids) == {"moto", "pg-source", "pg-target", "redis-source", "redis-target"}
     assert all(ls.is_alive(pid) for pid in pids.values())
     assert endpoints["postgres"]["source"]["port"] != endpoints["postgres"]["target"]["port"]
-    assert endpoints["redis"]["source"]["dbs"] == [0, 1, 2] and endpoints["redis"]["target"]["cluster_mode"] is False
+    assert endpoints["redis"]["source"]["dbs"] == [0, 1, 2]
+    assert endpoints["redis"]["target"]["cluster_mode"] is True  # redis_topology "auto": production's cluster mode
     tfvars = json.loads((project / "state/sandbox/terraform.tfvars.json").read_text())
     assert tfvars["pg_target_port"] == endpoints["postgres"]["target"]["port"]
     assert tfvars["redis_target_port"] == endpoints["redis"]["target"]["port"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -126,3 +127,47 @@ def test_ledger_is_wal_and_redacts(tmp_path: Path) -> None:
     assert b"topsecretpw" not in raw and b"alsosecret" not in raw
     with sqlite3.connect(tmp_path / "w.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_the_0_1_0_ledger_opens_and_migrates(tmp_path: Path) -> None:
+    """The ledger written by the last release (schema 1) opens, migrates to the current schema in one transaction,
+    keeps its hash chain, and can record a caller identity afterwards."""
+    import shutil
+
+    from migrate import ledger_schema
+
+    db = tmp_path / "sandbox.db"
+    shutil.copy(Path(__file__).parent / "fixtures" / "ledger-0.1.0-sandbox.db", db)
+    before = _event_rows(db)
+    ledger = Ledger(f"sqlite:///{db}", "sandbox")
+    try:
+        run_id = ledger.start_run("bpmigrate verify")
+        ledger.record_caller(run_id, {"arn": "arn:aws:iam::123456789012:user/alice", "account": "123456789012"})
+    finally:
+        ledger.close()
+    reader = LedgerReader(f"sqlite:///{db}", "sandbox")
+    try:
+        assert reader.schema_version() == ledger_schema.SCHEMA_VERSION == 2
+        chain = reader.verify_chain()
+        assert chain.ok and chain.events == before + 3, chain.problem
+        migrated = [e for e in reader.events() if e.kind == "ledger_schema_migrated"]
+        assert [(e.data["from"], e.data["to"]) for e in migrated] == [(1, 2)]
+        assert reader.run_callers() == {run_id: "arn:aws:iam::123456789012:user/alice"}
+    finally:
+        reader.close()
+    with sqlite3.connect(db) as conn:  # the runs recorded by 0.1.0 keep no caller: they predate the column
+        assert conn.execute("SELECT count(*) FROM bpm_runs WHERE caller_arn IS NULL AND id < ?", (run_id,)).fetchone()[0] > 0
+    Ledger(f"sqlite:///{db}", "sandbox").close()  # opening again migrates nothing more
+    assert _event_rows(db) == before + 3
+
+
+def test_operator_is_never_a_placeholder(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pwd
+
+    from migrate.ledger import operator_name
+
+    for var in ("USER", "LOGNAME", "LNAME", "USERNAME", "BPMIGRATE_OPERATOR"):
+        monkeypatch.delenv(var, raising=False)
+    assert operator_name() == pwd.getpwuid(os.getuid()).pw_name
+    monkeypatch.setenv("BPMIGRATE_OPERATOR", "oncall-sre")
+    assert operator_name() == "oncall-sre"

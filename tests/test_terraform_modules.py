@@ -173,7 +173,8 @@ def test_provider_endpoint_override_is_the_only_emulator_hook() -> None:
     assert endpoint_body
     values = re.findall(r"=\s*(\S+)", endpoint_body.group(1))
     assert values and set(values) == {"var.aws_endpoint_url"}
-    for service in ("ec2", "eks", "iam", "rds", "elasticache", "ecr", "sts", "s3", "dynamodb", "kms", "logs"):
+    services = ("ec2", "eks", "iam", "rds", "elasticache", "ecr", "sts", "s3", "dynamodb", "kms", "logs", "secretsmanager", "wafv2")
+    for service in services:
         assert re.search(rf"\b{service}\s*=", endpoint_body.group(1)), service
     for flag in ("skip_credentials_validation", "skip_requesting_account_id", "s3_use_path_style"):
         assert re.search(rf"{flag}\s*=\s*local\.custom_endpoint", block.body), flag
@@ -183,13 +184,28 @@ def test_provider_endpoint_override_is_the_only_emulator_hook() -> None:
 def test_no_secret_in_terraform_and_rds_manages_its_password() -> None:
     for path in [*_tf_files(), *ENV_DIR.glob("*.tfvars")]:
         code = mask(path.read_text())
-        assert not re.search(r"^\s*(password|master_password|auth_token)\s*=", code, re.M), path
+        assert not re.search(r"^\s*(password|master_password)\s*=", code, re.M), path
+        # the Redis AUTH token only ever comes from Secrets Manager, never from a literal or a variable
+        for value in re.findall(r"^\s*auth_token\s*=\s*(.+)$", code, re.M):
+            assert value.strip().startswith("aws_secretsmanager_secret_version."), (path, value)
     rds = (TERRAFORM_DIR / "modules" / "rds" / "main.tf").read_text()
     assert re.search(r"manage_master_user_password\s*=\s*true", rds)
     assert re.search(r"storage_encrypted\s*=\s*true", rds)
     cache = (TERRAFORM_DIR / "modules" / "elasticache" / "main.tf").read_text()
     assert re.search(r"transit_encryption_enabled\s*=\s*true", cache)
     assert re.search(r"at_rest_encryption_enabled\s*=\s*true", cache)
+    # encryption at rest with customer-managed, rotated keys (issue 19)
+    assert re.search(r"kms_key_id\s*=\s*aws_kms_key\.this\.arn", cache)
+    assert re.search(r"kms_key_id\s*=\s*aws_kms_key\.this\.arn", rds)
+    assert len(re.findall(r"enable_key_rotation\s*=\s*true", cache + rds)) == 2
+
+
+def test_production_eks_endpoint_is_not_open_to_the_internet() -> None:
+    prod = (ENV_DIR / "production.tfvars").read_text()
+    cidrs = re.search(r"^eks_public_access_cidrs\s*=\s*\[(.*)\]", prod, re.M)
+    assert cidrs and "0.0.0.0/0" not in cidrs.group(1)
+    variables = (TERRAFORM_DIR / "variables.tf").read_text()
+    assert 'var.environment == "production"' in variables and "0.0.0.0/0" in variables  # the validation refusing it
 
 
 def test_production_forces_multi_az_and_deletion_protection() -> None:
@@ -398,6 +414,17 @@ def test_environment_plan_has_the_promised_shape(env: str, env_plans: dict[str, 
         assert rg["num_node_groups"] >= 2 and rg["parameter_group_name"] == "default.redis7.cluster.on"
         assert rg["automatic_failover_enabled"] is True
 
+    # issue 19: customer-managed keys for RDS and ElastiCache, the AUTH token from Secrets Manager, WAF on the ALB
+    assert len(resources_of(plan, "aws_kms_key")) >= 3  # EKS secrets, RDS, ElastiCache
+    assert len(resources_of(plan, "aws_secretsmanager_secret")) == 1
+    (acl,) = resources_of(plan, "aws_wafv2_web_acl").values()
+    assert acl["scope"] == "REGIONAL"
+    rules = {r["name"]: r for r in acl["rule"]}
+    assert {"aws-common", "rate-limit"} <= set(rules)
+    assert rules["rate-limit"]["statement"][0]["rate_based_statement"][0]["limit"] == 2000
+    if env == "production":
+        assert "0.0.0.0/0" not in cluster["vpc_config"][0]["public_access_cidrs"]
+
     # ECR: one repository per service, scan on push, lifecycle policy each
     repos = resources_of(plan, "aws_ecr_repository")
     assert len(repos) == 5
@@ -458,3 +485,16 @@ def test_s3_backend_with_dynamodb_lock_in_moto(moto_reset: Any, tmp_path: Path) 
     assert "Error acquiring the state lock" in text
     assert "oncall-sre@bastion-1" in text and info["ID"] in text
     print(f"\n[terraform timings, s3 backend + dynamodb lock in moto] {wd.report()}")
+
+
+@pytest.mark.aws_provider
+@pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")
+def test_production_plan_with_an_open_eks_endpoint_is_refused(moto_server: Any, tmp_path: Path) -> None:
+    wd = _workdir(tmp_path)
+    wd.init()
+    variables = var_args(["environments/production.tfvars"], aws_endpoint_url=moto_server.endpoint_url)
+    proc = wd.run(
+        "plan", "-input=false", "-refresh=false", *variables, "-var", 'eks_public_access_cidrs=["0.0.0.0/0"]', check=False
+    )
+    said = " ".join((proc.stdout + proc.stderr).replace("│", " ").split())
+    assert proc.returncode != 0 and "must not be open to 0.0.0.0/0" in said, said[-2000:]

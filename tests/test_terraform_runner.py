@@ -417,7 +417,7 @@ def test_lock_of_a_live_orphan_terraform_is_not_taken_over(moto_server: Any, tmp
     runner.init()
     _put_lock(ddb, "locks-orphan", bucket, local_identity(), "0a1b2c3d-0000-4000-8000-000000000003")
     orphan = subprocess.Popen(
-        ["bash", "-c", "exec -a terraform-apply-orphan sleep 60"],
+        ["bash", "-c", "exec -a terraform sleep 60"],
         env={**os.environ, "TF_DATA_DIR": str(runner.data_dir)},
     )
     try:
@@ -428,6 +428,80 @@ def test_lock_of_a_live_orphan_terraform_is_not_taken_over(moto_server: Any, tmp
     finally:
         orphan.kill()
         orphan.wait()
+
+
+def test_provider_plugin_of_a_dead_terraform_is_not_a_live_holder(moto_server: Any, tmp_path: Path) -> None:
+    """Issue 18: terraform SIGKILLed leaves its terraform-provider-aws plugin running, re-parented to init, with our
+    TF_DATA_DIR in its environment. It holds no lock: apply takes the dead run's lock over (recorded) and applies."""
+    from migrate.adapters.terraform_lock import is_terraform_engine, local_identity, terraform_pids_using
+
+    runner, (_s3, ddb), bucket = _s3_backend(moto_server, tmp_path, "plugin")
+    runner.init()
+    path = _put_lock(ddb, "locks-plugin", bucket, local_identity(), "0a1b2c3d-0000-4000-8000-000000000004")
+    plugin_name = str(tmp_path / "registry.terraform.io/hashicorp/aws/5.100.0/linux_amd64/terraform-provider-aws_v5.100.0_x5")
+    plugin = subprocess.Popen(
+        ["bash", "-c", f"exec -a {plugin_name} sleep 60"],
+        env={**os.environ, "TF_DATA_DIR": str(runner.data_dir)},
+    )
+    try:
+        assert not is_terraform_engine(Path(f"/proc/{plugin.pid}/cmdline").read_bytes())
+        assert terraform_pids_using(runner.data_dir) == []
+        told: list[str] = []
+        runner.on_stale_lock = lambda lock, why: told.append(lock.lock_id)
+        plan = runner.plan(["module.net"])
+        assert runner.dead_lock is not None
+        runner.apply(plan)
+        assert told == ["0a1b2c3d-0000-4000-8000-000000000004"]
+        assert "Item" not in ddb.get_item(TableName="locks-plugin", Key={"LockID": {"S": path}})
+    finally:
+        plugin.kill()
+        plugin.wait()
+
+
+def test_terraform_runs_in_its_own_group_with_the_marker_and_sigint_on_parent_death(root: Path, tmp_path: Path) -> None:
+    """Every terraform child: own process group, BPMIGRATE_RUN marker, PR_SET_PDEATHSIG = SIGINT (it releases its
+    lock). Observed on a real terraform started by the runner, from /proc while it runs."""
+    import threading
+    import time
+
+    from migrate.adapters import proc
+
+    proc.set_run_marker("test-env", 42, scope="")
+    runner = _runner(root, tmp_path / "state")
+    runner.init()
+    seen: dict[str, Any] = {}
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not seen:
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    env = (entry / "environ").read_bytes().split(b"\0")
+                    cmd = (entry / "cmdline").read_bytes()
+                    status = (entry / "status").read_text()
+                except OSError:
+                    continue
+                if f"TF_DATA_DIR={runner.data_dir}".encode() in env and b"plan" in cmd:
+                    seen["env"] = env
+                    seen["pgid"] = os.getpgid(int(entry.name))
+                    seen["pid"] = int(entry.name)
+                    seen["status"] = status
+                    return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        runner.plan(["module.net"])
+    finally:
+        watcher.join()
+        proc.set_run_marker("", None)
+    assert seen, "terraform plan was not observed"
+    assert f"BPMIGRATE_RUN=test-env:42:{os.getpid()}".encode() in seen["env"]
+    assert seen["pgid"] == seen["pid"] != os.getpgrp()  # its own group: a cleanup reaches the provider plugins
+    # PR_SET_PDEATHSIG is not visible in /proc: tests/test_orphans.py proves the signal by killing a parent
 
 
 # -- root selection for the sandbox (issue 10) ------------------------------------------------------------------------

@@ -171,6 +171,32 @@ class ArchiveAdapter:
         sha, size = self.sha256(out)
         return ArchiveResult(out, sha, size, ())
 
+    def rdb_keyspace(self, rdb: Path, *, timeout: float = 60.0) -> dict[int, int]:
+        """Load ``rdb`` into a scratch redis-server (loopback, its own temporary directory, no persistence) and
+        return its keys per DB; the server and the directory are gone afterwards."""
+        import shutil
+        import tempfile
+
+        from migrate.adapters.localservers import start_redis
+
+        scratch = Path(tempfile.mkdtemp(prefix="bpm-rdb-"))
+        try:
+            shutil.copyfile(rdb, scratch / "dump.rdb")
+            server = start_redis(scratch, persist=True, timeout=timeout)
+        except (OSError, AdapterError) as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise _fail(f"cannot load {rdb.name} into a scratch redis-server", exc) from None
+        try:
+            import redis
+
+            client = redis.Redis(host=server.host, port=server.port, socket_timeout=30)
+            info = client.info("keyspace")
+            client.close()
+            return {int(k[2:]): int(v.get("keys", 0)) for k, v in info.items() if str(k).startswith("db")}
+        finally:
+            server.stop()
+            shutil.rmtree(scratch, ignore_errors=True)
+
 
 def from_config(env: EnvConfig, *, project_root: Path, state_dir: Path | None = None, **_: Any) -> ArchiveAdapter:
     return ArchiveAdapter(project_root)

@@ -40,6 +40,7 @@ class RecordSet:
     set_id: str | None = None
     weight: int | None = None
     alias: tuple[str, str] | None = None
+    health_check_id: str | None = None
 
     @property
     def is_weighted(self) -> bool:
@@ -50,6 +51,8 @@ class RecordSet:
         if self.set_id is not None:
             body["SetIdentifier"] = self.set_id
             body["Weight"] = int(self.weight or 0)
+        if self.health_check_id:
+            body["HealthCheckId"] = self.health_check_id
         if self.alias is not None:
             body["AliasTarget"] = {
                 "HostedZoneId": self.alias[0],
@@ -74,7 +77,43 @@ class RecordSet:
             set_id=raw.get("SetIdentifier"),
             weight=int(weight) if weight is not None else None,
             alias=alias,
+            health_check_id=raw.get("HealthCheckId"),
         )
+
+
+@dataclass(frozen=True)
+class WeightedPair:
+    """The two weighted records of a cutover (old stack / new stack) behind one name; the weight arithmetic."""
+
+    name: str
+    type: str
+    old_target: str
+    new_target: str
+    old_set_id: str = "old-stack"
+    new_set_id: str = "new-stack"
+    ttl: int = 60
+    new_alias_zone_id: str | None = None
+    health_check_id: str | None = None  # attached to the NEW record: Route53 stops answering it when unhealthy
+
+    def records(self, new_weight: int) -> list[RecordSet]:
+        if not 0 <= new_weight <= 100:
+            raise AdapterError(f"weight {new_weight} is not a percentage", "weights are 0..100", "report this as a bug")
+        old = RecordSet(self.name, self.type, self.ttl, (self.old_target,), self.old_set_id, 100 - new_weight)
+        if self.new_alias_zone_id:
+            alias = (self.new_alias_zone_id, self.new_target)
+            new = RecordSet(self.name, self.type, None, (), self.new_set_id, new_weight, alias, self.health_check_id)
+        else:
+            new = RecordSet(
+                self.name,
+                self.type,
+                self.ttl,
+                (self.new_target,),
+                self.new_set_id,
+                new_weight,
+                None,
+                self.health_check_id,
+            )
+        return [old, new]
 
 
 @dataclass
@@ -180,6 +219,68 @@ class Route53Adapter:
             ChangeBatch={"Comment": comment[:256], "Changes": changes},
         )
         return str(resp["ChangeInfo"]["Id"]).split("/")[-1]
+
+    def shift(
+        self,
+        zone_id: str,
+        pair: WeightedPair,
+        new_weight: int,
+        *,
+        deletes: Sequence[RecordSet] = (),
+        comment: str = "",
+        timeout_s: float = 600.0,
+        poll_s: float = 5.0,
+    ) -> dict[str, Any]:
+        """Set the pair to ``new_weight`` % new / the rest old in one batch and wait until INSYNC (evidence dict)."""
+        change_id = self.change(
+            zone_id,
+            upserts=pair.records(new_weight),
+            deletes=deletes,
+            comment=comment or f"bpmigrate dns-cutover {new_weight}% new",
+        )
+        synced = self.wait_insync(change_id, timeout_s=timeout_s, poll_s=poll_s)
+        return {
+            "change_id": change_id,
+            "status": synced.status,
+            "polls": synced.polls,
+            "waited_s": round(synced.waited_s, 3),
+        }
+
+    # -- health checks -------------------------------------------------------------------------------------------
+    def ensure_health_check(self, url: str, *, caller_reference: str, failure_threshold: int = 3) -> str:
+        """An HTTP(S) health check on ``url`` (idempotent by caller reference); returns its id."""
+        from urllib.parse import urlsplit
+
+        for hc in self.aws.call("route53", "list_health_checks").get("HealthChecks", []):
+            if hc.get("CallerReference") == caller_reference:
+                return str(hc["Id"])
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        config: dict[str, Any] = {
+            "Type": "HTTPS" if https else "HTTP",
+            "FullyQualifiedDomainName": parts.hostname or "",
+            "Port": parts.port or (443 if https else 80),
+            "ResourcePath": parts.path or "/",
+            "RequestInterval": 10,
+            "FailureThreshold": failure_threshold,
+        }
+        resp = self.aws.call(
+            "route53", "create_health_check", CallerReference=caller_reference, HealthCheckConfig=config
+        )
+        return str(resp["HealthCheck"]["Id"])
+
+    def health_check(self, health_check_id: str) -> dict[str, Any] | None:
+        try:
+            resp = self.aws.call("route53", "get_health_check", HealthCheckId=health_check_id)
+        except AdapterError:
+            return None
+        return dict(resp.get("HealthCheck") or {})
+
+    def delete_health_check(self, health_check_id: str) -> bool:
+        if self.health_check(health_check_id) is None:
+            return False
+        self.aws.call("route53", "delete_health_check", HealthCheckId=health_check_id)
+        return True
 
     def change_status(self, change_id: str) -> str:
         resp = self.aws.call("route53", "get_change", Id=change_id)

@@ -166,8 +166,10 @@ class HttpFence(Fence):
         return f"{self.name} (http, {self.on_url})"
 
     def _post(self, url: str, what: str, body: Any = None) -> None:
-        resp = self.http.post(url, json_body=body, timeout=self.timeout) if body is not None else self.http.post(
-            url, timeout=self.timeout
+        resp = (
+            self.http.post(url, json_body=body, timeout=self.timeout)
+            if body is not None
+            else self.http.post(url, timeout=self.timeout)
         )
         if not resp.ok:
             raise StepFailed(
@@ -262,3 +264,23 @@ def build(name: str, raw: dict[str, Any], *, http: Any = None, proc: Any = None)
         "(a local process configured by a JSON file) or scale (Kubernetes Deployments to 0)",
         f'set kind = "compose" | "http" | "process" | "scale" for fence {name} under [steps.data-switch] fences',
     )
+
+
+def stop_process(config_file: Path, timeout: float = 20.0) -> int | None:
+    """Stop a ``process``-kind stack for good (decommission): the pid recorded next to its config (``server.json``,
+    written when it was started). Returns the pid stopped, None when it was not running."""
+    from migrate.adapters import localservers as ls
+
+    record = ls.read_record(config_file.parent) or {}
+    pid = record.get("pid")
+    if not pid or not ls.is_alive(int(pid)):
+        return None
+    ls.stop_pid(int(pid), timeout)
+    return int(pid)
+
+
+def process_alive(config_file: Path) -> bool:
+    from migrate.adapters import localservers as ls
+
+    pid = (ls.read_record(config_file.parent) or {}).get("pid")
+    return pid is not None and ls.is_alive(int(pid))

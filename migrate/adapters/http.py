@@ -273,6 +273,7 @@ class HttpAdapter:
         method: str = "GET",
         json_body: Any = None,
         max_seconds: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> LatencyStats:
         """Closed loop: ``concurrency`` workers send ``requests`` requests in total, each as soon as the last ends.
 
@@ -282,7 +283,7 @@ class HttpAdapter:
         if requests < 1 or concurrency < 1 or timeout <= 0:
             raise AdapterError("probe needs requests >= 1, concurrency >= 1 and timeout > 0", "", "fix the settings")
         budget = max_seconds if max_seconds is not None else timeout * math.ceil(requests / concurrency) + 5
-        return _run(self._probe(url, requests, concurrency, timeout, method, json_body, budget))
+        return _run(self._probe(url, requests, concurrency, timeout, method, json_body, budget, dict(headers or {})))
 
     # -- asyncio internals -----------------------------------------------------------------------------------
     def _async_client(self, concurrency: int) -> httpx.AsyncClient:
@@ -294,12 +295,14 @@ class HttpAdapter:
         )
 
     @staticmethod
-    async def _one(client: httpx.AsyncClient, method: str, url: str, timeout: float, json_body: Any) -> _Sample:
+    async def _one(
+        client: httpx.AsyncClient, method: str, url: str, timeout: float, json_body: Any, headers: dict[str, str]
+    ) -> _Sample:
         import httpx
 
         start = time.perf_counter()
         try:
-            resp = await client.request(method, url, json=json_body, timeout=timeout)
+            resp = await client.request(method, url, json=json_body, headers=headers, timeout=timeout)
             await resp.aread()
         except httpx.TimeoutException:
             return _Sample((time.perf_counter() - start) * 1000, "timeout", None)
@@ -320,6 +323,7 @@ class HttpAdapter:
         method: str,
         json_body: Any,
         budget: float,
+        headers: dict[str, str],
     ) -> LatencyStats:
         samples: list[_Sample] = []
         remaining = [requests]
@@ -331,7 +335,7 @@ class HttpAdapter:
             async def worker() -> None:
                 while remaining[0] > 0 and time.perf_counter() < deadline:
                     remaining[0] -= 1
-                    samples.append(await self._one(client, method, url, timeout, json_body))
+                    samples.append(await self._one(client, method, url, timeout, json_body, headers))
 
             tasks = [asyncio.create_task(worker()) for _ in range(min(concurrency, requests))]
             _done, pending = await asyncio.wait(tasks, timeout=budget + timeout)

@@ -5,11 +5,11 @@ Functions over :class:`migrate.adapters.aws.AwsAdapter`; errors are the adapter'
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from migrate.adapters.aws_ml import file_sha256 as _sha256
 from migrate.errors import UsageError
 
 if TYPE_CHECKING:
@@ -37,14 +37,6 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if not bucket or not key:
         raise UsageError(f"not an S3 object URL: {url!r}", "expected s3://BUCKET/KEY", "bpmigrate ledger restore --from s3://BUCKET/KEY")
     return bucket, key
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LedgerStore:

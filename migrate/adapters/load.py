@@ -491,6 +491,11 @@ class LoadAdapter:
         return proc
 
 
+def resolve_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header values with their ``${ENV}`` references resolved (registered for redaction): for a verify probe."""
+    return {k: _resolve_refs(v) if _SECRET_REF.search(v) else v for k, v in headers.items()}
+
+
 def _resolve_refs(value: str) -> str:
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -507,7 +512,9 @@ def _resolve_refs(value: str) -> str:
     return _SECRET_REF.sub(one, value)
 
 
-def requests_from_settings(items: Iterable[Mapping[str, Any]], *, auth_header_env: str | None = None) -> list[RequestSpec]:
+def requests_from_settings(
+    items: Iterable[Mapping[str, Any]], *, auth_header_env: str | None = None
+) -> list[RequestSpec]:
     """RequestSpecs from a step's ``requests = [{name, method, path, json, weight, headers}]`` setting."""
     out = []
     for item in items:

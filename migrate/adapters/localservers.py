@@ -214,33 +214,6 @@ def stop_pid(pid: int, timeout: float = 20.0, *, sig: int = signal.SIGTERM) -> N
         _stop_at_exit.pop(pid, None)
 
 
-_PRCTL: Any = None
-
-
-def _pdeathsig_hook() -> Callable[[], None] | None:
-    """A preexec hook making the child receive SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``).
-
-    The C function is resolved here, in the parent, so the child only makes one libc call between fork and exec
-    (no imports, no locks). Only from the main thread: the signal fires when the *thread* that forked exits.
-    """
-    global _PRCTL
-    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
-        return None
-    if _PRCTL is None:
-        try:
-            import ctypes
-
-            _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-        except (OSError, AttributeError):
-            return None
-    prctl = _PRCTL
-
-    def hook() -> None:
-        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-
-    return hook
-
-
 def _spawn(
     argv: list[str],
     *,
@@ -250,33 +223,27 @@ def _spawn(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Start a server through the one spawn helper (``migrate/adapters/proc.py``): its own process group (``stop()``
+    kills the whole tree; Ctrl-C does not reach it), never a bpmigrate run marker (a server belongs to the sandbox or
+    the test session, not to a run, so it is never cleaned as a run's orphan), and — unless ``keep_running`` —
+    SIGKILL when its parent dies. The parent-death signal fires when the *thread* that forked exits, so it is set
+    only from the main thread."""
+    from migrate.adapters import proc as proc_mod
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    full_env = dict(os.environ)
-    if env:
-        full_env.update(env)
+    main_thread = threading.current_thread() is threading.main_thread()
     with open(log_path, "ab") as log:
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: stop() can kill the whole tree; Ctrl-C does not reach it
-                close_fds=True,
-                env=full_env,
-                cwd=cwd,
-                user=user,
-                group=user,
-                extra_groups=[] if user else None,
-                preexec_fn=None if keep_running else _pdeathsig_hook(),
-            )
-        except FileNotFoundError as exc:
-            raise AdapterError(
-                f"cannot start {Path(argv[0]).name}: binary not found",
-                str(exc),
-                "install it (see README, Quick start: `./scripts/demo` installs everything) and retry",
-                service="localservers",
-            ) from None
+        proc = proc_mod.spawn(
+            argv,
+            env=env,
+            cwd=cwd,
+            user=user,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            marker=None,
+            pdeathsig=None if keep_running or not main_thread else signal.SIGKILL,
+            service="localservers",
+        )
     with _lock:
         _children[proc.pid] = proc
     return proc

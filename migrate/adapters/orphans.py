@@ -93,15 +93,18 @@ def _owner_gone(p: MarkedProcess, proc: Path) -> bool:
 
 
 def find_orphans(
-    env_name: str, *, adopted: Iterable[tuple[int, int]] = (), proc: Path = PROC
+    env_name: str, *, scope: str = "", adopted: Iterable[tuple[int, int]] = (), proc: Path = PROC
 ) -> tuple[list[MarkedProcess], list[MarkedProcess]]:
-    """(orphans to stop, registered long-lived children to adopt) of ``env_name``. ``adopted``: (pid, start ticks)
-    of children registered in the ledger as meant to outlive their run."""
+    """(orphans to stop, registered long-lived children to adopt) of ``env_name`` in the ledger ``scope``
+    (``proc.ledger_scope``; children of another project's environment of the same name are not ours).
+    ``adopted``: (pid, start ticks) of children registered in the ledger as meant to outlive their run."""
     keep = set(adopted)
     orphans: list[MarkedProcess] = []
     kept: list[MarkedProcess] = []
     for p in marked_processes(proc):
-        if p.marker.env != env_name or p.marker.pid == os.getpid() or not _owner_gone(p, proc):
+        if p.marker.env != env_name or p.marker.scope != scope:
+            continue
+        if p.marker.pid == os.getpid() or not _owner_gone(p, proc):
             continue
         (kept if (p.pid, p.start_ticks) in keep else orphans).append(p)
     return orphans, kept

@@ -12,8 +12,9 @@ Every child is started by :func:`spawn` (or :func:`run`, which waits for it):
 * **own process group** (``start_new_session=True``), so a cleanup (:func:`stop_group`) reaches the grandchildren
   too, such as the ``terraform-provider-*`` plugins Terraform starts. A terminal's Ctrl-C no longer reaches the
   child directly: :func:`run` forwards it (the child's group gets the same SIGINT) and waits for it to finish.
-* **marker** — the environment variable ``BPMIGRATE_RUN=<env>:<run id>:<pid of bpmigrate>`` (:data:`MARKER_ENV`),
-  inherited by grandchildren. The next mutating command finds processes of its environment whose bpmigrate is gone
+* **marker** — the environment variable ``BPMIGRATE_RUN=<env>@<ledger>:<run id>:<pid of bpmigrate>``
+  (:data:`MARKER_ENV`; ``<ledger>`` = 8 hex digits of the ledger URL's sha256, so two projects on one host that
+  both name an environment ``sandbox`` never take each other's children for theirs), inherited by grandchildren. The next mutating command finds processes of its environment whose bpmigrate is gone
   (``migrate/adapters/orphans.py``), stops them and records it in the ledger. The engine sets the marker's
   environment and run id (:func:`set_run_marker`); a child that must never be taken for an orphan of a run (a
   sandbox server started by ``sandbox up``) is spawned with ``marker=None``.
@@ -50,6 +51,7 @@ STOP_GRACE = (20.0, 5.0, 5.0)
 
 _marker_env = ""
 _marker_run = "-"
+_marker_scope = ""
 _PRCTL: Any = None
 _PR_SET_PDEATHSIG = 1
 
@@ -62,30 +64,43 @@ class Marker:
     env: str
     run_id: str
     pid: int
+    scope: str = ""  # which ledger (8 hex of sha256 of its URL); "" = any
 
     def __str__(self) -> str:
-        return f"{self.env}:{self.run_id}:{self.pid}"
+        env = f"{self.env}@{self.scope}" if self.scope else self.env
+        return f"{env}:{self.run_id}:{self.pid}"
 
 
 def parse_marker(value: str | bytes) -> Marker | None:
-    """``<env>:<run id>:<pid>`` → Marker, or None when it is not one."""
+    """``<env>[@<ledger>]:<run id>:<pid>`` → Marker, or None when it is not one."""
     text = value.decode(errors="replace") if isinstance(value, bytes) else value
     parts = text.rsplit(":", 2)
     if len(parts) != 3 or not parts[0] or not parts[2].isdigit():
         return None
-    return Marker(parts[0], parts[1], int(parts[2]))
+    env, _, scope = parts[0].rpartition("@") if "@" in parts[0] else (parts[0], "", "")
+    return Marker(env, parts[1], int(parts[2]), scope)
 
 
-def set_run_marker(env_name: str, run_id: int | str | None = None) -> None:
-    """The environment (and run, once a mutating command opened one) children are marked with from now on."""
-    global _marker_env, _marker_run
+def ledger_scope(ledger_url: str) -> str:
+    """The marker's ``<ledger>`` part: which project/ledger a child belongs to."""
+    import hashlib
+
+    return hashlib.sha256(ledger_url.encode()).hexdigest()[:8]
+
+
+def set_run_marker(env_name: str, run_id: int | str | None = None, *, scope: str | None = None) -> None:
+    """The environment (and run, once a mutating command opened one) children are marked with from now on;
+    ``scope`` (:func:`ledger_scope`) is kept from the previous call when not given."""
+    global _marker_env, _marker_run, _marker_scope
     _marker_env = env_name
     _marker_run = "-" if run_id is None else str(run_id)
+    if scope is not None:
+        _marker_scope = scope
 
 
 def current_marker() -> str | None:
     """This process's marker value, or None before an environment was named (nothing to clean up then)."""
-    return str(Marker(_marker_env, _marker_run, os.getpid())) if _marker_env else None
+    return str(Marker(_marker_env, _marker_run, os.getpid(), _marker_scope)) if _marker_env else None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -150,15 +149,20 @@ def start_follower(workdir: Path, spec: FollowerSpec) -> int:
     env = {**os.environ, **spec.passwords}
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    from migrate.adapters.proc import spawn
+
     with (workdir / LOG).open("ab") as log:
-        proc = subprocess.Popen(  # fixed argv
+        # meant to outlive the run (until data-switch): no parent-death signal; it carries the run marker, and the
+        # step registers it in the ledger (ctx.register_child) so the next run adopts it instead of stopping it
+        proc = spawn(
             [sys.executable, "-m", "migrate.adapters.redis_sync", "follow", str(workdir)],
-            stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
             env=env,
+            inherit_env=False,
             cwd=root,
-            start_new_session=True,
+            pdeathsig=None,
+            service="redis-sync",
         )
     (workdir / PIDFILE).write_text(str(proc.pid))
     return proc.pid
@@ -247,7 +251,7 @@ def _reap(pid: int) -> None:
 
 
 def restore_notify(source: RedisAdapter, value: str) -> None:
-    source.call(lambda: source.client(0).config_set("notify-keyspace-events", value), "CONFIG SET")
+    source.config_set("notify-keyspace-events", value)
 
 
 # -- the follower process -------------------------------------------------------------------------------------------
@@ -428,7 +432,7 @@ class Follower:
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop.set())
         flags = str(self.spec.get("notify_flags") or "KEA")
-        self.source.call(lambda: self.source.client(0).config_set("notify-keyspace-events", flags), "CONFIG SET")
+        self.source.config_set("notify-keyspace-events", flags)
         thread = threading.Thread(target=self.reader, name="redis-sync-reader", daemon=True)
         thread.start()
         if not self.subscribed.wait(30):

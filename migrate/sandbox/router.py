@@ -96,7 +96,12 @@ class Router:
 
     def state(self) -> dict[str, Any]:
         with self.lock:
-            return {"weights": dict(self.weights), "read_at": self.read_at, "error": self.error, "default": self.default}
+            return {
+                "weights": dict(self.weights),
+                "read_at": self.read_at,
+                "error": self.error,
+                "default": self.default,
+            }
 
 
 def make_handler(router: Router) -> type[BaseHTTPRequestHandler]:

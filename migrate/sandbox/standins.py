@@ -91,7 +91,13 @@ def start(name: str, folder: Path, port: int | None, ports: dict[str, int], doma
         proc = ls._spawn(argv, log_path=log_path, keep_running=True, cwd=root, env={"PYTHONUNBUFFERED": "1"})
         ls.write_record(folder, name, proc.pid, chosen)
         try:
-            ls._wait_until(lambda: _answers(chosen, probe_path), proc, what=f"{name} on port {chosen}", log_path=log_path, timeout=30)
+            ls._wait_until(
+                lambda: _answers(chosen, probe_path),
+                proc,
+                what=f"{name} on port {chosen}",
+                log_path=log_path,
+                timeout=30,
+            )
         except ls._StartFailed:
             ls.stop_pid(proc.pid, 5.0, sig=signal.SIGKILL)
             raise
@@ -137,5 +143,7 @@ def step_settings(data_dir: Path, ports: dict[str, int], domain: str) -> dict[st
             "bake_time_s": 600.0,
         },
         "post-cutover-watch": {"window_s": 5.0, "interval_s": 1.0},
-        "decommission": {"old_stack": {"kind": "process", "pid_file": str((data_dir / "app-old" / "server.json").resolve())}},
+        "decommission": {
+            "old_stack": {"kind": "process", "config_file": str((data_dir / "app-old" / "config.json").resolve())}
+        },
     }

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from migrate.errors import AdapterError, ConfigError
+from migrate.errors import ConfigError
 from migrate.step import Check, Finding, PlanResult, StepContext, StepSettings
 
 from .._terraform_step import TerraformModuleStep
@@ -169,83 +166,6 @@ def _restore_options(ctx: StepContext) -> Any:
     )
 
 
-# -- backups bound to their source (pg-backup; final-backup uses the same rules) ---------------------------------
-def backup_staleness(
-    ctx: StepContext, step_id: str, path: Path, source: PostgresAdapter, *, max_age_h: float = 0.0, reuse: bool = True
-) -> str | None:
-    """None when the backup at ``path`` may be reused; else why it must be re-taken. Reused only when this
-    environment's ledger recorded it (same sha256), it comes from the same source (system identifier, database,
-    major version) and the source has had no write since (next transaction id unchanged) — or it is younger than
-    ``max_age_h`` hours by the source's clock."""
-    from datetime import datetime
-
-    from migrate.adapters.postgres import identity_drift
-
-    if getattr(ctx, "refresh", False):
-        return "re-take requested with --refresh"
-    if not reuse:
-        return "reuse_existing = false"
-    meta_file = path.with_name(path.name + ".json")
-    if not path.is_file():
-        return "no backup yet"
-    if not meta_file.is_file():
-        return "the existing file records no source identity (taken by an older bpmigrate or by hand)"
-    meta = json.loads(meta_file.read_text())
-    recorded = ctx.upstream.get(step_id, {})
-    if recorded.get("sha256") != meta.get("sha256"):
-        return "the existing file is not the one recorded in this environment's ledger (an earlier rehearsal's?)"
-    if path.stat().st_size != meta.get("size"):
-        return f"the existing file's size changed since it was written ({meta.get('size')} → {path.stat().st_size})"
-    then = dict(meta.get("identity") or {})
-    now = source.identity()
-    drift = identity_drift(then, now)
-    if drift and drift.startswith("the source was written since") and max_age_h > 0:
-        age_h = (datetime.fromisoformat(now["at"]) - datetime.fromisoformat(then["at"])).total_seconds() / 3600
-        if age_h <= max_age_h:
-            ctx.log(f"{drift}; reused: {age_h:.2f} h old, within max_age_h = {max_age_h:g}")
-            return None
-        return f"{drift}, and it is {age_h:.1f} h old (max_age_h = {max_age_h:g})"
-    return drift
-
-
-def backup_checks(source: PostgresAdapter, path: Path, sha: str, size: int, identity: Mapping[str, Any]) -> list[Check]:
-    """Read-back proof of a custom-format dump against the source: pg_restore --list reads it; every table holding
-    rows (plain tables and leaf partitions, matched by OID: names with spaces or quotes cannot confuse it) has a
-    TABLE DATA entry; every large object a BLOB entry; and it was taken from this source."""
-    from migrate.adapters.postgres import parse_toc
-
-    try:
-        toc = parse_toc(source.restore_list(path))
-        error = ""
-    except AdapterError as exc:  # a damaged archive is a failing check, not a crash
-        toc, error = [], exc.what
-    data_oids = {e.oid for e in toc if e.desc == "TABLE DATA"}
-    missing = [name for oid, name in source.data_relations().items() if oid not in data_oids]
-    blobs = [e for e in toc if e.desc in ("BLOB", "BLOB METADATA")]
-    lo_count = source.large_object_count()
-    blobs_ok = len(blobs) == lo_count if not any(e.desc == "BLOB METADATA" for e in toc) else bool(blobs)
-    now = source.identity()
-    same = {k: now.get(k) for k in ("system_identifier", "database")}
-    then = {k: identity.get(k) for k in ("system_identifier", "database")}
-    return [
-        Check("pg_restore --list reads the archive", bool(toc), observed=error or f"{len(toc)} TOC entries"),
-        Check(
-            "every table with rows (leaf partitions included) has a TABLE DATA entry (by OID)",
-            bool(toc) and not missing,
-            observed=missing[:5] or "all",
-            expected="all",
-        ),
-        Check("every large object has a BLOB entry", blobs_ok, observed=len(blobs), expected=lo_count),
-        Check(
-            "taken from this source (system identifier, database)",
-            bool(identity) and same == then,
-            observed=then,
-            expected=same,
-            detail=f"taken at WAL {identity.get('lsn')} ({identity.get('at')}); the source is at {now.get('lsn')}",
-        ),
-    ]
-
-
 class RedisMapping(StepSettings):
     """Where each source DB's keys land on the target (shared by the Redis steps)."""
 
@@ -265,7 +185,9 @@ def _recorded_routes(ctx: StepContext) -> list[DbRoute] | None:
 
     if ctx.step_id == "redis-migrate":
         return None
-    recorded = (ctx.upstream.get("redis-migrate") or {}).get("route_map")
+    recorded = None
+    for step in ("redis-sync", "redis-migrate"):  # redis-sync re-records what it followed (for data-switch)
+        recorded = recorded or (ctx.upstream.get(step) or {}).get("route_map")
     if not recorded:
         return None
     return [DbRoute(int(r["source_db"]), int(r["target_db"]), str(r["prefix"]).encode()) for r in recorded]
@@ -276,7 +198,7 @@ def redis_routes(ctx: StepContext, source: RedisAdapter, target: RedisAdapter) -
     where it wrote them); a db_prefix/db_map of their own that disagrees is refused."""
     from migrate.adapters.redis_copy import routes
 
-    prefix, dbmap = ctx.setting("db_prefix"), ctx.setting("db_map")
+    prefix, dbmap = _declared(ctx, "db_prefix"), _declared(ctx, "db_map")
     configured = routes(source.dbs, cluster_mode=target.cluster_mode, db_map=dbmap, db_prefix=prefix)
     recorded = _recorded_routes(ctx)
     if recorded is None:
@@ -288,6 +210,14 @@ def redis_routes(ctx: StepContext, source: RedisAdapter, target: RedisAdapter) -
             f"remove db_prefix/db_map from [steps.{ctx.step_id}] in migrate.toml (the recorded mapping is used)",
         )
     return recorded
+
+
+def _declared(ctx: StepContext, key: str) -> Any:
+    """A mapping setting of the calling step, or None when that step (e.g. data-switch) declares none."""
+    model = ctx.settings_model
+    if model is None:
+        return ctx.settings.get(key)
+    return ctx.setting(key) if key in type(model).model_fields else None
 
 
 def route_map(routes_: list[DbRoute]) -> list[dict[str, Any]]:

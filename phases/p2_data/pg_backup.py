@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
-from migrate.errors import StepFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from ._common import MB, backup_checks, backup_staleness, pg
+from .._backup import backup_checks, backup_staleness, reusable, take_backup
+from ._common import MB, pg
 
 
 class PgBackup(Step):
@@ -65,7 +62,8 @@ class PgBackup(Step):
         source = pg(ctx, "source")
         path = self._path(ctx)
         result = PlanResult(data={"path": str(path)})
-        why = backup_staleness(ctx, self.id, path, source, max_age_h=ctx.typed(self.Settings).max_age_h)
+        s = ctx.typed(self.Settings)
+        why = backup_staleness(ctx, self.id, path, source, max_age_h=s.max_age_h, reuse=s.reuse_existing)
         if why is None:
             result.in_place.append(f"backup {path} ({path.stat().st_size} bytes) of this source, no write since")
             result.changes.append(Change("noop", str(path), "a backup of the source as it is exists; apply reuses it"))
@@ -82,62 +80,13 @@ class PgBackup(Step):
         return result
 
     def apply(self, ctx: StepContext) -> Outputs:
-        from migrate.adapters.pgcopy import ExportedSnapshot
-        from migrate.adapters.postgres import file_sha256
-
         source = pg(ctx, "source")
-        path = self._path(ctx)
-        path.parent.mkdir(parents=True, exist_ok=True)
         s = ctx.typed(self.Settings)
-        why = backup_staleness(ctx, self.id, path, source, max_age_h=s.max_age_h)
+        why, meta = reusable(ctx, source, self._path(ctx), max_age_h=s.max_age_h, reuse=s.reuse_existing)
         if why is None:
-            meta = json.loads(path.with_name(path.name + ".json").read_text())
-            ctx.log(f"reusing {path}: taken at {meta['identity']['at']} (run {meta.get('run_id')}), no write since")
+            ctx.log(f"reusing the backup taken at {meta['identity']['at']} (run {meta.get('run_id')}): no write since")
             return {**self._outputs(meta), "reused": True}
-        ctx.intent("pg-dump", source=source.endpoint, path=str(path), reason=why)
-        ctx.log(f"re-take: {why}")
-        started = time.monotonic()
-        new = path.with_name(path.name + ".new")
-        snap = ExportedSnapshot(source)
-        try:
-            source.dump(new, fmt="c", snapshot=snap.id)
-            identity = snap.identity
-        finally:
-            snap.close()
-        sha, size = file_sha256(new)
-        meta = {
-            "path": str(path),
-            "sha256": sha,
-            "size": size,
-            "identity": identity,
-            "run_id": getattr(ctx, "run_id", None),
-            "reason": why,
-            "seconds": round(time.monotonic() - started, 2),
-        }
-        failed = [c for c in backup_checks(source, new, sha, size, identity) if not c.ok]
-        if failed:
-            new.unlink(missing_ok=True)
-            raise StepFailed(
-                f"the new backup does not read back: {failed[0].name} (observed {failed[0].observed})",
-                "pg_dump wrote an archive that pg_restore cannot list completely; the previous backup is untouched",
-                f"bpmigrate apply --step {self.id} --env {ctx.env_name}",
-            )
-        # the previous backup stays as .prev until the new one is in place and has read back
-        sidecars = [".sha256", ".json"]
-        if path.exists():
-            os.replace(path, path.with_name(path.name + ".prev"))
-        os.replace(new, path)
-        for ext in sidecars:
-            side = path.with_name(path.name + ext)
-            if side.exists():
-                os.replace(side, path.with_name(path.name + ".prev" + ext))
-        path.with_name(path.name + ".sha256").write_text(sha + "\n")
-        path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        for ext in ["", *sidecars]:
-            path.with_name(path.name + ".prev" + ext).unlink(missing_ok=True)
-        ctx.log(f"pg_dump -Fc: {size / MB:.1f} MB in {meta['seconds']}s")
-        ctx.artifact("pg-backup", path, sha, size)
-        ctx.metrics(bytes=float(size))
+        meta = take_backup(ctx, source, self._path(ctx), why, kind="pg-backup")
         return {**self._outputs(meta), "reused": False}
 
     @staticmethod

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field
 
 from migrate.errors import ConfigError, StepFailed
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 from .._sync import (
     MB,
@@ -30,6 +33,8 @@ class PgSyncStep(Step):
     copy_data = false that streams from the slot — the copy and the stream join without gap or duplicate.
     A run killed after the copy resumes from its slot; one killed during the copy drops the slot and copies again.
     Rollback drops subscription, slot and publication (never leaves a slot that would fill the source's disk).
+    Not replicated: materialized views (data-switch refreshes them: ``migrate.adapters.pgcopy.refresh_matviews``),
+    large objects, DDL.
     Settings: enabled, driver ("logical" | "aws-dms"), workers, chunk_rows, chunk_mb, replica_identity_full,
     publisher_host/publisher_port (the source as the target server reaches it), max_lag_bytes, max_drift_rows.
     """
@@ -39,6 +44,42 @@ class PgSyncStep(Step):
     depends_on = ("rds-restore",)
     reversibility = Reversibility.COMPENSABLE
     destructive = True  # the target tables are truncated and re-copied under the slot's snapshot
+
+    class Settings(StepSettings):
+        enabled: bool = Field(True, description="false: skip continuous sync (rds-restore's copy is the data move)")
+        driver: Literal["logical", "aws-dms"] = Field("logical", description="logical replication or AWS DMS")
+        name: str | None = Field(None, description="slot/publication/subscription name (default bpm_<env>_<db>)")
+        workers: int = Field(2, ge=1, description="snapshot-copy streams")
+        chunk_mb: float = Field(64, gt=0, description="snapshot-copy chunk size")
+        chunk_rows: int = Field(500_000, ge=1, description="...or this many rows per chunk")
+        pause_between_chunks_s: float = Field(0.0, ge=0, description="throttle the snapshot copy")
+        replica_identity_full: bool = Field(
+            False, description="ALTER TABLE ... REPLICA IDENTITY FULL on key-less tables (undone on rollback)"
+        )
+        max_lag_bytes: int = Field(64 * MB, ge=0, description="verify fails above this replication lag")
+        max_drift_rows: int = Field(10_000, ge=0, description="verify: |source rows - target rows| per table")
+        publisher_host: str | None = Field(None, description="the source as the TARGET server reaches it")
+        publisher_port: int | None = Field(None, description="its port (default: postgres.source's)")
+        slot_drop_timeout_s: float = Field(30, gt=0, description="how long teardown waits for the slot to go")
+        pause_before_subscribe_s: float = Field(0.0, ge=0, description="hold before subscribing (tests, demos)")
+        worker_timeout_s: float = Field(30, gt=0, description="how long apply waits for the apply worker")
+        dms_instance_class: str = Field("dms.r6i.large", description="aws-dms: replication instance class")
+        dms_storage_gb: int = Field(100, ge=1, description="aws-dms: replication instance storage")
+        dms_subnet_group: str | None = Field(None, description="aws-dms: replication subnet group")
+        dms_security_group_ids: list[str] = Field(default_factory=list, description="aws-dms: security groups")
+        dms_timeout_s: float = Field(1800, gt=0, description="aws-dms: task start/stop timeout")
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        if outputs.get("driver") == "aws-dms":
+            return "AWS DMS full-load-and-cdc task"
+        if "subscription" not in outputs:
+            return ""
+        parts = [f"{len(outputs.get('tables') or [])} tables streaming"]
+        if outputs.get("rows_copied") is not None:
+            parts.append(f"{int(outputs['rows_copied']):,} rows copied")
+        if outputs.get("lag_bytes") is not None:
+            parts.append(f"lag {int(outputs['lag_bytes']):,} B")
+        return " · ".join(parts)
 
     def skip_reason(self, ctx: StepContext) -> str | None:
         if not _enabled(ctx):
@@ -56,9 +97,6 @@ class PgSyncStep(Step):
         return driver
 
     def plan(self, ctx: StepContext) -> PlanResult:
-        reason = self.skip_reason(ctx)
-        if reason:
-            return PlanResult(skip_reason=reason)
         if self._driver(ctx) == "aws-dms":
             return _dms_plan(ctx)
         from ..p2_data._common import extension_findings
@@ -78,6 +116,23 @@ class PgSyncStep(Step):
                 level = "warn"
             result.findings.append(Finding(level, p.message, p.fix))
         result.findings += extension_findings(source, sync.target)
+        views = [v.qualified for v in source.matviews() if v.populated]
+        if views:
+            result.findings.append(
+                Finding(
+                    "info",
+                    f"materialized views are not replicated ({', '.join(views[:5])}): their contents stay as "
+                    "rds-restore refreshed them until data-switch refreshes them on the target",
+                )
+            )
+        if source.large_object_count():
+            result.findings.append(
+                Finding(
+                    "warn",
+                    f"{source.large_object_count()} large object(s): logical replication does not carry them",
+                    "freeze writes to large objects until the switch, or re-run rds-restore's copy after it",
+                )
+            )
         present = {t.qualified for t in sync.target.tables()}
         absent = [t.qualified for t in tables if t.qualified not in present]
         if absent:

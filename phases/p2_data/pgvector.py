@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
 from ._common import _target_address_known, pg
@@ -18,6 +21,11 @@ class PgVector(Step):
     phase = 2
     depends_on = ("rds",)
     reversibility = Reversibility.COMPENSABLE
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        if not outputs.get("version"):
+            return ""
+        return f"vector {outputs['version']} · {'created' if outputs.get('created') else 'was already there'}"
 
     def plan(self, ctx: StepContext) -> PlanResult:
         missing = _target_address_known(ctx, "postgres")

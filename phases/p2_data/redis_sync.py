@@ -11,7 +11,7 @@ from migrate.errors import AdapterError
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
 from .._sync import _enabled, _follower_dir, _redis_pair, _target_unknown
-from ._common import RedisMapping
+from ._common import RedisMapping, route_map
 
 
 class RedisSyncStep(Step):
@@ -96,11 +96,13 @@ class RedisSyncStep(Step):
                 previous = source.config_get("notify-keyspace-events")
             spec = FollowerSpec.build(source, target, routes_, notify_flags=flags, notify_previous=previous)
             ctx.intent("start-follower", workdir=str(workdir), flags=flags, previous=previous)
-            start_follower(workdir, spec)
+            pid = start_follower(workdir, spec)
+            ctx.register_child(pid, "redis-sync follower (runs until data-switch; adopted by later runs)")
         ready = wait_ready(workdir, timeout=s.ready_timeout_s)
         return {
             "pid": ready["pid"],
             "target_topology": target.topology(),
+            "route_map": route_map(routes_),
             "workdir": str(workdir),
             "notify_previous": previous if previous is not None else ready.get("notify_previous"),
             "reconciled_keys": ready.get("reconciled_keys"),

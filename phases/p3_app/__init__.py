@@ -18,5 +18,6 @@ ORDER = (
     "ingress",
     "app_smoke",
     "load_test",
+    "waf",
     "observability",
 )

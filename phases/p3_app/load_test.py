@@ -115,7 +115,8 @@ class LoadTest(Step):
             "requests": [f"{r.method} {r.path} x{r.weight}" for r in spec.requests],
             "target_rps": spec.target_rps,
             "duration_s": spec.duration_s,
-            "workers": spec.workers or auto_workers(spec.target_rps, cores=None if s.runner == "kubernetes" else _cores()),
+            "workers": spec.workers
+            or auto_workers(spec.target_rps, cores=None if s.runner == "kubernetes" else _cores()),
             "timeout_s": spec.timeout_s,
             "p95_ms_max": gate.p95_ms,
             "error_rate_max": gate.max_error_rate,
@@ -144,7 +145,7 @@ class LoadTest(Step):
                 Finding(
                     "block",
                     'runner = "kubernetes" needs master_host: the address of this machine the worker pods reach',
-                    "set [environments.<env>.steps.load-test] master_host = \"10.0.1.23\" (or runner = \"local\")",
+                    'set [environments.<env>.steps.load-test] master_host = "10.0.1.23" (or runner = "local")',
                 )
             )
         return result
@@ -179,7 +180,9 @@ class LoadTest(Step):
         checks = [
             Check(
                 "recorded load gate passed",
-                bool(recorded.get("passed")) and float(stats.get("achieved_rps", 0)) >= gate.min_rate_fraction * float(stats.get("target_rps", 1e18)),
+                bool(recorded.get("passed"))
+                and float(stats.get("achieved_rps", 0))
+                >= gate.min_rate_fraction * float(stats.get("target_rps", 1e18)),
                 _load.one_line(recorded) or "nothing recorded",
                 "passed at >= 95 % of the target rate",
             )
@@ -187,12 +190,21 @@ class LoadTest(Step):
         n = ctx.typed(self.Settings).verify_requests
         hosts = self.hosts(ctx)
         if n > 0 and hosts:
+            from migrate.adapters.load import resolve_headers
+
             url = f"{hosts[0]}/health"
-            fresh = http(ctx, [url]).probe(url, requests=n, concurrency=min(4, n), timeout=ctx.typed(self.Settings).timeout_s)
-            checks.append(Check("probe p95", fresh.p95_ms < gate.p95_ms, fresh.p95_ms, f"< {gate.p95_ms:g} ms"))
-            checks.append(
-                Check("probe errors", fresh.errors == 0, fresh.errors, "0", f"GET {url} x{n}, closed loop")
+            auth = (
+                {"Authorization": "${" + env_var + "}"} if (env_var := ctx.typed(self.Settings).auth_header_env) else {}
             )
+            fresh = http(ctx, [url]).probe(
+                url,
+                requests=n,
+                concurrency=min(4, n),
+                timeout=ctx.typed(self.Settings).timeout_s,
+                headers=resolve_headers(auth),
+            )
+            checks.append(Check("probe p95", fresh.p95_ms < gate.p95_ms, fresh.p95_ms, f"< {gate.p95_ms:g} ms"))
+            checks.append(Check("probe errors", fresh.errors == 0, fresh.errors, "0", f"GET {url} x{n}, closed loop"))
         return checks
 
     def rollback(self, ctx: StepContext) -> None:
@@ -208,7 +220,7 @@ class LoadTest(Step):
             raise ConfigError(
                 'runner = "kubernetes" needs master_host',
                 "the worker pods connect to the Locust master, which runs on this machine",
-                f"set [environments.{ctx.env_name}.steps.load-test] master_host = \"<address pods reach>\"",
+                f'set [environments.{ctx.env_name}.steps.load-test] master_host = "<address pods reach>"',
             )
         kube = ctx.adapters.kube()
         run = adapter.start(spec, ctx.artifacts_dir(), local_workers=False, bind_host="0.0.0.0", port=s.master_port)

@@ -1,26 +1,35 @@
-"""Step ``ml-perf``: Inference latency gate: p95 < 500 ms and errors < 1 % at the configured concurrency."""
+"""Step ``ml-perf``: the inference latency gate (Locust, open model): the classifier holds the rate with p95 < 500 ms."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field
 
 from migrate.errors import ConfigError, StepFailed
-from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, StepContext
+from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, StepContext, StepSettings
 
-from ._common import _kube, _Ml, _ml, serving, stats_table
+from .. import _load
+from ._common import _kube, _Ml
+
+if TYPE_CHECKING:
+    from migrate.adapters.load import Gate, LoadSpec
+
+DEFAULT_PAYLOAD = {"text": "Summarise the quarterly report in three bullet points."}
 
 
 class MlPerf(_Ml):
-    """Inference latency gate: p95 < 500 ms and errors < 1 % at the configured concurrency.
+    """Inference latency gate: the classifier, driven as users drive it, holds the target rate with p95 < 500 ms.
 
-    Thresholds: ``p95_ms`` (default 500) and ``max_error_rate`` (default 0.01). Measured by a closed-loop probe of
-    the inference endpoint: TorchServe's POST /predictions/<model> (or ``url``), or with serving = "sagemaker" the
-    endpoint's InvokeEndpoint API (SigV4-signed by boto3).
-
-    The results are recorded as the step's outputs, as metrics and as a JSON report artifact, and shown as a table;
-    a miss fails the step with the numbers (they are recorded even then).
+    Locust sends ``target_rps`` classification requests per second (open model: arrivals whatever the latency,
+    latency from each request's intended send time) for ``duration_s`` to the classifier endpoint users reach:
+    ``url`` (e.g. the API's ``/api/v1/classify``), or TorchServe's ``POST /predictions/<model>``. Every failed or
+    timed-out call counts as a failure and keeps its latency in the sample. The gate fails below 95 % of the rate,
+    when the generator fell behind (its own saturation, named as such), at p95 >= ``p95_ms`` (500) or an error rate
+    >= ``max_error_rate`` (0.1 %). With serving = "sagemaker" set ``url`` to the HTTP endpoint in front of the
+    SageMaker model (bpmigrate does not measure the bare InvokeEndpoint API: users never call it).
     """
 
     id = "ml-perf"
@@ -28,32 +37,45 @@ class MlPerf(_Ml):
     reversibility = Reversibility.REVERSIBLE
     timeout = 900.0
 
+    class Settings(StepSettings):
+        serving: Literal["torchserve", "sagemaker"] = Field(
+            "torchserve", description="phase 4's serving mode (the same value in every phase-4 table)"
+        )
+        url: str = Field("", description="the classifier endpoint users reach (default: TorchServe predictions)")
+        inference_url: str = Field("", description="TorchServe inference API (default: the torchserve step's)")
+        model: str = Field("", description="TorchServe model name (default: the first model registered)")
+        target_rps: float = Field(20.0, gt=0, description="classification requests per second to hold")
+        duration_s: float = Field(30.0, gt=0, description="seconds of load")
+        workers: int = Field(0, ge=0, description="Locust workers (0 = sized from target_rps)")
+        timeout_s: float = Field(5.0, gt=0, description="per-request timeout (a timeout is a failure)")
+        p95_ms: float = Field(500.0, gt=0, description="gate: p95 inference latency must stay below (ms)")
+        max_error_rate: float = Field(0.001, ge=0, description="gate: error rate must stay below (0.001 = 0.1 %)")
+        min_rate_fraction: float = Field(0.95, gt=0, le=1, description="gate: achieved rate >= this x target")
+        payload: dict[str, Any] = Field(
+            default_factory=lambda: dict(DEFAULT_PAYLOAD), description="JSON body of a classification request"
+        )
+        auth_header_env: str | None = Field(None, description="env var holding the Authorization header value")
+        verify_requests: int = Field(20, ge=0, description="verify: closed-loop probe of this many requests")
+
+    # -- decisions -------------------------------------------------------------------------------------------------
     def skip_reason(self, ctx: StepContext) -> str | None:
-        if ctx.setting("url") or serving(ctx) == "sagemaker":
-            return None  # an explicit URL, or SageMaker's runtime API: no cluster needed
+        s = ctx.typed(self.Settings)
+        if s.url:
+            return None  # an explicit endpoint: no cluster needed
+        if s.serving == "sagemaker":
+            return (
+                'serving = "sagemaker" and no [steps.ml-perf] url: set url to the classifier endpoint users reach '
+                f'(e.g. "https://api.{ctx.env.domain}/api/v1/classify"); the gate measures it as users use it'
+            )
         return _kube(ctx).unreachable_reason()
 
-    def _endpoint(self, ctx: StepContext) -> str | None:
-        """The SageMaker endpoint to measure (serving = "sagemaker" without an explicit url), else None."""
-        if ctx.setting("url") or serving(ctx) != "sagemaker":
-            return None
-        name = ctx.setting("endpoint") or ctx.upstream.get("models", {}).get("sagemaker", {}).get("endpoint")
-        if not name:
-            raise ConfigError(
-                "[steps.ml-perf] cannot tell which SageMaker endpoint to measure",
-                "the models step has recorded no endpoint and no endpoint setting is given",
-                f'bpmigrate apply --step models --env {ctx.env_name} (serving = "sagemaker"), or set endpoint',
-            )
-        return str(name)
-
-    def _target(self, ctx: StepContext) -> str:
-        if ctx.setting("url"):
-            return str(ctx.setting("url"))
-        endpoint = self._endpoint(ctx)
-        if endpoint:
-            return f"sagemaker://{endpoint}"
-        inference = ctx.setting("inference_url") or ctx.upstream.get("torchserve", {}).get("inference_url")
-        model = ctx.setting("model") or next(iter(ctx.upstream.get("models", {}).get("registered") or []), None)
+    def target(self, ctx: StepContext) -> str:
+        s = ctx.typed(self.Settings)
+        if s.url:
+            return s.url
+        ts = ctx.upstream.get("torchserve", {})
+        inference = s.inference_url or ts.get("inference_url")
+        model = s.model or next(iter(ctx.upstream.get("models", {}).get("registered") or []), None)
         if not inference or not model:
             raise ConfigError(
                 "[steps.ml-perf] cannot tell which endpoint to measure",
@@ -62,109 +84,113 @@ class MlPerf(_Ml):
             )
         return f"{str(inference).rstrip('/')}/predictions/{model}"
 
-    def _gate(self, ctx: StepContext) -> tuple[float, float]:
-        return float(ctx.setting("p95_ms", 500)), float(ctx.setting("max_error_rate", 0.01))
+    def spec(self, ctx: StepContext) -> LoadSpec:
+        from migrate.adapters.load import LoadSpec, RequestSpec
 
+        s = ctx.typed(self.Settings)
+        parts = urlsplit(self.target(ctx))
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        headers = {"Authorization": "${" + s.auth_header_env + "}"} if s.auth_header_env else {}
+        return LoadSpec(
+            hosts=[f"{parts.scheme}://{parts.netloc}"],
+            requests=[RequestSpec("classify", "POST", path or "/", s.payload, 1, headers)],
+            target_rps=s.target_rps,
+            duration_s=s.duration_s,
+            workers=s.workers,
+            timeout_s=s.timeout_s,
+            label="ml-perf",
+        )
+
+    def thresholds(self, ctx: StepContext) -> Gate:
+        from migrate.adapters.load import Gate
+
+        s = ctx.typed(self.Settings)
+        return Gate(p95_ms=s.p95_ms, max_error_rate=s.max_error_rate, min_rate_fraction=s.min_rate_fraction)
+
+    # -- the contract ----------------------------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> PlanResult:
-        if skipped := self._skip_plan(ctx):
-            return skipped
-        gate_ms, max_err = self._gate(ctx)
-        requests, conc = int(ctx.setting("requests", 200)), int(ctx.setting("concurrency", 8))
+        s, gate = ctx.typed(self.Settings), self.thresholds(ctx)
         result = PlanResult(
-            data={"p95_ms": gate_ms, "max_error_rate": max_err, "requests": requests, "concurrency": conc}
+            data={"p95_ms": gate.p95_ms, "max_error_rate": gate.max_error_rate, "target_rps": s.target_rps}
         )
         try:
-            target = self._target(ctx)
-            result.changes.append(
-                Change(
-                    "run",
-                    target,
-                    f"{requests} requests at concurrency {conc}; gate p95 < "
-                    f"{gate_ms:g} ms, errors < {max_err * 100:g} %",
-                )
-            )
+            spec = self.spec(ctx)
         except ConfigError as exc:
             result.unknown.append(f"endpoint to measure ({exc.what})")
+            return result
+        _load.load_adapter(ctx, spec.hosts).check_spec(spec)
+        result.changes.append(
+            Change(
+                "run",
+                self.target(ctx),
+                f"{s.target_rps:,.6g} req/s x {s.duration_s:g} s (open model); gate p95 < {gate.p95_ms:g} ms, errors "
+                f"< {gate.max_error_rate * 100:g} %, >= {gate.min_rate_fraction * 100:g} % of the rate",
+            )
+        )
         return result
 
-    def _measure(self, ctx: StepContext, requests: int) -> dict[str, Any]:
-        url = self._target(ctx)
-        payload = ctx.setting("payload", {"text": "Summarise the quarterly report in three bullet points."})
-        endpoint = self._endpoint(ctx)
-        if endpoint:
-            sm = _ml(ctx).probe_endpoint(
-                endpoint,
-                json.dumps(payload).encode(),
-                requests=requests,
-                concurrency=int(ctx.setting("concurrency", 8)),
-            )
-            return {"url": url, **sm}
-        stats = ctx.adapters.http().probe(
-            url,
-            requests=requests,
-            concurrency=int(ctx.setting("concurrency", 8)),
-            timeout=float(ctx.setting("request_timeout", 5.0)),
-            method="POST",
-            json_body=payload,
-        )
-        return {
-            "url": url,
-            **{k: getattr(stats, k) for k in ("count", "errors", "error_rate", "p50_ms", "p95_ms", "p99_ms", "max_ms")},
-        }
-
     def apply(self, ctx: StepContext) -> Outputs:
-        gate_ms, max_err = self._gate(ctx)
-        ctx.intent("inference-probe", requests=int(ctx.setting("requests", 200)))
-        stats = self._measure(ctx, int(ctx.setting("requests", 200)))
-        passed = stats["p95_ms"] < gate_ms and stats["error_rate"] < max_err and stats["count"] > 0
-        out: Outputs = {
-            **stats,
-            "concurrency": int(ctx.setting("concurrency", 8)),
-            "gate_p95_ms": gate_ms,
-            "gate_max_error_rate": max_err,
-            "passed": passed,
-        }
-        ctx.metrics(**{k: float(stats[k]) for k in ("count", "errors", "p50_ms", "p95_ms", "p99_ms", "max_ms")})
-        report = ctx.artifacts_dir() / "ml-perf.json"
-        report.write_text(json.dumps(out, indent=2, sort_keys=True))
-        ctx.artifact("latency-report", report, hashlib.sha256(report.read_bytes()).hexdigest(), report.stat().st_size)
-        ctx.log("inference latency (" + stats["url"] + ")\n" + stats_table(stats, gate_ms, max_err))
-        if not passed:
+        spec, gate = self.spec(ctx), self.thresholds(ctx)
+        url = self.target(ctx)
+        adapter = _load.load_adapter(ctx, spec.hosts)
+        ctx.intent("inference-load", url=url, target_rps=spec.target_rps, duration_s=spec.duration_s)
+        result = _load.run_load(ctx, adapter, spec)
+        from migrate.adapters.load import check_gate
+
+        failures = check_gate(result, gate)
+        report = ctx.artifacts_dir() / "ml-perf-report.json"
+        params = {"label": "ml-perf", "url": url, "target_rps": spec.target_rps, "duration_s": spec.duration_s}
+        rows = _load.record(ctx, result, failures, report=report, params=params)
+        if failures:
             raise StepFailed(
-                f"inference latency gate missed: p95 {stats['p95_ms']:.1f} ms (gate < {gate_ms:g} ms), errors "
-                f"{stats['error_rate'] * 100:.2f} % (gate < {max_err * 100:g} %)",
-                f"{stats['count']} requests at concurrency {out['concurrency']} to {stats['url']}; report: {report}",
-                "scale TorchServe (replicas/workers) or fix the slow path, then "
-                f"bpmigrate apply --step ml-perf --env {ctx.env_name}",
+                "inference latency gate missed: " + "; ".join(failures),
+                _load.why(result, report),
+                "add workers when the generator saturated; otherwise scale the classifier (TorchServe replicas/"
+                f"workers) or fix the slow path, then bpmigrate apply --step ml-perf --env {ctx.env_name}",
             )
+        out = _load.gate_outputs(result, gate, rows, params)
+        out.update(url=url, p95_ms=result.p95_ms, error_rate=result.error_rate)  # read by perf-review
         return out
 
     def verify(self, ctx: StepContext) -> list[Check]:
-        gate_ms, max_err = self._gate(ctx)
+        s, gate = ctx.typed(self.Settings), self.thresholds(ctx)
         recorded = ctx.upstream.get(self.id, {})
         checks = [
             Check(
                 "recorded p95 under the gate",
-                float(recorded.get("p95_ms", 1e9)) < gate_ms,
+                bool(recorded.get("passed")) and float(recorded.get("p95_ms", 1e9)) < gate.p95_ms,
                 recorded.get("p95_ms"),
-                f"< {gate_ms:g} ms",
-            ),
+                f"< {gate.p95_ms:g} ms",
+            )
         ]
-        n = int(ctx.setting("verify_requests", 20))
-        if n > 0:
-            fresh = self._measure(ctx, n)
+        if s.verify_requests > 0:
+            from migrate.adapters.load import resolve_headers
+
+            url = self.target(ctx)
+            http = ctx.adapters.http()
+            http.allow(url)
+            fresh = http.probe(
+                url,
+                requests=s.verify_requests,
+                concurrency=min(4, s.verify_requests),
+                timeout=s.timeout_s,
+                method="POST",
+                json_body=s.payload,
+                headers=resolve_headers(self.spec(ctx).requests[0].headers),
+            )
             checks.append(
                 Check(
-                    f"fresh probe ({n} requests) p95 under the gate",
-                    fresh["p95_ms"] < gate_ms,
-                    fresh["p95_ms"],
-                    f"< {gate_ms:g} ms",
+                    f"fresh probe ({s.verify_requests} requests) p95",
+                    fresh.p95_ms < gate.p95_ms,
+                    fresh.p95_ms,
+                    f"< {gate.p95_ms:g} ms",
                 )
             )
-            checks.append(
-                Check("fresh probe error rate", fresh["error_rate"] < max_err, fresh["error_rate"], f"< {max_err:g}")
-            )
+            checks.append(Check("fresh probe errors", fresh.errors == 0, fresh.errors, "0"))
         return checks
 
     def rollback(self, ctx: StepContext) -> None:
         ctx.log("ml-perf only measures: nothing to roll back")
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        return _load.one_line(outputs)

@@ -436,4 +436,3 @@ class DataSwitch(Step):
         if outputs.get("reverse"):
             parts.append(f"reverse stream {outputs['reverse'].get('name')}")
         return " · ".join(parts)
-

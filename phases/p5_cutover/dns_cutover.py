@@ -1,42 +1,46 @@
-"""Step ``dns-cutover``: DNS cutover: weighted Route53 records move api.<domain> from the Compose host to the new ALB, in stages."""
+"""Step ``dns-cutover``: weighted Route53 records move api.<domain> from the old stack to the new one, stage by stage,
+each stage decided on a sample of requests; a breach reverts by itself."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from migrate.errors import BpmError, ConfigError, FenceRefused, StepFailed
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from pydantic import Field
+
+from migrate.errors import ConfigError, FenceRefused, StepFailed
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
+
+from .._traffic import Slo, judge, sample
+from ._common import PHASE, Clock, iso
 
 if TYPE_CHECKING:
-    from migrate.adapters.aws_route53 import RecordSet, Route53Adapter
-from ._common import PHASE, Clock, CutoverSettings, iso, stats_dict
+    from migrate.adapters.aws_route53 import Route53Adapter, WeightedPair
 
 
 class DnsCutover(Step):
-    """DNS cutover: weighted Route53 records move api.<domain> from the Compose host to the new ALB, in stages.
+    """DNS cutover: weighted Route53 records move api.<domain> from the old stack to the new one, in stages.
 
-    1. Lower the TTL of the record to ``low_ttl`` (default 60 s) and wait out the OLD TTL, so that resolvers drop
-       the long-cached answer. The old TTL and the time it was lowered are checkpointed: a resumed run only waits
-       what is left.
-    2. Shift the weights stage by stage (``stages``, default 10 → 50 → 100 % to the new stack; SetIdentifiers
-       ``old-stack`` / ``new-stack``). After each change, poll Route53 ``GetChange`` until INSYNC (bounded by
-       ``insync_timeout_s``), then soak for ``soak_s`` seconds while probes run against ``probe_urls`` every
-       ``probe_interval_s``: error rate ≤ ``max_error_rate`` and p95 ≤ ``max_p95_ms``.
-    3. A failing probe REVERTS the weights to 100 % old stack at once, records the evidence (probe statistics per
-       stage: checkpoint ``revert``, an artifact JSON file, the step's failure message) and fails the step. Fix the
-       new stack and re-run ``bpmigrate apply --step dns-cutover``: it continues from the stage it reached.
+    Both stacks write to one database by now (``data-switch`` ran before): DNS only moves requests.
 
-    The old infrastructure keeps running; its record stays (weight 0) until phase 6.
+    1. A Route53 health check on the new endpoint (``health_check_url``, default the first ``direct_urls``) is
+       created and attached to the new weighted record: Route53 stops answering with a new stack it sees failing.
+    2. The TTL is lowered to ``low_ttl`` and the old TTL waited out (checkpointed: a resumed run waits what is left).
+    3. Stage by stage (``stages``, default 10 → 50 → 100 % new): shift the weights, wait INSYNC, then soak
+       ``soak_s`` while samples run — each of at least ``min_sample`` requests (default 1,000, from the load
+       generator), against the new stack directly (``direct_urls``) AND through the record (``record_urls``). A
+       stage passes only on samples that meet the SLO (``max_error_rate``, ``max_p95_ms``) AND the size.
+    4. A breach REVERTS the weights to 100 % old at once, records the evidence (checkpoint ``revert``, artifact)
+       and fails the step; re-running resumes at the stage reached.
 
-    Reversibility: compensable, with a time fence. Until ``bake_time_s`` (default 24 h) after 100 % was reached,
-    ``bpmigrate rollback --phase cutover`` (or ``--step dns-cutover``) sends all traffic back to the old stack.
-    After that the outputs' ``one_way_after`` has passed and rollback refuses unless ``--force-past-fence``
-    (by then the old stack may hold stale data).
+    After it returns the revert stays armed: ``post-cutover-watch`` samples for its window and reverts by itself
+    on a breach. Rollback (refused after ``bake_time_s`` at 100 % unless ``--force-past-fence``) sends all traffic
+    back to the old stack; the old record stays (weight 0) until phase 6.
     """
 
     id = "dns-cutover"
-    title = "Weighted Route53 cutover to the ALB with automatic revert"
+    title = "Weighted Route53 cutover, decided on samples, with automatic revert"
     procedures = (
         (
             "DNS rollback to the old stack",
@@ -50,106 +54,144 @@ class DnsCutover(Step):
     timeout = None
     clock: ClassVar[Clock] = Clock()
 
-    # -- helpers -----------------------------------------------------------------------------------------------------
+    class Settings(StepSettings):
+        record_name: str = Field("", description="the weighted record (default api.<domain>)")
+        hosted_zone_id: str | None = Field(None, description="default: the zone that contains record_name")
+        zone_name: str = Field("", description="zone to create when create_zone (default: the domain)")
+        create_zone: bool | None = Field(None, description="create the zone when absent (default: sandbox only)")
+        record_type: str = Field("CNAME", description="CNAME, or A with IP targets")
+        old_target: str | None = Field(None, description="default: the current value of the record")
+        new_target: str | None = Field(None, description="default: the ingress step's alb_dns_name/alb_hostname")
+        new_alias_zone_id: str | None = Field(None, description="alias the new record to the ALB (its zone id)")
+        old_set_id: str = Field("old-stack", description="SetIdentifier of the old stack's record")
+        new_set_id: str = Field("new-stack", description="SetIdentifier of the new stack's record")
+        low_ttl: int = Field(60, ge=1, description="TTL during the cutover")
+        stages: list[int] = Field(default_factory=lambda: [10, 50, 100], description="% to the new stack, in order")
+        soak_s: float = Field(300, ge=0, description="hold each stage this long while samples run")
+        probe_interval_s: float = Field(15, ge=0, description="pause between sample rounds")
+        direct_urls: list[str] = Field(default_factory=list, description="the new stack directly (not via DNS)")
+        record_urls: list[str] = Field(default_factory=list, description="through the record (default its /health)")
+        probe_urls: list[str] = Field(default_factory=list, description="older name of direct_urls")
+        min_sample: int = Field(1000, ge=1, description="requests per URL a stage's decision needs")
+        sample_with: str = Field("load", pattern="^(load|http)$", description="load generator or HTTP probe")
+        sample_rps: float = Field(200, gt=0, description="arrival rate of a sample (load generator)")
+        probe_requests: int = Field(0, ge=0, description="unused (samples are min_sample requests)")
+        probe_concurrency: int = Field(8, ge=1, description="concurrency of the HTTP probe")
+        probe_timeout_s: float = Field(5, gt=0, description="per request")
+        max_error_rate: float = Field(0.01, ge=0, description="a breach reverts all traffic to the old stack")
+        max_p95_ms: float = Field(200, gt=0, description="a breach reverts all traffic to the old stack")
+        health_check: bool = Field(True, description="attach a Route53 health check to the new record")
+        health_check_url: str = Field("", description="default: the first direct URL")
+        insync_timeout_s: float = Field(600, gt=0, description="Route53 GetChange polling deadline")
+        insync_poll_s: float = Field(5, gt=0, description="GetChange polling interval")
+        bake_time_s: float = Field(86400, ge=0, description="after this long at 100 %, rollback needs the force flag")
+        force_past_fence: bool = Field(False, description="(tests) as --force-past-fence")
+
+    # -- settings ------------------------------------------------------------------------------------------------
+    def cfg(self, ctx: StepContext) -> Any:
+        s = ctx.typed(self.Settings)
+        record = (s.record_name or f"api.{ctx.env.domain}").rstrip(".").lower()
+        ingress = ctx.upstream.get("ingress", {})
+        updates: dict[str, Any] = {
+            "record_name": record,
+            "zone_name": (s.zone_name or ctx.env.domain).rstrip(".").lower(),
+            "create_zone": ctx.is_sandbox if s.create_zone is None else s.create_zone,
+            "new_target": s.new_target or ingress.get("alb_dns_name") or ingress.get("alb_hostname"),
+            "direct_urls": list(s.direct_urls or s.probe_urls),
+            "record_urls": list(s.record_urls or [f"https://{record}/health"]),
+        }
+        return s.model_copy(update=updates)
+
+    def problems(self, cfg: Any) -> list[Finding]:
+        out = []
+        if not cfg.direct_urls:
+            out.append(
+                Finding(
+                    "block",
+                    "no direct_urls: the new stack would only be sampled through the record, where at 10 % most "
+                    "requests reach the OLD stack",
+                    "set [steps.dns-cutover] direct_urls = an endpoint reaching only the new stack (the ALB's name)",
+                )
+            )
+        if not cfg.stages or cfg.stages != sorted(set(cfg.stages)) or cfg.stages[-1] != 100 or cfg.stages[0] < 1:
+            out.append(Finding("block", f"stages {cfg.stages} must increase and end at 100", "stages = [10, 50, 100]"))
+        if not cfg.new_target:
+            out.append(
+                Finding(
+                    "block",
+                    "no new target for the cutover (the ALB DNS name)",
+                    "apply the ingress step (alb_dns_name output) or set [steps.dns-cutover] new_target",
+                )
+            )
+        return out
+
     def r53(self, ctx: StepContext) -> Route53Adapter:
         return ctx.adapters.get("aws_route53")  # type: ignore[no-any-return]
 
-    def zone(self, ctx: StepContext, cfg: CutoverSettings) -> str | None:
-        return cfg.zone_id or self.r53(ctx).find_zone(cfg.record_name)
+    def zone(self, ctx: StepContext, cfg: Any) -> str | None:
+        return cfg.hosted_zone_id or self.r53(ctx).find_zone(cfg.record_name)
 
-    def _records(self, ctx: StepContext, cfg: CutoverSettings, zone_id: str) -> list[RecordSet]:
-        return self.r53(ctx).record_sets(zone_id, cfg.record_name, cfg.record_type)
+    def pair(self, cfg: Any, old_target: str, hc_id: str | None) -> WeightedPair:
+        from migrate.adapters.aws_route53 import WeightedPair
 
-    def _weighted(self, cfg: CutoverSettings, new_weight: int, ttl: int, old_target: str) -> list[RecordSet]:
-        from migrate.adapters.aws_route53 import RecordSet
+        return WeightedPair(
+            cfg.record_name,
+            cfg.record_type,
+            old_target,
+            str(cfg.new_target),
+            cfg.old_set_id,
+            cfg.new_set_id,
+            cfg.low_ttl,
+            cfg.new_alias_zone_id,
+            hc_id,
+        )
 
-        old = RecordSet(cfg.record_name, cfg.record_type, ttl, (old_target,), cfg.old_set_id, 100 - new_weight)
-        if cfg.new_alias_zone_id:
-            new = RecordSet(
-                cfg.record_name,
-                cfg.record_type,
-                None,
-                (),
-                cfg.new_set_id,
-                new_weight,
-                (cfg.new_alias_zone_id, str(cfg.new_target)),
-            )
-        else:
-            new = RecordSet(cfg.record_name, cfg.record_type, ttl, (str(cfg.new_target),), cfg.new_set_id, new_weight)
-        return [old, new]
-
-    def _old_target(self, cfg: CutoverSettings, records: list[RecordSet]) -> str | None:
+    def _old_target(self, cfg: Any, ctx: StepContext, zone_id: str) -> str | None:
         if cfg.old_target:
-            return cfg.old_target
-        for rec in records:
-            if (rec.set_id in (None, cfg.old_set_id)) and rec.values:
+            return str(cfg.old_target)
+        for rec in self.r53(ctx).record_sets(zone_id, cfg.record_name, cfg.record_type):
+            if rec.set_id in (None, cfg.old_set_id) and rec.values:
                 return rec.values[0]
         return None
 
-    def _shift(
-        self,
-        ctx: StepContext,
-        cfg: CutoverSettings,
-        zone_id: str,
-        new_weight: int,
-        old_target: str,
-        deletes: list[RecordSet] | None = None,
-        comment: str = "",
-    ) -> dict[str, Any]:
-        r53 = self.r53(ctx)
-        change_id = r53.change(
-            zone_id,
-            upserts=self._weighted(cfg, new_weight, cfg.low_ttl, old_target),
-            deletes=deletes or [],
-            comment=comment or f"bpmigrate dns-cutover {new_weight}% new",
-        )
-        synced = r53.wait_insync(change_id, timeout_s=cfg.insync_timeout_s, poll_s=cfg.insync_poll_s)
-        return {
-            "change_id": change_id,
-            "status": synced.status,
-            "polls": synced.polls,
-            "waited_s": round(synced.waited_s, 3),
-        }
-
-    def _probe_round(self, ctx: StepContext, cfg: CutoverSettings) -> tuple[bool, list[dict[str, Any]]]:
-        http = ctx.adapters.http()
-        results = []
-        ok = True
-        for url in cfg.probe_urls:
-            try:
-                stats = http.probe(
-                    url, requests=cfg.probe_requests, concurrency=cfg.probe_concurrency, timeout=cfg.probe_timeout_s
+    # -- evidence --------------------------------------------------------------------------------------------------
+    def _round(self, ctx: StepContext, cfg: Any, weight: int) -> list[dict[str, Any]]:
+        slo = Slo(cfg.min_sample, cfg.max_error_rate, cfg.max_p95_ms)
+        out = []
+        for via, urls in (("direct", cfg.direct_urls), ("record", cfg.record_urls)):
+            for url in urls:
+                entry = sample(
+                    ctx,
+                    url,
+                    requests=cfg.min_sample,
+                    rps=cfg.sample_rps,
+                    timeout_s=cfg.probe_timeout_s,
+                    concurrency=cfg.probe_concurrency,
+                    using=cfg.sample_with,
+                    label=f"dns-{weight}-{via}",
                 )
-                entry = {"url": url, **stats_dict(stats)}
-                bad = []
-                if float(stats.error_rate) > cfg.max_error_rate:
-                    bad.append(f"error rate {stats.error_rate:.3f} > {cfg.max_error_rate:g}")
-                if float(stats.p95_ms) > cfg.max_p95_ms:
-                    bad.append(f"p95 {stats.p95_ms:.1f} ms > {cfg.max_p95_ms:g} ms")
-            except BpmError as exc:  # a probe that cannot run is a failing probe: never shift traffic blind
-                entry = {"url": url, "error": str(exc).splitlines()[0]}
-                bad = [f"probe error: {entry['error']}"]
-            entry["ok"] = not bad
-            if bad:
-                entry["breach"] = "; ".join(bad)
-                ok = False
-            results.append(entry)
-        return ok, results
+                entry["via"] = via
+                breach = judge(entry, slo)
+                entry["ok"] = not breach
+                if breach:
+                    entry["breach"] = "; ".join(breach)
+                out.append(entry)
+        return out
 
-    def soak(self, ctx: StepContext, cfg: CutoverSettings, weight: int) -> dict[str, Any]:
-        """Probe until the soak time is over (at least one round); stop at the first breach."""
+    def soak(self, ctx: StepContext, cfg: Any, weight: int) -> dict[str, Any]:
+        """Sample rounds until the soak time is over (at least one); stop at the first breach."""
         start = self.clock.now()
         rounds: list[list[dict[str, Any]]] = []
-        ok = True
         while True:
-            round_ok, results = self._probe_round(ctx, cfg)
+            results = self._round(ctx, cfg, weight)
             rounds.append(results)
             ctx.log(
-                f"dns-cutover {weight}%: probe round {len(rounds)}: "
-                + ", ".join(f"{r['url']} {'ok' if r['ok'] else r.get('breach')}" for r in results)
+                f"dns-cutover {weight}%: round {len(rounds)}: "
+                + ", ".join(
+                    f"{r['via']} {r['url']} n={r.get('count')} {'ok' if r['ok'] else r['breach']}" for r in results
+                )
             )
-            if not round_ok:
-                ok = False
+            if not all(r["ok"] for r in results):
                 break
             remaining = start + cfg.soak_s - self.clock.now()
             if remaining <= 0:
@@ -157,106 +199,52 @@ class DnsCutover(Step):
             self.clock.sleep(min(cfg.probe_interval_s, remaining))
         flat = [r for rnd in rounds for r in rnd]
         return {
-            "ok": ok,
+            "ok": all(r["ok"] for r in flat),
             "rounds": len(rounds),
             "soak_s": round(self.clock.now() - start, 3),
+            "requests": sum(int(r.get("count") or 0) for r in flat),
             "worst_error_rate": max((float(r.get("error_rate") or 0) for r in flat), default=0.0),
             "worst_p95_ms": max((float(r.get("p95_ms") or 0) for r in flat), default=0.0),
-            "requests": sum(int(r.get("count") or 0) for r in flat),
-            "last_round": rounds[-1] if rounds else [],
-            "breach": next((r["breach"] for r in flat if r.get("breach")), None),
+            "last_round": rounds[-1],
+            "breach": next((f"{r['via']} {r['url']}: {r['breach']}" for r in flat if r.get("breach")), None),
         }
-
-    def stage_state(self, ctx: StepContext, weight: int) -> dict[str, Any] | None:
-        return ctx.checkpoints.get(f"stage-{weight}")
-
-    def _fence(self, ctx: StepContext, cfg: CutoverSettings) -> float | None:
-        done = ctx.checkpoints.get("stage-100")
-        if done and done.get("passed") and done.get("passed_at") is not None:
-            return float(done["passed_at"]) + cfg.bake_time_s
-        return None
-
-    def skip_reason(self, ctx: StepContext) -> str | None:
-        """Sandbox only: nothing to cut over to when no ALB exists (the ingress step was skipped, no new_target)."""
-        if ctx.is_sandbox and not CutoverSettings(ctx).new_target:
-            return (
-                "no new stack to cut over to: the ingress step recorded no alb_hostname (no cluster in this sandbox) "
-                "and [steps.dns-cutover] new_target is unset"
-            )
-        return None
 
     # -- the contract --------------------------------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> PlanResult:
-        cfg = CutoverSettings(ctx)
-        result = PlanResult(findings=cfg.problems())
-        http = ctx.adapters.http()
-        for url in cfg.probe_urls:
+        cfg = self.cfg(ctx)
+        result = PlanResult(findings=self.problems(cfg))
+        for url in [*cfg.direct_urls, *cfg.record_urls]:
             try:
-                http.check_target(url)
-            except BpmError as exc:
-                result.findings.append(Finding("block", f"probe URL not allowed: {url}", exc.next_cmd))
+                ctx.adapters.http().check_target(url)
+            except Exception as exc:  # noqa: BLE001 - shown as a finding
+                result.findings.append(Finding("block", f"sample URL not allowed: {url}", str(exc).splitlines()[0]))
         zone_id = self.zone(ctx, cfg)
-        result.data.update(
-            {
-                "record": cfg.record_name,
-                "stages": cfg.stages,
-                "new_target": cfg.new_target,
-                "low_ttl": cfg.low_ttl,
-                "soak_s": cfg.soak_s,
-            }
-        )
+        result.data.update({"record": cfg.record_name, "stages": cfg.stages, "new_target": cfg.new_target})
         if zone_id is None:
             if cfg.create_zone:
-                result.changes.append(Change("create", f"HostedZone/{cfg.zone_name}", "sandbox: no zone yet"))
+                result.changes.append(Change("create", f"HostedZone/{cfg.zone_name}"))
             else:
                 result.findings.append(
-                    Finding(
-                        "block",
-                        f"no Route53 hosted zone contains {cfg.record_name}",
-                        "create the zone (foundation phase) or set [steps.dns-cutover] hosted_zone_id",
-                    )
+                    Finding("block", f"no Route53 hosted zone contains {cfg.record_name}", "set hosted_zone_id")
                 )
-            result.unknown.append("current TTL and weights (no zone yet)")
-            records: list[RecordSet] = []
-        else:
-            records = self._records(ctx, cfg, zone_id)
-        old_target = self._old_target(cfg, records)
-        if old_target is None and zone_id is not None:
+        elif self._old_target(cfg, ctx, zone_id) is None:
             result.findings.append(
-                Finding(
-                    "block",
-                    f"no current record {cfg.record_name} and no old_target setting",
-                    'set [steps.dns-cutover] old_target = "<compose host>"',
-                )
+                Finding("block", f"no current record {cfg.record_name} and no old_target", 'set old_target = "<host>"')
             )
-        weights = {r.set_id: r.weight for r in records if r.set_id}
-        old_ttl = max((r.ttl or 0 for r in records), default=0)
-        ttl_cp = ctx.checkpoints.get("ttl")
-        if ttl_cp and ttl_cp.get("waited"):
-            result.in_place.append(f"TTL lowered to {cfg.low_ttl}s and old TTL waited out")
-        else:
-            wait = old_ttl if not ttl_cp else ttl_cp.get("old_ttl", old_ttl)
-            result.changes.append(
-                Change("update", f"{cfg.record_name} TTL", f"{old_ttl}s -> {cfg.low_ttl}s, then wait {wait}s")
-            )
+        if cfg.health_check and not ctx.checkpoints.get("health-check"):
+            result.changes.append(Change("create", "Route53 health check", cfg.health_check_url or cfg.direct_urls[:1]))
         for weight in cfg.stages:
-            state = self.stage_state(ctx, weight)
-            if state and state.get("passed"):
+            state = ctx.checkpoints.get(f"stage-{weight}") or {}
+            if state.get("passed"):
                 result.in_place.append(f"stage {weight}% reached and soaked")
             else:
-                result.changes.append(
-                    Change(
-                        "update",
-                        f"{cfg.record_name} weights",
-                        f"{cfg.new_set_id}={weight} {cfg.old_set_id}={100 - weight}; soak {cfg.soak_s:g}s",
-                    )
-                )
-        result.data["current_weights"] = weights
+                detail = f"soak {cfg.soak_s:g}s, >= {cfg.min_sample} requests per URL ({cfg.sample_with})"
+                result.changes.append(Change("update", f"{cfg.record_name} {weight}% new", detail))
         return result
 
     def apply(self, ctx: StepContext) -> Outputs:
-        cfg = CutoverSettings(ctx)
-        blocking = [f for f in cfg.problems() if f.level == "block"]
+        cfg = self.cfg(ctx)
+        blocking = [f for f in self.problems(cfg) if f.level == "block"]
         if blocking:
             raise ConfigError(f"dns-cutover cannot start: {blocking[0].message}", "", blocking[0].fix)
         r53 = self.r53(ctx)
@@ -270,109 +258,90 @@ class DnsCutover(Step):
                 )
             ctx.intent("route53-create-zone", zone=cfg.zone_name)
             zone_id = r53.create_zone(cfg.zone_name, caller_reference=f"bpmigrate-{ctx.env_name}-{cfg.zone_name}")
-        records = self._records(ctx, cfg, zone_id)
-
+        hc = ctx.checkpoints.get("health-check") or {}
+        if cfg.health_check and not hc:
+            url = cfg.health_check_url or cfg.direct_urls[0]
+            ctx.intent("route53-health-check", url=url)
+            hc = {"id": r53.ensure_health_check(url, caller_reference=f"bpmigrate-{ctx.env_name}-{cfg.record_name}")}
+            ctx.checkpoints.put("health-check", hc)
         # 1. lower the TTL, wait out the old one (checkpointed before and after: resumable without waiting twice)
         ttl_cp = ctx.checkpoints.get("ttl")
         if ttl_cp is None:
-            old_target = self._old_target(cfg, records)
+            old_target = self._old_target(cfg, ctx, zone_id)
             if old_target is None:
                 raise StepFailed(
                     f"no current record {cfg.record_name} and no old_target setting",
                     "the cutover needs to know where traffic goes today",
                     'set [steps.dns-cutover] old_target = "<compose host>"',
                 )
-            old_ttl = max((r.ttl or 0 for r in records), default=0)
-            ttl_cp = {
-                "old_ttl": old_ttl,
-                "low_ttl": cfg.low_ttl,
-                "old_target": old_target,
-                "zone_id": zone_id,
-                "lowered_at": None,
-                "waited": False,
-            }
+            records = r53.record_sets(zone_id, cfg.record_name, cfg.record_type)
+            ttl_cp = {"old_ttl": max((r.ttl or 0 for r in records), default=0), "old_target": old_target}
+            ttl_cp |= {"zone_id": zone_id, "lowered_at": None, "waited": False}
             ctx.checkpoints.put("ttl", ttl_cp)
-        old_target = str(ttl_cp["old_target"])
+        pair = self.pair(cfg, str(ttl_cp["old_target"]), hc.get("id"))
         if ttl_cp.get("lowered_at") is None:
-            simple = [r for r in self._records(ctx, cfg, zone_id) if not r.is_weighted]
-            weights = r53.weights(zone_id, cfg.record_name, cfg.record_type)
-            current_new = int(weights.get(cfg.new_set_id, 0))
-            ctx.intent(
-                "route53-lower-ttl",
-                zone_id=zone_id,
-                record=cfg.record_name,
-                old_ttl=ttl_cp["old_ttl"],
-                new_ttl=cfg.low_ttl,
-                convert_simple=bool(simple),
-            )
-            sync = self._shift(
-                ctx,
-                cfg,
+            simple = [r for r in r53.record_sets(zone_id, cfg.record_name, cfg.record_type) if not r.is_weighted]
+            current = int(r53.weights(zone_id, cfg.record_name, cfg.record_type).get(cfg.new_set_id, 0))
+            ctx.intent("route53-lower-ttl", zone_id=zone_id, record=cfg.record_name, new_ttl=cfg.low_ttl)
+            change = r53.shift(
                 zone_id,
-                current_new,
-                old_target,
+                pair,
+                current,
                 deletes=simple,
-                comment=f"bpmigrate dns-cutover: TTL {ttl_cp['old_ttl']} -> {cfg.low_ttl}",
+                comment="bpmigrate dns-cutover: lower TTL",
+                timeout_s=cfg.insync_timeout_s,
+                poll_s=cfg.insync_poll_s,
             )
-            ttl_cp = {**ttl_cp, "lowered_at": self.clock.now(), "change": sync}
+            ttl_cp = {**ttl_cp, "lowered_at": self.clock.now(), "change": change}
             ctx.checkpoints.put("ttl", ttl_cp)
         if not ttl_cp.get("waited"):
             remaining = float(ttl_cp["lowered_at"]) + float(ttl_cp["old_ttl"]) - self.clock.now()
             if remaining > 0:
                 ctx.log(f"dns-cutover: waiting {remaining:.0f}s for the old TTL ({ttl_cp['old_ttl']}s) to expire")
                 self.clock.sleep(remaining)
-            ttl_cp = {**ttl_cp, "waited": True, "waited_until": self.clock.now()}
+            ttl_cp = {**ttl_cp, "waited": True}
             ctx.checkpoints.put("ttl", ttl_cp)
-
-        # 2. shift the weights stage by stage; each stage soaks under probes; a breach reverts
+        # 2. stage by stage; each stage is decided on samples; a breach reverts
         evidence: dict[str, Any] = {}
         for weight in cfg.stages:
-            state = self.stage_state(ctx, weight)
+            state = ctx.checkpoints.get(f"stage-{weight}")
             if state and state.get("passed"):
                 evidence[str(weight)] = state
                 continue
-            ctx.intent(
-                "route53-shift-weight",
-                zone_id=zone_id,
-                record=cfg.record_name,
-                weights={cfg.new_set_id: weight, cfg.old_set_id: 100 - weight},
-            )
-            sync = self._shift(ctx, cfg, zone_id, weight, old_target)
+            ctx.intent("route53-shift-weight", zone_id=zone_id, record=cfg.record_name, new_weight=weight)
+            change = r53.shift(zone_id, pair, weight, timeout_s=cfg.insync_timeout_s, poll_s=cfg.insync_poll_s)
             applied_at = self.clock.now()
-            ctx.checkpoints.put(
-                f"stage-{weight}", {"weight": weight, "applied_at": applied_at, "passed": False, "change": sync}
-            )
+            ctx.checkpoints.put(f"stage-{weight}", {"weight": weight, "applied_at": applied_at, "passed": False})
             probes = self.soak(ctx, cfg, weight)
-            state = {
-                "weight": weight,
-                "applied_at": applied_at,
-                "change": sync,
-                "probes": probes,
-                "passed": probes["ok"],
-            }
+            state = {"weight": weight, "applied_at": applied_at, "change": change, "probes": probes}
+            state["passed"] = probes["ok"]
             if not probes["ok"]:
-                self._revert(ctx, cfg, zone_id, old_target, weight, state, evidence)
+                self._revert(ctx, cfg, zone_id, pair, weight, state, evidence)
             state["passed_at"] = self.clock.now()
             ctx.checkpoints.put(f"stage-{weight}", state)
             evidence[str(weight)] = state
             ctx.log(
-                f"dns-cutover: stage {weight}% held for {probes['soak_s']:g}s; worst p95 "
-                f"{probes['worst_p95_ms']:.1f} ms, worst error rate {probes['worst_error_rate']:.3f}"
+                f"dns-cutover: stage {weight}% held {probes['soak_s']:g}s on {probes['requests']} requests; worst "
+                f"p95 {probes['worst_p95_ms']:.1f} ms, worst error rate {probes['worst_error_rate']:.4f}"
             )
-
         completed_at = float(evidence[str(cfg.stages[-1])]["passed_at"])
         return {
             "zone_id": zone_id,
             "record": cfg.record_name,
             "record_type": cfg.record_type,
-            "old_target": old_target,
-            "new_target": cfg.new_target,
+            "old_target": pair.old_target,
+            "new_target": pair.new_target,
             "old_set_id": cfg.old_set_id,
             "new_set_id": cfg.new_set_id,
+            "new_alias_zone_id": cfg.new_alias_zone_id,
+            "health_check_id": hc.get("id"),
             "old_ttl": ttl_cp["old_ttl"],
             "low_ttl": cfg.low_ttl,
+            "direct_urls": cfg.direct_urls,
+            "record_urls": cfg.record_urls,
             "stages": evidence,
             "completed_at": iso(completed_at),
+            "completed_ts": completed_at,
             "bake_time_s": cfg.bake_time_s,
             "one_way_after": iso(completed_at + cfg.bake_time_s),
         }
@@ -380,73 +349,61 @@ class DnsCutover(Step):
     def _revert(
         self,
         ctx: StepContext,
-        cfg: CutoverSettings,
+        cfg: Any,
         zone_id: str,
-        old_target: str,
+        pair: WeightedPair,
         weight: int,
         state: dict[str, Any],
         evidence: dict[str, Any],
     ) -> None:
-        ctx.intent(
-            "route53-revert",
-            zone_id=zone_id,
-            record=cfg.record_name,
-            failed_stage=weight,
-            weights={cfg.new_set_id: 0, cfg.old_set_id: 100},
+        ctx.intent("route53-revert", zone_id=zone_id, record=cfg.record_name, failed_stage=weight)
+        state["reverted"] = self.r53(ctx).shift(
+            zone_id,
+            pair,
+            0,
+            comment=f"bpmigrate dns-cutover: REVERT at {weight}%",
+            timeout_s=cfg.insync_timeout_s,
+            poll_s=cfg.insync_poll_s,
         )
-        revert_sync = self._shift(
-            ctx, cfg, zone_id, 0, old_target, comment=f"bpmigrate dns-cutover: REVERT at {weight}%"
-        )
-        state["reverted"] = revert_sync
         ctx.checkpoints.put(f"stage-{weight}", state)
         record = {"failed_stage": weight, "at": iso(self.clock.now()), "stages": {**evidence, str(weight): state}}
         ctx.checkpoints.put("revert", record)
         path = ctx.artifacts_dir() / f"cutover-revert-{int(self.clock.now())}.json"
-        sha, size = ctx.adapters.get("archive").write_text(
-            path, json.dumps(record, indent=2, sort_keys=True, default=str)
-        )
+        sha, size = ctx.adapters.get("archive").write_text(path, json.dumps(record, indent=2, default=str))
         ctx.artifact("cutover-evidence", path, sha, size)
         probes = state["probes"]
         raise StepFailed(
-            f"dns-cutover: probes failed at stage {weight}% — traffic REVERTED to the old stack (100 % {cfg.old_set_id})",
+            f"dns-cutover: samples failed at stage {weight}% — traffic REVERTED to the old stack (100 % {cfg.old_set_id})",
             f"{probes['breach']}; rounds={probes['rounds']}, worst p95={probes['worst_p95_ms']:.1f} ms, worst error "
-            f"rate={probes['worst_error_rate']:.3f}; evidence: {path}",
+            f"rate={probes['worst_error_rate']:.4f}; evidence: {path}",
             f"fix the new stack, then `bpmigrate apply --step dns-cutover --env {ctx.env_name}` (resumes at stage {weight}%)",
         )
 
     def verify(self, ctx: StepContext) -> list[Check]:
-        cfg = CutoverSettings(ctx)
+        cfg = self.cfg(ctx)
         zone_id = self.zone(ctx, cfg)
         if zone_id is None:
             return [Check("hosted zone exists", False, None, cfg.zone_name)]
-        records = {r.set_id: r for r in self._records(ctx, cfg, zone_id)}
-        new = records.get(cfg.new_set_id)
-        old = records.get(cfg.old_set_id)
+        records = {r.set_id: r for r in self.r53(ctx).record_sets(zone_id, cfg.record_name, cfg.record_type)}
+        new, old = records.get(cfg.new_set_id), records.get(cfg.old_set_id)
         checks = [
+            Check(f"{cfg.new_set_id} weight", new is not None and new.weight == 100, new and new.weight, 100),
             Check(
-                f"{cfg.new_set_id} weight",
-                new is not None and new.weight == 100,
-                None if new is None else new.weight,
-                100,
-            ),
-            Check(
-                f"{cfg.old_set_id} record kept (old stack still reachable by rollback)",
-                old is not None,
-                None if old is None else f"weight {old.weight}",
-                "present, weight 0",
-            ),
-            Check(
-                f"{cfg.old_set_id} weight", old is not None and old.weight == 0, None if old is None else old.weight, 0
+                f"{cfg.old_set_id} record kept at weight 0", old is not None and old.weight == 0, old and old.weight, 0
             ),
         ]
-        if new is not None and new.alias is None:
-            checks.append(Check("TTL lowered", new.ttl == cfg.low_ttl, new.ttl, cfg.low_ttl))
-        ok, results = self._probe_round(ctx, cfg)
+        if cfg.health_check:
+            hc = (ctx.checkpoints.get("health-check") or {}).get("id")
+            attached = new is not None and new.health_check_id is not None and new.health_check_id == hc
+            checks.append(
+                Check("new record carries the Route53 health check", attached, new and new.health_check_id, hc)
+            )
+        results = self._round(ctx, cfg.model_copy(update={"min_sample": min(cfg.min_sample, 100)}), 100)
         checks.append(
             Check(
-                "new stack probes within SLO",
-                ok,
-                results,
+                "new stack within SLO (direct and through the record)",
+                all(r["ok"] for r in results),
+                [{k: r.get(k) for k in ("via", "url", "count", "error_rate", "p95_ms")} for r in results],
                 f"error rate <= {cfg.max_error_rate}, p95 <= {cfg.max_p95_ms} ms",
             )
         )
@@ -454,42 +411,44 @@ class DnsCutover(Step):
 
     def rollback(self, ctx: StepContext) -> None:
         """Send all traffic back to the old stack (weights old=100, new=0). Refused after the bake-time fence."""
-        cfg = CutoverSettings(ctx)
-        fence = self._fence(ctx, cfg)
-        force = bool(getattr(ctx, "force_past_fence", False) or ctx.setting("force_past_fence", False))
-        if fence is not None and self.clock.now() >= fence and not force:
+        cfg = self.cfg(ctx)
+        done = ctx.checkpoints.get("stage-100") or {}
+        fence = float(done["passed_at"]) + cfg.bake_time_s if done.get("passed_at") is not None else None
+        if fence is not None and self.clock.now() >= fence and not (ctx.force_past_fence or cfg.force_past_fence):
             raise FenceRefused(
                 f"dns-cutover passed its one-way fence at {iso(fence)} (bake time {cfg.bake_time_s:g}s after 100 %)",
-                "after the bake time the old stack may hold stale data or be decommissioned; rolling DNS back could lose writes",
+                "after the bake time the old stack may be decommissioned; sending traffic back could reach nothing",
                 f"bpmigrate rollback --step dns-cutover --env {ctx.env_name} --force-past-fence",
             )
         zone_id = self.zone(ctx, cfg)
         if zone_id is None:
             return
-        records = {r.set_id: r for r in self._records(ctx, cfg, zone_id)}
-        old = records.get(cfg.old_set_id)
+        records = {r.set_id: r for r in self.r53(ctx).record_sets(zone_id, cfg.record_name, cfg.record_type)}
+        old, new = records.get(cfg.old_set_id), records.get(cfg.new_set_id)
         if old is None or not old.values:
             ctx.log("dns-cutover rollback: no weighted records found; nothing to undo")
             return
-        new = records.get(cfg.new_set_id)
-        if old.weight == 100 and (new is None or not new.weight):
-            ctx.log("dns-cutover rollback: all traffic already on the old stack")
-            self._clear_stages(ctx, cfg)
-            return
-        ctx.intent(
-            "route53-rollback",
-            zone_id=zone_id,
-            record=cfg.record_name,
-            weights={cfg.new_set_id: 0, cfg.old_set_id: 100},
-        )
-        sync = self._shift(ctx, cfg, zone_id, 0, old.values[0], comment="bpmigrate dns-cutover: ROLLBACK to old stack")
-        ctx.log(
-            f"dns-cutover rollback: 100 % to {cfg.old_set_id} ({old.values[0]}), change {sync['change_id']} {sync['status']}"
-        )
-        self._clear_stages(ctx, cfg)
-
-    def _clear_stages(self, ctx: StepContext, cfg: CutoverSettings) -> None:
-        ttl = ctx.checkpoints.get("ttl")
+        if not (old.weight == 100 and (new is None or not new.weight)):
+            ctx.intent("route53-rollback", zone_id=zone_id, record=cfg.record_name, new_weight=0)
+            pair = self.pair(cfg, old.values[0], new.health_check_id if new else None)
+            change = self.r53(ctx).shift(
+                zone_id,
+                pair,
+                0,
+                comment="bpmigrate dns-cutover: ROLLBACK to old stack",
+                timeout_s=cfg.insync_timeout_s,
+                poll_s=cfg.insync_poll_s,
+            )
+            ctx.log(f"dns-cutover rollback: 100 % to {cfg.old_set_id} ({old.values[0]}), change {change['change_id']}")
+        ttl, hc = ctx.checkpoints.get("ttl"), ctx.checkpoints.get("health-check")
         ctx.checkpoints.clear()
-        if ttl is not None:
-            ctx.checkpoints.put("ttl", ttl)
+        for key, value in (("ttl", ttl), ("health-check", hc)):
+            if value is not None:
+                ctx.checkpoints.put(key, value)
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        stages = outputs.get("stages") or {}
+        if not stages:
+            return ""
+        n = sum(int((s.get("probes") or {}).get("requests") or 0) for s in stages.values())
+        return f"{outputs.get('record')} → {outputs.get('new_target')} · stages {'/'.join(stages)} % · {n:,} requests sampled"

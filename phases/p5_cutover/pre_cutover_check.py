@@ -1,4 +1,4 @@
-"""Step ``pre-cutover-check``: Pre-cutover checklist: the guide's validation list, run as checks right before DNS moves."""
+"""Step ``pre-cutover-check``: the guide's validation list as gates that fit a live source, run right before the switch."""
 
 from __future__ import annotations
 
@@ -6,73 +6,110 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from migrate.errors import BpmError, VerifyFailed
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from pydantic import Field
 
-from ._common import (
-    PHASE,
-    Clock,
-    app_namespaces,
-    data_steps,
-    iso,
-    kube_unreachable,
-    parse_ts,
-    rerun_data_verification,
-    rerun_verify,
-    step_class,
-)
+from migrate.errors import BpmError, VerifyFailed
+from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
+
+from .._sync import _pgsync
+from ._common import PHASE, Clock, app_namespaces, iso, kube_unreachable, parse_ts
+
+
+def _summarize(name: str, checks: list[Check]) -> Check:
+    failed = [c for c in checks if not c.ok]
+    return Check(
+        name,
+        bool(checks) and not failed,
+        f"{len(checks) - len(failed)}/{len(checks)} checks pass",
+        "all checks pass",
+        "; ".join(f"{c.name}: observed {c.observed}, expected {c.expected}" for c in failed[:10]),
+    )
 
 
 class PreCutoverCheck(Step):
-    """Pre-cutover checklist: the guide's validation list, run as checks right before DNS moves.
+    """Pre-cutover checklist, as gates that hold while the source still takes writes.
 
-    * data-phase verification still green — every phase-2 step's ``verify`` is RE-RUN now against the live
-      databases (row counts, checksums), not read from the ledger;
+    * continuous sync healthy — ``pg-sync``'s and ``redis-sync``'s own proofs RE-RUN now (subscription enabled
+      with a running worker, slot active, replication lag under ``max_lag_bytes``, follower alive and lag under
+      its bound);
+    * no drift on what replication confirmed — per table with an integer key: the rows up to the source's max key
+      at a snapshot, counted on the target once the subscription confirmed that snapshot's LSN (re-measured up to
+      ``drift_attempts`` times: a concurrent update of an old row moves both sides). Never exact counts of tables
+      that are still being written; with no continuous sync (stop-the-world path) ``data-validate`` is re-run;
     * services healthy — each ``health_urls`` entry answers 2xx/3xx; with a cluster, every Deployment in the app
-      namespaces has all replicas available;
-    * smoke tests pass — the ``app-smoke`` step's checks are re-run, and each ``smoke_urls`` entry (GET) answers
-      with the expected status;
-    * load-test gate recorded within ``load_test_max_age_h`` hours (default 24) — from the ``load-test`` step's
-      recorded timestamp, and that gate passed.
+      namespaces has all replicas available; ``app-smoke``'s checks re-run, ``smoke_urls`` answer as expected;
+    * load-test gate recorded within ``load_test_max_age_h`` hours and passed.
 
     Read-only: apply records the checklist result; rollback is a no-op.
     """
 
     id = "pre-cutover-check"
-    title = "Pre-cutover checklist (re-run data verification, health, smoke, load gate)"
+    title = "Pre-cutover checklist (sync health, confirmed-range drift, health, smoke, load gate)"
     phase = PHASE
-    # the data steps are listed so their outputs (read by their verify) are recorded before this re-runs them
-    depends_on = ("data-validate", "redis-verify", "app-smoke", "load-test", "security-hardening")
+    depends_on = (
+        "pg-sync",
+        "redis-sync",
+        "data-validate",
+        "redis-verify",
+        "app-smoke",
+        "load-test",
+        "security-hardening",
+    )
     reversibility = Reversibility.REVERSIBLE
     clock: ClassVar[Clock] = Clock()
 
-    def skip_reason(self, ctx: StepContext) -> str | None:
-        """Sandbox only: no service can be observed (no cluster, no health_urls, app-smoke not recorded)."""
-        if (
-            ctx.is_sandbox
-            and not ctx.setting("health_urls")
-            and "app-smoke" not in ctx.upstream
-            and kube_unreachable(ctx)
-        ):
-            return (
-                "no services to check in this sandbox (no Kubernetes cluster, no [steps.pre-cutover-check] health_urls, "
-                "app-smoke not recorded)"
-            )
-        return None
+    class Settings(StepSettings):
+        health_urls: list[str] = Field(default_factory=list, description="each must answer 2xx/3xx")
+        smoke_urls: list[Any] = Field(default_factory=list, description='"url" or {url, status}: extra GET checks')
+        timeout_s: float = Field(5, gt=0, description="per HTTP request")
+        load_test_max_age_h: float = Field(24, gt=0, description="the load-test gate must be this recent")
+        namespaces: list[str] = Field(default_factory=list, description="app namespaces (default: kube.namespace)")
+        drift_attempts: int = Field(3, ge=1, description="re-measure a confirmed-range difference this many times")
+        drift_timeout_s: float = Field(60, gt=0, description="wait this long for the subscription to confirm")
 
     def checks(self, ctx: StepContext) -> list[Check]:
-        checks = rerun_data_verification(ctx)
-        checks.extend(self._health(ctx))
-        checks.extend(self._smoke(ctx))
-        checks.append(self._load_gate(ctx))
+        s = ctx.typed(self.Settings)
+        checks = self._data(ctx, s)
+        checks.extend(self._health(ctx, s))
+        checks.extend(self._smoke(ctx, s))
+        checks.append(self._load_gate(ctx, s))
         return checks
 
-    def _health(self, ctx: StepContext) -> list[Check]:
+    def _data(self, ctx: StepContext, s: Any) -> list[Check]:
+        pg_out = ctx.upstream.get("pg-sync", {})
+        checks: list[Check] = []
+        if pg_out.get("subscription") or pg_out.get("driver"):
+            checks.append(_summarize("pg-sync: verify re-run (lag, subscription, slot)", ctx.reverify("pg-sync")))
+        if ctx.upstream.get("redis-sync", {}).get("workdir"):
+            checks.append(_summarize("redis-sync: verify re-run (follower, lag)", ctx.reverify("redis-sync")))
+        if pg_out.get("subscription"):
+            sync = _pgsync(ctx, pg_out.get("name"))
+            try:
+                drift = sync.confirmed_range_drift(
+                    sync.source.tables(), timeout=s.drift_timeout_s, attempts=s.drift_attempts
+                )
+            except BpmError as exc:
+                checks.append(Check("confirmed-range drift", False, str(exc).splitlines()[0], "measured"))
+            else:
+                for table, d in drift.items():
+                    checks.append(
+                        Check(
+                            f"confirmed-range drift {table}",
+                            d["source"] == d["target"],
+                            d,
+                            f"equal rows up to key {d['upto']} (confirmed at {d['lsn']})",
+                        )
+                    )
+        elif not pg_out.get("driver"):  # no stream: the stop-the-world copy is re-verified as it is
+            checks.append(_summarize("data-validate: verify re-run", ctx.reverify("data-validate")))
+        return checks
+
+    def _health(self, ctx: StepContext, s: Any) -> list[Check]:
         http = ctx.adapters.http()
         checks: list[Check] = []
-        for url in ctx.setting("health_urls", []):
+        for url in s.health_urls:
             try:
-                resp = http.get(str(url), timeout=float(ctx.setting("timeout_s", 5)))
+                resp = http.get(str(url), timeout=s.timeout_s)
                 checks.append(Check(f"healthy: {url}", 200 <= resp.status < 400, resp.status, "2xx/3xx"))
             except BpmError as exc:
                 checks.append(Check(f"healthy: {url}", False, str(exc).splitlines()[0], "2xx/3xx"))
@@ -96,19 +133,18 @@ class PreCutoverCheck(Step):
             )
         return checks
 
-    def _smoke(self, ctx: StepContext) -> list[Check]:
+    def _smoke(self, ctx: StepContext, s: Any) -> list[Check]:
         http = ctx.adapters.http()
         checks = []
-        for item in ctx.setting("smoke_urls", []):
+        for item in s.smoke_urls:
             url, expect = (item, 200) if isinstance(item, str) else (str(item["url"]), int(item.get("status", 200)))
             try:
-                resp = http.get(url, timeout=float(ctx.setting("timeout_s", 5)))
+                resp = http.get(url, timeout=s.timeout_s)
                 checks.append(Check(f"smoke: {url}", resp.status == expect, resp.status, expect))
             except BpmError as exc:
                 checks.append(Check(f"smoke: {url}", False, str(exc).splitlines()[0], expect))
-        smoke_cls = step_class("phases.p3_app", "app-smoke")
-        if smoke_cls is not None and ("app-smoke" in ctx.upstream or not checks):
-            checks.append(rerun_verify(ctx, smoke_cls))
+        if "app-smoke" in ctx.upstream:
+            checks.append(_summarize("app-smoke: verify re-run", ctx.reverify("app-smoke")))
         return checks
 
     def _load_gate_time(self, ctx: StepContext, outputs: Mapping[str, Any]) -> float | None:
@@ -126,8 +162,8 @@ class PreCutoverCheck(Step):
             return None  # the last run failed: its time is not the recorded gate's
         return parse_ts(data.get("at"))
 
-    def _load_gate(self, ctx: StepContext) -> Check:
-        max_age_h = float(ctx.setting("load_test_max_age_h", 24))
+    def _load_gate(self, ctx: StepContext, s: Any) -> Check:
+        max_age_h = s.load_test_max_age_h
         outputs = ctx.upstream.get("load-test", {})
         passed = outputs.get("passed", outputs.get("gate_passed", outputs.get("ok")))
         ts = self._load_gate_time(ctx, outputs) if outputs else None
@@ -150,12 +186,11 @@ class PreCutoverCheck(Step):
         )
 
     def plan(self, ctx: StepContext) -> PlanResult:
-        result = PlanResult(
-            changes=[Change("run", "pre-cutover checklist", "data verify, health, smoke, load-test gate")]
+        return PlanResult(
+            changes=[
+                Change("run", "pre-cutover checklist", "sync health, confirmed-range drift, health, smoke, load gate")
+            ]
         )
-        if not data_steps():
-            result.findings.append(Finding("block", "no phase-2 steps found to re-verify", "add phases/p2_data.py"))
-        return result
 
     def apply(self, ctx: StepContext) -> Outputs:
         checks = self.checks(ctx)
@@ -167,7 +202,7 @@ class PreCutoverCheck(Step):
             raise VerifyFailed(
                 f"pre-cutover check: {len(failed)} of {len(checks)} checks failed",
                 "\n".join(f"{c.name}: observed {c.observed}, expected {c.expected} {c.detail}".strip() for c in failed),
-                "fix the failing items, then `bpmigrate apply --step pre-cutover-check` again",
+                f"fix the failing items, then `bpmigrate apply --step pre-cutover-check --env {ctx.env_name}` again",
             )
         return {"checked_at": iso(self.clock.now()), "checks": summary, "passed": True}
 
@@ -176,3 +211,9 @@ class PreCutoverCheck(Step):
 
     def rollback(self, ctx: StepContext) -> None:
         """Nothing to undo: the checklist only reads."""
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        checks = outputs.get("checks") or []
+        if not checks:
+            return ""
+        return f"{sum(1 for c in checks if c.get('ok'))}/{len(checks)} checks pass · at {outputs.get('checked_at')}"

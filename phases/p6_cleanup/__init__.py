@@ -12,6 +12,7 @@ ORDER = (
     "final_backup",
     "decommission",
     "archive",
+    "target_cleanup",
     "cost_report",
     "perf_review",
 )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from pydantic import Field
 
-from ..p5_cutover._common import step_settings
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
+
 from ._common import DEFAULT_COMPOSE_FILE, PHASE, files
 
 
@@ -28,11 +31,45 @@ class Archive(Step):
     depends_on = ("final-backup",)
     reversibility = Reversibility.REVERSIBLE
 
+    class Settings(StepSettings):
+        compose_file: str = Field(DEFAULT_COMPOSE_FILE, description="the old Compose file")
+        paths: list[str] = Field(default_factory=list, description="more files/directories of the old deployment")
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        if not outputs.get("sha256"):
+            return ""
+        return f"{len(outputs.get('members') or [])} files · {int(outputs.get('size') or 0) / 1024:.0f} KiB"
+
     def inputs(self, ctx: StepContext) -> list[str]:
-        compose = str(
-            ctx.setting("compose_file", step_settings(ctx, "decommission").get("compose_file", DEFAULT_COMPOSE_FILE))
-        )
-        return [compose, *[str(p) for p in ctx.setting("paths", [])]]
+        s = ctx.typed(self.Settings)
+        return [s.compose_file or DEFAULT_COMPOSE_FILE, *s.paths]
+
+    def _digests(self, ctx: StepContext) -> dict[str, str]:
+        """arcname -> sha256 of every input file now (what the archive must hold to be current)."""
+        adapter = files(ctx)
+        found, _missing = adapter.resolve_inputs(self.inputs(ctx), ctx.project_root)
+        return {
+            adapter._arcname(f, ctx.project_root): adapter.sha256(f)[0]
+            for f in adapter.files_under(found, ctx.project_root)
+        }
+
+    def _current(self, ctx: StepContext) -> list[Check]:
+        """Is the recorded archive still the archive of these inputs and of the final backup recorded now?"""
+        recorded = ctx.upstream.get(self.id, {})
+        backup = ctx.upstream.get("final-backup", {}).get("sha256")
+        return [
+            Check(
+                "inputs unchanged since archived (the archive is not stale)",
+                recorded.get("inputs") == self._digests(ctx),
+                sorted(recorded.get("inputs") or {}),
+            ),
+            Check(
+                "bound to the final backup recorded now",
+                recorded.get("final_backup_sha256") == backup,
+                recorded.get("final_backup_sha256"),
+                backup,
+            ),
+        ]
 
     def path(self, ctx: StepContext) -> Path:
         return ctx.state_dir / ctx.env_name / "artifacts" / self.id / f"old-config-{ctx.env_name}.tar.gz"
@@ -40,7 +77,13 @@ class Archive(Step):
     def plan(self, ctx: StepContext) -> PlanResult:
         found, missing = files(ctx).resolve_inputs(self.inputs(ctx), ctx.project_root)
         result = PlanResult(data={"inputs": self.inputs(ctx)})
-        result.changes.append(Change("create", str(self.path(ctx)), f"tar.gz of {len(found)} path(s)"))
+        recorded = ctx.upstream.get(self.id, {})
+        stale = [c.name for c in self._current(ctx) if not c.ok]
+        if recorded.get("sha256") and self.path(ctx).is_file() and not stale:
+            result.in_place.append(f"archive {self.path(ctx)} of the current inputs and final backup")
+            return result
+        why = f"re-create (stale: {'; '.join(stale)})" if recorded.get("sha256") else "create"
+        result.changes.append(Change("create", str(self.path(ctx)), f"{why}: tar.gz of {len(found)} path(s)"))
         for item in missing:
             result.findings.append(
                 Finding(
@@ -71,6 +114,9 @@ class Archive(Step):
             "size": result.size,
             "members": list(result.members),
             "missing": missing,
+            "inputs": self._digests(ctx),
+            "run_id": ctx.run_id,
+            "final_backup_sha256": ctx.upstream.get("final-backup", {}).get("sha256"),
         }
 
     def verify(self, ctx: StepContext) -> list[Check]:
@@ -91,6 +137,7 @@ class Archive(Step):
                 len(members),
                 len(recorded.get("members") or []),
             ),
+            *self._current(ctx),
         ]
 
     def rollback(self, ctx: StepContext) -> None:

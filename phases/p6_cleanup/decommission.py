@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from pydantic import Field
 
 from migrate.errors import AdapterError, GateWaiting, StepFailed
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
+from .._sync import reverse_status
 from ..p5_cutover._common import Clock, iso
 from ._common import DEFAULT_COMPOSE_FILE, PHASE, files
 
@@ -24,6 +29,13 @@ class Decommission(Step):
     Otherwise it stops with the exact command to run on the Compose host, and the operator records it with
     ``bpmigrate mark decommission --as verified --reason "compose down run by hand"``.
 
+    Refused until ``post-cutover-watch``'s window ended clean, and while the reverse stream (target → source) of
+    ``data-switch`` still runs: stopping it ends the lossless way back, so it is only done on purpose — set
+    ``reverse_stream = "stop"`` and decommission detaches it (recorded) before stopping anything.
+
+    ``old_stack = {kind = "process", config_file = "..."}`` (the sandbox's old app process) stops that process
+    instead of a Compose project.
+
     Rollback (only with ``--force-past-fence``): ``docker compose up -d`` — the volumes were kept, but the data in
     them is as old as the cutover. Without a Docker engine it stops with the command to run by hand; after running
     it, set ``manual_restart_done = true`` and re-run the rollback (recorded like any other).
@@ -32,16 +44,33 @@ class Decommission(Step):
     id = "decommission"
     title = "Stop the old Docker Compose stack (one-way)"
     phase = PHASE
-    depends_on = ("final-backup", "archive")
+    depends_on = ("final-backup", "archive", "post-cutover-watch", "dns-cutover", "data-switch", "pg-sync")
     reversibility = Reversibility.ONE_WAY
     destructive = True
     gate = "stops the old Docker Compose stack; after this, DNS rollback to the old stack is no longer possible"
 
+    class Settings(StepSettings):
+        compose_file: str = Field(DEFAULT_COMPOSE_FILE, description="the old stack's Compose file")
+        compose_project: str = Field("betterprompts", description="its Compose project name")
+        docker_host: str | None = Field(None, description="DOCKER_HOST, e.g. ssh://deploy@compose-host")
+        old_health_url: str | None = Field(None, description="verify: must no longer answer")
+        old_stack: dict[str, Any] = Field(default_factory=dict, description='{kind = "process", config_file}')
+        reverse_stream: str = Field("keep", pattern="^(keep|stop)$", description='"stop" = detach it on purpose')
+        compose_in_sandbox: bool = Field(False, description="run the Compose path in a sandbox too")
+        allow_without_dns_cutover: bool = Field(False, description="no dns-cutover recorded is acceptable")
+        allow_without_watch: bool = Field(False, description="no post-cutover-watch recorded is acceptable")
+        manual_restart_done: bool = Field(False, description="rollback: the operator restarted the stack by hand")
+
     def skip_reason(self, ctx: StepContext) -> str | None:
         """Sandbox only: the rehearsal has no Compose stack of its own to stop."""
-        if ctx.is_sandbox and "dns-cutover" not in ctx.upstream and not ctx.setting("compose_in_sandbox", False):
-            return "the sandbox rehearsal has no old Compose stack to stop (dns-cutover did not run here)"
+        s = ctx.typed(self.Settings)
+        if ctx.is_sandbox and "dns-cutover" not in ctx.upstream and not (s.compose_in_sandbox or s.old_stack):
+            return "the sandbox rehearsal has no old stack to stop (dns-cutover did not run here)"
         return None
+
+    def _process(self, ctx: StepContext) -> Path | None:
+        old = ctx.typed(self.Settings).old_stack
+        return Path(str(old["config_file"])) if old.get("kind") == "process" and old.get("config_file") else None
 
     def compose_args(self, ctx: StepContext, *action: str) -> list[str]:
         compose_file = str(ctx.setting("compose_file", DEFAULT_COMPOSE_FILE))
@@ -90,6 +119,27 @@ class Decommission(Step):
             checks.append(
                 Check("final backup sha256 unchanged", sha == backup.get("sha256"), sha, backup.get("sha256"))
             )
+        s = ctx.typed(self.Settings)
+        watch = ctx.upstream.get("post-cutover-watch") or {}
+        ended = watch.get("ends_ts") is not None and float(watch["ends_ts"]) <= Clock().now()
+        checks.append(
+            Check(
+                "post-cutover watch window ended clean",
+                (ended and bool(watch.get("clean"))) or s.allow_without_watch,
+                f"ends {watch.get('ends_at')}, clean={watch.get('clean')}" if watch else None,
+                "window over, no breach",
+            )
+        )
+        rev = reverse_status(ctx, dict(ctx.upstream.get("pg-sync") or {}))
+        running = bool(rev["pg"]) or bool(rev["redis"])
+        checks.append(
+            Check(
+                "reverse stream stopped on purpose",
+                not running or s.reverse_stream == "stop",
+                f"running (lag {rev['lag_bytes']} bytes)" if running else "stopped",
+                'stopped, or [steps.decommission] reverse_stream = "stop"',
+            )
+        )
         cut = ctx.upstream.get("dns-cutover")
         if cut and cut.get("zone_id"):
             r53 = ctx.adapters.get("aws_route53")
@@ -100,7 +150,7 @@ class Decommission(Step):
             checks.append(
                 Check(
                     "dns-cutover recorded",
-                    bool(ctx.setting("allow_without_dns_cutover", False)),
+                    s.allow_without_dns_cutover,
                     None,
                     "dns-cutover outputs",
                 )
@@ -116,6 +166,12 @@ class Decommission(Step):
                         "block", f"precondition failed: {check.name} (observed {check.observed})", "see the runbook"
                     )
                 )
+        if ctx.typed(self.Settings).reverse_stream == "stop":
+            result.changes.append(Change("delete", "reverse stream (target -> source)", "the way back ends here"))
+        process = self._process(ctx)
+        if process is not None:
+            result.changes.append(Change("delete", f"old stack process ({process.parent.name})", "stopped for good"))
+            return result
         reason = self.docker_unavailable(ctx)
         if reason:
             result.changes.append(Change("run", "manual: " + self.manual_command(ctx), reason))
@@ -139,6 +195,16 @@ class Decommission(Step):
                 "the old stack is the only way back until these hold",
                 f"bpmigrate --env {ctx.env_name} verify final-backup; bpmigrate --env {ctx.env_name} show dns-cutover",
             )
+        out: dict[str, Any] = {}
+        if ctx.typed(self.Settings).reverse_stream == "stop":
+            out["reverse_stream_stopped"] = self._stop_reverse(ctx)
+        process = self._process(ctx)
+        if process is not None:
+            from migrate.adapters.fences import stop_process
+
+            ctx.intent("stop-old-stack-process", config_file=str(process))
+            pid = stop_process(process)
+            return out | {"method": "process", "pid": pid, "stopped_at": iso(Clock().now())}
         reason = self.docker_unavailable(ctx)
         if reason:
             raise GateWaiting(
@@ -150,9 +216,33 @@ class Decommission(Step):
         args = self.compose_args(ctx, "down", "--remove-orphans")
         ctx.intent("docker-compose-down", command=" ".join(args))
         ctx.adapters.proc().run(args, env=self.docker_env(ctx), cwd=ctx.project_root, timeout=600, service="docker")
-        return {"method": "docker", "command": " ".join(args), "stopped_at": iso(Clock().now()), "volumes_kept": True}
+        return out | {
+            "method": "docker",
+            "command": " ".join(args),
+            "stopped_at": iso(Clock().now()),
+            "volumes_kept": True,
+        }
+
+    def _stop_reverse(self, ctx: StepContext) -> list[str]:
+        from .._sync import _pgsync, redis_reverse_stop
+
+        done: list[str] = []
+        pg_out = dict(ctx.upstream.get("pg-sync") or {})
+        if pg_out.get("subscription"):
+            rev = _pgsync(ctx, pg_out.get("name")).reverse()
+            ctx.intent("detach-reverse-stream", name=rev.name)
+            done += rev.teardown()
+        if redis_reverse_stop(ctx):
+            done.append("redis reverse follower")
+        return done
 
     def verify(self, ctx: StepContext) -> list[Check]:
+        process = self._process(ctx)
+        if process is not None:
+            from migrate.adapters.fences import process_alive
+
+            alive = process_alive(process)
+            return [Check("old stack process stopped", not alive, "running" if alive else "stopped", "stopped")]
         if self.docker_unavailable(ctx):
             url = ctx.setting("old_health_url")
             if not url:
@@ -192,3 +282,10 @@ class Decommission(Step):
             )
         ctx.intent("docker-compose-up", command=" ".join(up))
         ctx.adapters.proc().run(up, env=self.docker_env(ctx), cwd=ctx.project_root, timeout=600, service="docker")
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        if not outputs.get("stopped_at"):
+            return ""
+        how = f"process {outputs.get('pid')}" if outputs.get("method") == "process" else "docker compose down"
+        extra = " · reverse stream detached" if outputs.get("reverse_stream_stopped") else ""
+        return f"old stack stopped ({how}) at {outputs['stopped_at']}{extra}"

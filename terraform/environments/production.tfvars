@@ -6,7 +6,8 @@ vpc_cidr    = "10.0.0.0/16"
 
 single_nat_gateway = false
 
-eks_public_access_cidrs = ["0.0.0.0/0"]
+# the operators' VPN/office egress (documentation range here: replace it); 0.0.0.0/0 is refused in production
+eks_public_access_cidrs = ["203.0.113.0/24"]
 
 system_node_instance_types      = ["t3a.medium"]
 system_node_scaling             = { min = 2, desired = 2, max = 4 }

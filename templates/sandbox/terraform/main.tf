@@ -54,3 +54,10 @@ module "ecr" {
   region     = var.aws_region
   account_id = var.aws_account_id
 }
+
+module "waf" {
+  source     = "./modules/waf"
+  name       = "${local.name}-alb"
+  region     = var.aws_region
+  account_id = var.aws_account_id
+}

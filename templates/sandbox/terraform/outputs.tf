@@ -62,3 +62,7 @@ output "elasticache_replication_group_id" {
 output "ecr_repository_urls" {
   value = module.ecr.repository_urls
 }
+
+output "waf_web_acl_arn" {
+  value = module.waf.web_acl_arn
+}

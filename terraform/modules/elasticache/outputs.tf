@@ -22,3 +22,13 @@ output "security_group_id" {
   description = "Security group of the replication group."
   value       = aws_security_group.this.id
 }
+
+output "auth_secret_arn" {
+  description = "Secrets Manager secret holding the AUTH token (the value never appears in outputs)."
+  value       = aws_secretsmanager_secret.auth.arn
+}
+
+output "kms_key_arn" {
+  description = "KMS key encrypting the replication group at rest."
+  value       = aws_kms_key.this.arn
+}

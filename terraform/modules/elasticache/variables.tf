@@ -64,3 +64,9 @@ variable "port" {
   type        = number
   default     = 6379
 }
+
+variable "secret_recovery_window_days" {
+  description = "Days Secrets Manager keeps a deleted AUTH token secret (0 = delete at once, for rehearsals)."
+  type        = number
+  default     = 7
+}

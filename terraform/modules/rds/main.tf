@@ -59,6 +59,11 @@ resource "aws_db_parameter_group" "this" {
   }
 }
 
+resource "aws_kms_key" "this" {
+  description         = "RDS ${var.identifier} encryption at rest"
+  enable_key_rotation = true
+}
+
 resource "aws_db_instance" "this" {
   identifier     = var.identifier
   engine         = "postgres"
@@ -74,6 +79,7 @@ resource "aws_db_instance" "this" {
   max_allocated_storage = var.max_allocated_storage
   storage_type          = "gp3"
   storage_encrypted     = true
+  kms_key_id            = aws_kms_key.this.arn
 
   multi_az               = var.multi_az
   db_subnet_group_name   = aws_db_subnet_group.this.name

@@ -30,6 +30,13 @@ class FileStep(Step):
         sleep = os.environ.get("BPM_TEST_SLEEP", "")
         if sleep.startswith(f"{self.id}:"):
             time.sleep(float(sleep.split(":")[1]))
+        steps_ = os.environ.get("BPM_TEST_PROGRESS", "")  # "<step>:<n>": report n rows, 0.2 s apart
+        if steps_.startswith(f"{self.id}:"):
+            total = int(steps_.split(":")[1])
+            with ctx.progress("copy rows", total=total, unit="rows") as bar:
+                for _ in range(total):
+                    time.sleep(0.2)
+                    bar.advance(1)
         create_once(ctx, self.filename, self.id)
         maybe_die(self.id, "after-effect")
         return {"file": self.filename, "db_url": "postgresql://app:hunter2secret@db:5432/x"}

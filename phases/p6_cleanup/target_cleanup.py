@@ -1,0 +1,124 @@
+"""Step ``target-cleanup``: Leave nothing of bpmigrate's behind: drop ``_bpmigrate`` from the target, prove no slot, publication, subscription or follower is left."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
+
+from migrate.errors import StepFailed
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
+
+from ._common import PHASE
+
+_KINDS = ("slots", "publications", "subscriptions")
+
+
+class TargetCleanup(Step):
+    """Leave nothing of bpmigrate's behind: drop ``_bpmigrate`` from the target, prove no slot, publication,
+    subscription or follower is left.
+
+    Runs once the final backup is verified (after the cutover watch: no step needs the restore, copy or sync state
+    any more). Apply drops the schema ``_bpmigrate`` from the target (and from the source, where a reverse stream may
+    have kept state). Replication objects are never dropped here: a slot, publication or subscription named ``bpm_…``
+    (forward or reverse stream) or a live process marked as this environment's bpmigrate means a step still runs;
+    plan blocks naming each with the command that removes it (the owning step's rollback). Verify proves every
+    absence on both sides and on this host. Rollback has nothing to restore (the schema held only progress records).
+    """
+
+    id = "target-cleanup"
+    title = "Remove bpmigrate's schema and prove no replication object or follower is left"
+    phase = PHASE
+    depends_on = ("final-backup",)
+    reversibility = Reversibility.REVERSIBLE
+
+    class Settings(StepSettings):
+        check_processes: bool = Field(True, description="also prove no marked bpmigrate process of this env is alive")
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        if "dropped" not in outputs:
+            return ""
+        dropped = outputs.get("dropped") or []
+        return f"dropped {', '.join(dropped)}" if dropped else "nothing to drop · nothing left"
+
+    def _sides(self, ctx: StepContext) -> dict[str, Any]:
+        return {role: ctx.adapters.postgres(role) for role in ("source", "target") if role in ctx.env.postgres}
+
+    def _blockers(self, ctx: StepContext) -> list[Finding]:
+        out: list[Finding] = []
+        leftovers = ctx.adapters.get("leftovers")
+        for role, db in self._sides(ctx).items():
+            if db.needs_address:
+                continue
+            found = leftovers.database(db)
+            for kind in _KINDS:
+                for name in found[kind]:
+                    out.append(
+                        Finding(
+                            "block",
+                            f"{kind[:-1]} {name} is still on the {role} ({db.endpoint}): a stream is still running",
+                            f"bpmigrate rollback --step pg-sync --env {ctx.env_name} (forward), or end the reverse "
+                            "stream with the cutover's rollback window closing; then plan again",
+                        )
+                    )
+        if ctx.typed(self.Settings).check_processes:
+            for proc in leftovers.processes():
+                out.append(
+                    Finding(
+                        "block",
+                        f"bpmigrate process {proc['pid']} of {ctx.env_name} is still alive: {proc['command'][:80]}",
+                        f"bpmigrate rollback --step redis-sync --env {ctx.env_name} (or stop pid {proc['pid']})",
+                    )
+                )
+        return out
+
+    def plan(self, ctx: StepContext) -> PlanResult:
+        result = PlanResult()
+        leftovers = ctx.adapters.get("leftovers")
+        for role, db in self._sides(ctx).items():
+            if db.needs_address:
+                result.unknown.append(f"{role} address (rds endpoint output)")
+            elif leftovers.database(db)["schema"]:
+                result.changes.append(Change("delete", f"schema _bpmigrate on the {role}", db.endpoint))
+        result.findings += self._blockers(ctx)
+        if not result.changes and not result.unknown:
+            result.in_place.append("no _bpmigrate schema on either side")
+        return result
+
+    def apply(self, ctx: StepContext) -> Outputs:
+        blockers = self._blockers(ctx)
+        if blockers:
+            raise StepFailed(blockers[0].message, "bpmigrate's state is still in use", blockers[0].fix)
+        leftovers = ctx.adapters.get("leftovers")
+        dropped: list[str] = []
+        for role, db in self._sides(ctx).items():
+            ctx.intent("drop-internal-schema", side=role, endpoint=db.endpoint)
+            if leftovers.drop_internal_schema(db):
+                dropped.append(f"_bpmigrate on the {role}")
+        return {"dropped": dropped}
+
+    def verify(self, ctx: StepContext) -> list[Check]:
+        leftovers = ctx.adapters.get("leftovers")
+        checks: list[Check] = []
+        for role, db in self._sides(ctx).items():
+            found = leftovers.database(db)
+            checks.append(Check(f"no _bpmigrate schema on the {role}", not found["schema"], found["schema"] or "none"))
+            for kind in _KINDS:
+                checks.append(
+                    Check(f"no bpmigrate {kind} on the {role}", not found[kind], found[kind] or "none", "none")
+                )
+        if ctx.typed(self.Settings).check_processes:
+            procs = leftovers.processes()
+            checks.append(
+                Check(
+                    f"no live bpmigrate process of {ctx.env_name} on this host",
+                    not procs,
+                    [p["pid"] for p in procs] or "none",
+                    "none",
+                )
+            )
+        return checks
+
+    def rollback(self, ctx: StepContext) -> None:
+        ctx.log("target-cleanup rollback: nothing to restore (the dropped schema held only bpmigrate's progress)")

@@ -9,6 +9,7 @@ Redis 7) in a temporary directory, generates the data server-side, then measures
 * rds-restore (the RdsRestore step through a real StepContext, in a child process so its peak RSS is measured)
   vs ``pg_dump -Fc | pg_restore`` and vs ``pg_dump -Fd -j2`` + ``pg_restore -j2``, each into a fresh database;
 * data-validate (the DataValidate step) vs rds-restore;
+* the large-object copy (``--lo-count N --lo-kb K``) vs ``pg_dump -Fc | pg_restore`` of the same objects;
 * redis-migrate's copy (SCAN+MIGRATE COPY REPLACE batches run as a script on the source; also the variant driven
   from bpmigrate) vs a pipelined DUMP/PTTL/RESTORE loop, on mixed keys with TTLs across DBs 0-2.
 """
@@ -246,6 +247,67 @@ def bench_pg(args: argparse.Namespace, base: Path, results: dict[str, Any]) -> N
         tgt.stop()
 
 
+# -- large objects ---------------------------------------------------------------------------------------------------
+def bench_lo(args: argparse.Namespace, base: Path, results: dict[str, Any]) -> None:
+    """The fast path's large-object copy (lo_get/lo_put in chunks, batched commits) vs pg_dump -Fc | pg_restore of
+    the same objects, on ``--lo-count`` objects of ``--lo-kb`` KiB (incompressible contents)."""
+    from migrate.adapters import pgcopy
+    from migrate.adapters.localservers import start_postgres
+    from migrate.adapters.postgres import PostgresAdapter
+
+    src = start_postgres(base / "lo-src", dbname="bench", fsync=args.fsync)
+    tgt = start_postgres(base / "lo-tgt", dbname="postgres", fsync=args.fsync)
+    try:
+        tgt.create_database("lo_fast")
+        tgt.create_database("lo_dump")
+
+        def pg(server: Any, db: str, role: str) -> PostgresAdapter:
+            return PostgresAdapter(
+                role=role,
+                host=server.host,
+                port=server.port,
+                dbname=db,
+                user=server.user,
+                password=None,
+                sslmode=None,
+                bin_dir=str(server.bin_dir),
+            )
+
+        source, target = pg(src, "bench", "source"), pg(tgt, "lo_fast", "target")
+        reps = max(1, args.lo_kb * 1024 // 16)
+        source.execute(
+            f"SELECT lo_from_bytea(0, (SELECT string_agg(decode(md5(g::text || '-' || i), 'hex'), '') "
+            f"FROM generate_series(1, {reps}) i)) FROM generate_series(1, {args.lo_count}) g"
+        )
+        total_mb = args.lo_count * args.lo_kb / 1024
+        log(f"large objects: {args.lo_count} x {args.lo_kb} KiB = {total_mb:.0f} MB")
+        pgcopy.ensure_state(target)
+        started = time.monotonic()
+        copied, nbytes, _ = pgcopy.copy_large_objects(source, target)
+        fast_s = time.monotonic() - started
+        started = time.monotonic()
+        same = source.large_object_digests() == target.large_object_digests()
+        digest_s = time.monotonic() - started
+        bin_dir = Path(src.bin_dir)
+        sconn = f"host={src.host} port={src.port} user={src.user} dbname=bench"
+        tconn = f"host={tgt.host} port={tgt.port} user={tgt.user} dbname=lo_dump"
+        dump_s = timed(f"'{bin_dir}/pg_dump' -Fc --dbname '{sconn}' | '{bin_dir}/pg_restore' --dbname '{tconn}'")
+        results.update(
+            lo_count=copied,
+            lo_mb=round(nbytes / 2**20, 1),
+            lo_copy_s=round(fast_s, 2),
+            lo_copy_mb_per_s=round(nbytes / 2**20 / fast_s, 1),
+            lo_validate_both_sides_s=round(digest_s, 2),
+            lo_identical=same,
+            lo_dump_restore_s=round(dump_s, 2),
+            ratio_lo_copy_vs_dump=round(fast_s / dump_s, 3),
+        )
+        log(f"large objects: copy {fast_s:.1f}s ({nbytes / 2**20 / fast_s:.0f} MB/s), dump|restore {dump_s:.1f}s")
+    finally:
+        src.stop()
+        tgt.stop()
+
+
 # -- Redis -------------------------------------------------------------------------------------------------------------
 def generate_redis(host: str, port: int, n: int) -> dict[int, int]:
     import redis
@@ -327,6 +389,8 @@ def main() -> None:
     parser.add_argument("--fsync", action="store_true", help="run the servers with fsync on (default off)")
     parser.add_argument("--skip-pg", action="store_true")
     parser.add_argument("--skip-redis", action="store_true")
+    parser.add_argument("--lo-count", type=int, default=0, help="also time the large-object copy (0: skip)")
+    parser.add_argument("--lo-kb", type=int, default=256, help="size of each large object (KiB)")
     parser.add_argument("--child-restore", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_restore:
@@ -340,6 +404,8 @@ def main() -> None:
             bench_pg(args, base, results)
         if not args.skip_redis:
             bench_redis(args, base, results)
+        if args.lo_count:
+            bench_lo(args, base, results)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print(json.dumps(results, indent=2))

@@ -214,8 +214,6 @@ def _healthy(db: Path, env: str) -> BackupCheck | None:
 
 def restore(config: Config, env_name: str, source: str | None = None, *, force: bool = False) -> Restored:
     """Replace ``env_name``'s SQLite ledger by a verified backup; the replaced file is kept aside, never deleted."""
-    from migrate.ledger import Ledger
-
     url = config.ledger_url(env_name)
     db = sqlite_file(url)
     if db is None:
@@ -234,6 +232,17 @@ def restore(config: Config, env_name: str, source: str | None = None, *, force: 
             )
         source = str(good.path)
     candidate = _fetch(config, env_name, source, db)
+    try:
+        return _restore_from(url, db, env_name, source, candidate, force=force)
+    finally:
+        if candidate.name.startswith("download-"):
+            candidate.unlink(missing_ok=True)
+
+
+def _restore_from(url: str, db: Path, env_name: str, source: str, candidate: Path, *, force: bool) -> Restored:
+    from migrate.ledger import Ledger
+    from migrate.ledger_schema import SCHEMA_VERSION
+
     checked = check_file(candidate, env_name)
     if not checked.ok:
         other = newest_good(db, env_name, exclude=candidate)
@@ -241,6 +250,12 @@ def restore(config: Config, env_name: str, source: str | None = None, *, force: 
             f"the backup {source} fails the ledger check: {'; '.join(checked.problems[:3])}",
             "restoring it would replace one damaged ledger by another",
             restore_command(env_name, other.path.resolve()) if other else "choose another backup (--from FILE|s3://…)",
+        )
+    if (checked.schema_version or 0) > SCHEMA_VERSION:
+        raise LedgerError(
+            f"the backup {source} was written by a newer bpmigrate (schema {checked.schema_version} > {SCHEMA_VERSION})",
+            "an older bpmigrate must not write a newer ledger",
+            "upgrade bpmigrate (pip install -U bpmigrate), then run the restore again",
         )
     current = _healthy(db, env_name)
     if current is not None:
@@ -280,8 +295,6 @@ def restore(config: Config, env_name: str, source: str | None = None, *, force: 
         )
     finally:
         ledger.close()
-    if candidate.name.startswith("download-"):
-        candidate.unlink(missing_ok=True)
     return Restored(source, db, checked.events, checked.schema_version, aside)
 
 

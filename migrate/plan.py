@@ -53,9 +53,6 @@ class Graph:
     def phase_steps(self, phase: int) -> list[type[Step]]:
         return [s for s in self.steps if s.phase == phase]
 
-    def phase_name(self, phase: int) -> str:
-        return self.phases.get(phase, f"phase-{phase}")
-
     def dependents(self, step_id: str) -> list[type[Step]]:
         """Every step that depends on step_id, directly or not."""
         out: list[type[Step]] = []

@@ -15,20 +15,6 @@ from rich.text import Text
 from migrate.redact import redact
 from migrate.step import Check, PlanResult
 
-STATE_STYLE = {
-    "pending": "dim",
-    "planned": "cyan",
-    "applying": "bold yellow",
-    "applied": "yellow",
-    "verifying": "bold yellow",
-    "verified": "green",
-    "apply_failed": "bold red",
-    "verify_failed": "bold red",
-    "rolling_back": "bold magenta",
-    "rolled_back": "magenta",
-    "rollback_failed": "bold red",
-    "skipped": "blue",
-}
 ACTION_STYLE = {"create": "green", "update": "yellow", "replace": "yellow", "delete": "red", "run": "cyan", "noop": "dim"}
 
 

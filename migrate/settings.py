@@ -17,10 +17,6 @@ from migrate.plan import Graph
 from migrate.step import Step, StepSettings
 
 
-def merged(config: Config, env_name: str, step_id: str) -> dict[str, Any]:
-    return config.step_settings(env_name, step_id)
-
-
 def model_for(config: Config, env_name: str, step: type[Step]) -> StepSettings | None:
     """The step's validated settings in this environment (None when the step declares no model)."""
     if not step.declares_settings():
@@ -43,7 +39,7 @@ def _expected(step: type[Step], key: str) -> str:
 
 
 def _validate(config: Config, env_name: str, step: type[Step]) -> StepSettings:
-    values = merged(config, env_name, step.id)
+    values = config.step_settings(env_name, step.id)
     try:
         return step.Settings.model_validate(values)
     except ValidationError as exc:

@@ -23,6 +23,20 @@ FAILED = frozenset({State.APPLY_FAILED.value, State.VERIFY_FAILED.value, State.R
 LABEL_MAX = 28
 
 
+#: outputs shown first in ``outputs_summary`` (the --json field kept from 0.1.0; the dashboard shows ``summary``)
+_LEAD_OUTPUTS = ("terraform_state",)
+
+
+def _outputs_summary(outputs: dict[str, Any]) -> str:
+    """The 0.1.0 ``outputs_summary`` of --json, unchanged: lead outputs whole, then up to 4 ``key=value`` (≤ 40)."""
+    parts = [f"{key}={outputs[key]}" for key in _LEAD_OUTPUTS if outputs.get(key)]
+    rest = [(k, v) for k, v in outputs.items() if k not in _LEAD_OUTPUTS]
+    for key, value in rest[: 4 - len(parts)]:
+        text = value if isinstance(value, str) else repr(value)
+        parts.append(f"{key}={text[:40]}")
+    return ", ".join(parts)
+
+
 def _latest_ok_applies(config: Config, current_env: str, current: LedgerReader) -> dict[str, AttemptRow]:
     """The latest successful apply of every step across every environment's SQLite ledger (rehearsals count)."""
     latest: dict[str, AttemptRow] = {}
@@ -200,7 +214,7 @@ def _step_row(step: type[Step], data: _Reading, env_name: str, warnings: list[st
         "skip_label": skip_label(row.reason) if row and state == State.SKIPPED.value and row.reason else None,
         "definition_changed": changed,
         "summary": step_summary(step, outputs),
-        "outputs_summary": summary_of(outputs),
+        "outputs_summary": _outputs_summary(outputs),
         "outputs": outputs,
         "apply_duration": last_apply.duration if last_apply else None,
         "estimate": fmt_duration(est) if est is not None else "no estimate",

@@ -61,7 +61,8 @@ def _pgsync(ctx: StepContext, name: str | None = None) -> PgSync:
 
 
 def _migrated_tables(source: PostgresAdapter) -> list[TableInfo]:
-    return source.tables()
+    """The tables logical replication can carry (unlogged ones cannot be published: pg-sync's plan names them)."""
+    return [t for t in source.tables() if not t.unlogged]
 
 
 def _dms(ctx: StepContext) -> Any:
@@ -439,11 +440,10 @@ def redis_forward_stop(ctx: StepContext) -> None:
 
 
 def _reverse_routes(routes: Any) -> list[Any] | None:
-    from migrate.adapters.redis_copy import DbRoute
+    from migrate.adapters.redis_copy import reverse_routes
 
-    if any(r.prefix for r in routes):
-        return None  # keys were prefixed into one cluster DB: the way back is not a plain follower
-    return [DbRoute(source_db=r.target_db, target_db=r.source_db) for r in routes]
+    # a cluster's prefixed keys go back to their source DB without the prefix (the follower subscribes per primary)
+    return reverse_routes(routes)
 
 
 def redis_reverse_start(ctx: StepContext) -> dict[str, Any]:
@@ -456,8 +456,7 @@ def redis_reverse_start(ctx: StepContext) -> dict[str, Any]:
         ctx.log("no Redis reverse follower: the target holds prefixed keys (cluster mode); Redis is not carried back")
         return {"started": False, "reason": "prefixed routes (cluster mode)"}
     workdir = ctx.state_dir / ctx.env_name / REVERSE_FOLLOWER_DIR
-    current = target.call(lambda: target.client(0).config_get("notify-keyspace-events"), "CONFIG GET")
-    spec = FollowerSpec.build(target, source, back, notify_previous=str(current.get("notify-keyspace-events", "")))
+    spec = FollowerSpec.build(target, source, back, notify_previous=target.config_get("notify-keyspace-events"))
     ctx.intent("start-reverse-follower", workdir=str(workdir))
     start_follower(workdir, spec)
     ready = wait_ready(workdir, timeout=120.0)

@@ -59,11 +59,13 @@ class Stack:
             "record_name": n["record"],
             "old_target": n["old"],
             "new_target": n["new"],
-            "probe_urls": [f"{self.url('app-new')}/health", f"{self.router_url}/health"],
+            "direct_urls": [f"{self.url('app-new')}/health"],
+            "record_urls": [f"{self.router_url}/health"],
+            "sample_with": "http",
+            "min_sample": 50,
             "stages": [10, 50, 100],
             "soak_s": 1.0,
             "probe_interval_s": 0.5,
-            "probe_requests": 10,
             "low_ttl": 1,
             "insync_poll_s": 0.1,
             "create_zone": True,
@@ -390,3 +392,83 @@ def rehearse(stack: Stack, work: Path, *, rollback: bool, say: Any = None) -> di
     report["reads"], report["read_failures"] = log.reads, log.read_failures
     report["span_s"] = round(gaps[-1] - gaps[0], 1) if gaps else 0
     return report
+
+
+# -- kill -9 rehearsal: a step run in a child process that is SIGKILLed, then resumed ------------------------------
+class FileCheckpoints:
+    """Durable checkpoints in a JSON file (fsynced like the ledger's): what survives a SIGKILL."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        try:
+            return dict(json.loads(self.path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, data: dict[str, dict[str, Any]]) -> None:
+        import os
+
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w") as fh:
+            fh.write(json.dumps(data, default=str))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self._load().get(key)
+
+    def put(self, key: str, data: dict[str, Any] | None = None) -> None:
+        current = self._load()
+        current[key] = dict(data or {})
+        self._save(current)
+
+    def all(self) -> dict[str, dict[str, Any]]:
+        return self._load()
+
+    def clear(self) -> None:
+        self._save({})
+
+
+def step_context(job: dict[str, Any]) -> Any:
+    """The context of ``job`` (written by :func:`run_step_child`), with its file checkpoints."""
+    from migrate.testing import make_context
+
+    env = EnvConfig.model_validate(job["env"])
+    ctx = make_context(Path(job["work"]), env, job["step"], settings=job["settings"], upstream=job["upstream"])
+    ctx.checkpoints = FileCheckpoints(Path(job["checkpoints"]))
+    return ctx
+
+
+def step_class(step_id: str) -> Any:
+    from phases.p5_cutover.data_switch import DataSwitch
+    from phases.p5_cutover.dns_cutover import DnsCutover
+
+    return {"data-switch": DataSwitch, "dns-cutover": DnsCutover}[step_id]
+
+
+def run_step_child(job_file: Path, kill_after_s: float) -> int:
+    """Run the job's step apply in a child process and SIGKILL it after ``kill_after_s`` (if still running);
+    returns the child's exit code (-9 when killed)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    code = "import sys; from tests.cutover_stack import child_main; child_main(sys.argv[1])"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(job_file)], cwd=root, env=env)
+    try:
+        proc.wait(kill_after_s)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    return int(proc.returncode)
+
+
+def child_main(job_file: str) -> None:
+    job = json.loads(Path(job_file).read_text())
+    step_class(job["step"])().apply(step_context(job))

@@ -31,6 +31,17 @@ def _events(db: Path) -> list[tuple[int, str, str]]:
         return [(int(r[0]), str(r[1]), str(r[2])) for r in conn.execute("SELECT id, kind, hash FROM bpm_events ORDER BY id")]
 
 
+def _last_json(text: str) -> dict[str, Any]:
+    """The last of the JSON documents a command printed (the report, then the error)."""
+    decoder, pos = json.JSONDecoder(), 0
+    last: dict[str, Any] = {}
+    while pos < len(text.rstrip()):
+        last, pos = decoder.raw_decode(text, pos)
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return last
+
+
 def _truncate(db: Path) -> None:
     for extra in (Path(f"{db}-wal"), Path(f"{db}-shm")):
         extra.unlink(missing_ok=True)  # what a copy of state/ without the WAL, or a crash of the disk, leaves
@@ -54,6 +65,8 @@ def test_truncated_ledger_is_restored_from_its_automatic_backup(tmp_path: Path) 
     error = json.loads(failed.stdout)
     printed = error["next"]
     assert printed == f"bpmigrate --env test ledger restore --from {backups[0].resolve()}"
+    checked = run_cli(project, "--json", "ledger", "check")  # and `ledger check` names the same command
+    assert checked.returncode == 4 and _last_json(checked.stdout)["next"] == printed
 
     argv = shlex.split(printed)
     assert argv[0] == "bpmigrate"
@@ -174,6 +187,8 @@ def test_against_aws_the_run_records_the_caller_and_copies_the_ledger_offsite(mo
     history = run_cli(project, "--json", "history")
     rows = json.loads(history.stdout)
     assert {r["caller_arn"] for r in rows if r["kind"] == "run_started"} == set(callers)
+    table = run_cli(project, "history", "--limit", "40").stdout
+    assert "AWS caller" in table and "arn:aws:" in table
 
     # the laptop is lost: only the off-site copy is left
     for path in list(db.parent.iterdir()):

@@ -129,18 +129,23 @@ def test_bpmigrate_never_imports_locust() -> None:
     assert "locust" not in sys.modules and "gevent" not in sys.modules
 
 
-def test_settings_defaults_and_production_target(tmp_path: Path) -> None:
+def test_rate_and_thresholds_come_from_the_plans_targets(tmp_path: Path) -> None:
     from migrate import config
-    from migrate.settings import model_for
 
     s = LoadTest.Settings.model_validate({})
-    assert (s.p95_ms, s.max_error_rate, s.min_rate_fraction) == (200.0, 0.001, 0.95)
+    assert (s.target_rps, s.p95_ms, s.max_error_rate, s.min_rate_fraction) == (None, None, None, 0.95)
     assert {r["path"] for r in s.requests} >= {"/api/v1/enhance", "/api/v1/classify"}
     cfg = config.load(ROOT / "migrate.toml")
-    prod = model_for(cfg, "production", LoadTest)
-    assert isinstance(prod, LoadTest.Settings) and prod.target_rps == 10_000
-    sand = model_for(cfg, "sandbox", LoadTest)
-    assert isinstance(sand, LoadTest.Settings) and sand.target_rps <= 100
+    seen = {}
+    for env_name in ("production", "sandbox"):
+        settings = {**cfg.step_settings(env_name, "load-test"), "hosts": ["http://127.0.0.1:1"]}
+        ctx = make_context(tmp_path / env_name, sandbox(), "load-test", settings=settings)
+        ctx.targets = cfg.targets_for(env_name)
+        spec, gate = LoadTest().spec(ctx), LoadTest().thresholds(ctx)
+        seen[env_name] = spec.target_rps
+        assert (gate.p95_ms, gate.max_error_rate, gate.min_rate_fraction) == (200.0, 0.001, 0.95)
+    assert seen["production"] == 10_000 and seen["sandbox"] <= 100
+    assert cfg.step_settings("production", "load-test")["runner"] == "kubernetes"
 
 
 def test_kubernetes_worker_job_renders_from_the_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -264,3 +264,26 @@ def test_sandbox_reset_archives_artifacts_beside_the_ledger(tmp_path: Path) -> N
     kept = next(a for a in archived if a.name.endswith("-artifacts"))
     assert (kept / "pg-backup" / "db.dump").read_bytes() == b"old rehearsal"
     assert any(str(kept) in n for n in notes) and any("archived the ledger" in n for n in notes)
+
+
+def test_apply_refresh_reapplies_a_verified_step_with_the_reason_in_the_ledger(tmp_path: Path) -> None:
+    """`apply --step X --refresh` (how pg-backup is re-taken on purpose): a verified step is planned and applied
+    again, the ledger records why; without --step it is refused with the command that works."""
+    import sqlite3
+
+    from tests.engine_helpers import make_project, run_cli, states
+
+    project = make_project(tmp_path)
+    assert run_cli(project, "apply", "--step", "touch-a", "--yes").returncode == 0
+    assert "nothing to do" in run_cli(project, "apply", "--step", "touch-a", "--yes").stdout
+    r = run_cli(project, "apply", "--step", "touch-a", "--refresh", "--yes")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert states(project)["touch-a"] == "verified"
+    with sqlite3.connect(project / "state" / "test.db") as conn:
+        kinds = [k for (k,) in conn.execute("SELECT kind FROM bpm_events WHERE step_id = 'touch-a' ORDER BY id")]
+        data = [d for (d,) in conn.execute("SELECT data FROM bpm_events WHERE step_id = 'touch-a' ORDER BY id")]
+    assert "refresh" in " ".join(kinds) + " ".join(data)
+    assert any("re-take requested by the operator" in d for d in data)
+    assert kinds.count(kinds[-1]) >= 2  # verified twice: once per apply
+    bad = run_cli(project, "apply", "--phase", "1", "--refresh", "--yes")
+    assert bad.returncode != 0 and "bpmigrate apply --step pg-backup --refresh" in bad.stderr

@@ -612,9 +612,16 @@ def test_ingress_with_acm_certificate(tmp_path: Path, moto_reset: Any, kube: Kub
     step = Ingress()
     plan = step.plan(make_context(tmp_path, env, step.id))
     assert {c.target for c in plan.changes} == {"acm:api.betterprompts.test", f"Ingress/{NS}/betterprompts"}
+    # no Load Balancer Controller: the Ingress gets no ALB address, apply fails after alb_timeout naming the cause
+    with pytest.raises(StepFailed, match="no ALB address") as err:
+        step.apply(make_context(tmp_path, env, step.id, settings={"alb_timeout": 0.5}))
+    assert "describe ingress betterprompts" in err.value.next_cmd
+    alb = "k8s-betterpr-betterpr-0123456789-1234567890.us-east-1.elb.amazonaws.com"
+    kube.set_ingress_hostname(alb)  # the controller provisions the ALB and writes its address
     ctx = make_context(tmp_path, env, step.id)
     out = step.apply(ctx)
     assert out["certificate_status"] == "ISSUED" and out["host"] == "api.betterprompts.test"
+    assert out["alb_dns_name"] == out["alb_hostname"] == alb  # what dns-cutover reads
     assert any("ACM validation record" in line for line in ctx.recorded_logs)
     ing = kube.get_object("networking.k8s.io/v1", "Ingress", "betterprompts", NS)
     assert ing is not None

@@ -6,13 +6,13 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
 from migrate.config import EnvConfig
-from migrate.errors import VerifyFailed
-from migrate.step import Check, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.errors import StepFailed, VerifyFailed
+from migrate.step import Check
 from migrate.testing import RecordingContext, make_context
 from phases.p5_cutover import _common as p5_cutover
 from phases.p5_cutover._common import PSA_LABEL
@@ -214,58 +214,49 @@ def test_security_hardening_applies_policies_labels_and_refuses_bad_manifests(ku
 
 
 # -- pre-cutover-check -----------------------------------------------------------------------------------------------
-class FakeDataStep(Step):
-    """A phase-2 stand-in whose verify result the test controls (and counts)."""
+class Reverifier:
+    """Stands in for the engine's ctx.reverify: the data proof's verdict is controlled (and counted) by the test."""
 
-    id = "fake-data-validate"
-    phase = 2
-    reversibility = Reversibility.REVERSIBLE
-    green: ClassVar[bool] = True
-    calls: ClassVar[int] = 0
+    def __init__(self) -> None:
+        self.green = True
+        self.calls: list[str] = []
 
-    def plan(self, ctx: StepContext) -> PlanResult:
-        return PlanResult()
-
-    def apply(self, ctx: StepContext) -> Outputs:
-        return {}
-
-    def verify(self, ctx: StepContext) -> list[Check]:
-        type(self).calls += 1
-        return [Check("row counts equal", type(self).green, 100 if type(self).green else 99, 100)]
-
-    def rollback(self, ctx: StepContext) -> None:
-        pass
+    def __call__(self, step_id: str) -> list[Check]:
+        self.calls.append(step_id)
+        return [Check("row counts equal", self.green, 100 if self.green else 99, 100)]
 
 
 def test_pre_cutover_check_reruns_data_verification_and_gates(
     tmp_path: Path, health_server: HealthServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(p5_cutover, "data_steps", lambda: [FakeDataStep])
     clock = FakeClock(start=time.time())
     monkeypatch.setattr(PreCutoverCheck, "clock", clock)
     env = env_with()
     recent = {"passed": True, "finished_at": p5_cutover.iso(clock.now() - 3600)}
-    upstream = {"fake-data-validate": {"verified": True}, "load-test": recent}
+    upstream = {"data-validate": {"verified": True}, "load-test": recent}  # no continuous sync: stop-the-world
     settings = {"health_urls": [health_server.url], "smoke_urls": [{"url": health_server.url, "status": 200}]}
     step = PreCutoverCheck()
     c = ctx(tmp_path, env, "pre-cutover-check", settings=settings, upstream=upstream)
-    FakeDataStep.green, FakeDataStep.calls = True, 0
+    proof = Reverifier()
+    c._reverifier = proof
     out = step.apply(c)
-    assert out["passed"] and FakeDataStep.calls == 1
-    assert {ch["name"] for ch in out["checks"]} >= {"fake-data-validate: verify re-run", "load-test gate recorded"}
+    assert out["passed"] and proof.calls == ["data-validate"]
+    assert {ch["name"] for ch in out["checks"]} >= {"data-validate: verify re-run", "load-test gate recorded"}
 
     # the ledger still says the data steps verified, but the data drifted: the RE-RUN catches it
-    FakeDataStep.green = False
+    proof.green = False
     with pytest.raises(VerifyFailed) as info:
         step.apply(c)
-    assert "fake-data-validate" in info.value.why and "row counts equal" in info.value.why
-    assert FakeDataStep.calls == 2
+    assert "data-validate" in info.value.why and "row counts equal" in info.value.why
+    assert proof.calls == ["data-validate", "data-validate"]
 
     # a stale load-test gate and an unhealthy service fail too
-    FakeDataStep.green = True
+    proof.green = True
     health_server.healthy = False
     stale = {**upstream, "load-test": {"passed": True, "finished_at": p5_cutover.iso(clock.now() - 30 * 3600)}}
-    checks = step.verify(ctx(tmp_path, env, "pre-cutover-check", settings=settings, upstream=stale))
+    c2 = ctx(tmp_path, env, "pre-cutover-check", settings=settings, upstream=stale)
+    c2._reverifier = proof
+    checks = step.verify(c2)
     failed = {ch.name for ch in checks if not ch.ok}
     assert "load-test gate recorded" in failed
     assert f"healthy: {health_server.url}" in failed and f"smoke: {health_server.url}" in failed
@@ -279,10 +270,10 @@ def test_post_cutover_watch_records_results_and_fails_below_availability(
     monkeypatch.setattr(PostCutoverWatch, "clock", clock)
     env = env_with()
     settings = {
-        "probe_urls": [health_server.url],
+        "urls": [health_server.url],
         "window_s": 60,
         "interval_s": 20,
-        "probe_requests": 5,
+        "sample_requests": 5,
         "max_p95_ms": 5000,
     }
     step = PostCutoverWatch()
@@ -292,9 +283,13 @@ def test_post_cutover_watch_records_results_and_fails_below_availability(
     assert all(ch.ok for ch in step.verify(c))
 
     clock.on_sleep = lambda: setattr(health_server, "healthy", False)  # breaks after the first round
-    with pytest.raises(VerifyFailed) as info:
-        step.apply(ctx(tmp_path, env, "post-cutover-watch", settings=settings))
-    assert "availability 25.0000%" in info.value.what
+    c = ctx(tmp_path, env, "post-cutover-watch", settings=settings)
+    with pytest.raises(StepFailed) as info:
+        step.apply(c)
+    assert "2 breaching round(s)" in info.value.what  # breach_rounds = 2: the third round never ran
+    result = c.checkpoints.get("result")
+    assert result is not None and result["clean"] is False and result["rounds"] == 3
+    assert not all(ch.ok for ch in step.verify(c))
 
 
 # -- db-rollback-point (the guide's DB rollback procedure) ----------------------------------------------------------
@@ -356,9 +351,15 @@ def test_db_rollback_scales_down_restores_backup_and_scales_back(
     assert target.query("SELECT count(*) FROM prompts")[0][0] == 80
     assert any("NOT restored" in line for line in c.recorded_logs)
 
+    assert any("days old" in line and "dump_consent" in line for line in c.recorded_logs)  # its age, printed
     c.force_past_fence = True
+    step.rollback(c)  # forced but without consent to the dump: still nothing restored
+    assert target.query("SELECT count(*) FROM prompts")[0][0] == 80
+    consent = ctx(tmp_path, env, "db-rollback-point", settings={"dump_consent": True}, upstream=c.upstream)
+    consent.checkpoints, consent.force_past_fence = c.checkpoints, True
     before = len(kube_api.requests)
-    step.rollback(c)
+    step.rollback(consent)
+    c = consent
     assert target.query("SELECT count(*), min(body) FROM prompts")[0] == (50, "p1")
     scale_calls = [r for r in kube_api.requests[before:] if r.path.endswith("/scale") and r.method in ("PATCH", "PUT")]
     assert len(scale_calls) == 4  # two down to 0, two back
@@ -368,17 +369,14 @@ def test_db_rollback_scales_down_restores_backup_and_scales_back(
     assert actions.index("pg-restore") > actions.index("scale") and actions[-1] == "scale"
 
 
-def test_sandbox_without_a_new_stack_skips_the_cutover_chain(tmp_path: Path) -> None:
+def test_the_cutover_chain_without_a_new_stack(tmp_path: Path) -> None:
     from phases.p5_cutover.dns_cutover import DnsCutover
 
     env = env_with()
-    assert "no new stack to cut over to" in (DnsCutover().skip_reason(ctx(tmp_path, env, "dns-cutover")) or "")
-    assert DnsCutover().skip_reason(ctx(tmp_path, env, "dns-cutover", settings={"new_target": "alb.example"})) is None
-    aws = EnvConfig(name="production", kind="aws")
-    assert DnsCutover().skip_reason(ctx(tmp_path, aws, "dns-cutover")) is None  # real env: the plan blocks instead
-    assert "no services to check" in (PreCutoverCheck().skip_reason(ctx(tmp_path, env, "pre-cutover-check")) or "")
+    blocking = DnsCutover().plan(ctx(tmp_path, env, "dns-cutover", settings={"direct_urls": ["http://127.0.0.1:9/"]}))
+    assert any("no new target" in f.message for f in blocking.blocking)
     assert PostCutoverWatch().skip_reason(ctx(tmp_path, env, "post-cutover-watch"))
-    watched = ctx(tmp_path, env, "post-cutover-watch", upstream={"dns-cutover": {"record": "api.x"}})
+    watched = ctx(tmp_path, env, "post-cutover-watch", upstream={"dns-cutover": {"direct_urls": ["http://127.0.0.1:9/"]}})
     assert PostCutoverWatch().skip_reason(watched) is None
 
 
@@ -389,14 +387,14 @@ def test_load_gate_time_falls_back_to_the_load_test_report(tmp_path: Path, monke
     monkeypatch.setattr(PreCutoverCheck, "clock", clock)
     env = env_with()
     c = ctx(tmp_path, env, "pre-cutover-check", upstream={"load-test": {"passed": True, "stats": {"p95_ms": 80.0}}})
-    assert not PreCutoverCheck()._load_gate(c).ok  # no time anywhere
+    assert not PreCutoverCheck()._load_gate(c, c.typed(PreCutoverCheck.Settings)).ok  # no time anywhere
     report = c.state_dir / "sandbox" / "artifacts" / "load-test" / "load-test-report.json"
     report.parent.mkdir(parents=True)
     report.write_text(json.dumps({"at": clock.now() - 7200, "failures": []}))
-    gate = PreCutoverCheck()._load_gate(c)
+    gate = PreCutoverCheck()._load_gate(c, c.typed(PreCutoverCheck.Settings))
     assert gate.ok and "2.0 h ago" in str(gate.observed)
     report.write_text(json.dumps({"at": clock.now() - 60, "failures": ["p95 250 ms > 200 ms"]}))
-    assert not PreCutoverCheck()._load_gate(c).ok  # the last run failed: not the recorded gate's time
+    assert not PreCutoverCheck()._load_gate(c, c.typed(PreCutoverCheck.Settings)).ok  # the last run failed: not the recorded gate's time
 
 
 def test_autoscale_tune_without_vpa_renders_only_hpas(tmp_path: Path) -> None:

@@ -94,8 +94,14 @@ def test_final_backup_is_checksummed_bound_to_its_source_and_saves_redis(
     # same source, no write since: reused; a write since: stale, re-taken (the reason recorded)
     assert step.plan(vctx).in_place
     rs.client(1).set(b"after-backup", b"1")
+    rdb_check = next(ch for ch in step.verify(vctx) if ch.name.startswith("RDB loaded"))
+    assert rdb_check.ok and "written since" in rdb_check.detail  # the RDB is what was saved; the drift is shown
+    Path(out["redis"]["path"]).write_bytes(b"REDIS0009 not an rdb")
     failed = {ch.name for ch in step.verify(vctx) if not ch.ok}
-    assert failed == {"keys per DB equal the source's now (nothing written to the old Redis since)"}
+    assert failed == {
+        "Redis RDB sha256 re-read matches",
+        "RDB loaded into a scratch redis-server: keys per DB as the source had them when saved",
+    }
     src.execute("INSERT INTO users VALUES (9999, 'late write')")
     stale = step.plan(vctx)
     assert stale.changes[0].action == "create" and "written since" in stale.changes[0].detail
@@ -411,8 +417,15 @@ def test_target_cleanup_drops_bpmigrate_schema_and_proves_nothing_is_left(
         step.apply(c)
     assert dst.schema_exists("_bpmigrate")  # refused before dropping anything
     src.execute("DROP PUBLICATION bpm_cleanup_test")
+    # what data-switch leaves for the rollback window: the reverse stream's publication and slot on the target
+    dst.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    dst.execute("CREATE PUBLICATION bpm_cleanup_test_rev FOR TABLE t")
+    dst.execute("SELECT pg_create_logical_replication_slot('bpm_cleanup_test_rev', 'pgoutput')")
+    plan = step.plan(c)
+    assert not plan.blocking and "reverse stream bpm_cleanup_test_rev" in [ch.target for ch in plan.changes]
     out = step.apply(c)
-    assert out == {"dropped": ["_bpmigrate on the target"]} and step.summary(out).startswith("dropped")
+    assert out["dropped"][-1] == "_bpmigrate on the target" and step.summary(out).startswith("dropped")
+    assert any("bpm_cleanup_test_rev" in d for d in out["dropped"])
     checks = step.verify(c)
     assert all(ch.ok for ch in checks), checks
     assert {ch.name for ch in checks} >= {

@@ -209,6 +209,44 @@ def test_redis_sync_keeps_the_cluster_current_under_writes(tmp_path: Path, synce
     assert src.config_get("notify-keyspace-events") == ""
 
 
+def test_a_follower_from_the_cluster_back_to_the_source_strips_the_prefixes(
+    tmp_path: Path, fresh_redis_cluster: LocalRedisCluster, redis_source: Any
+) -> None:
+    """The way back after a switch (data-switch's reverse follower): the cluster is the source — one subscription
+    per primary, since keyspace events are per node — and prefixed keys return to their DBs without the prefix."""
+    from migrate.adapters.redis_copy import reverse_routes
+    from migrate.adapters.redis_sync import FollowerSpec, restore_notify, start_follower, wait_ready
+
+    src = RedisAdapter(role="source", host=redis_source.host, port=redis_source.port)
+    cl = cluster_adapter(fresh_redis_cluster)
+    back = reverse_routes(routes([0, 1, 2], cluster_mode=True, db_prefix=PREFIX))
+    assert "prefix removed" in back[1].describe()
+    c = cl.client(0)
+    c.set(b"sessions:old", b"1")  # before the follower: its reconcile pass copies it
+    src.client(1).set(b"stale", b"x")  # absent on the cluster: the reconcile pass deletes it
+    workdir = tmp_path / "reverse"
+    start_follower(workdir, FollowerSpec.build(cl, src, back, notify_previous=""))
+    try:
+        wait_ready(workdir, 60)
+        assert src.client(1).get(b"old") == b"1" and not src.client(1).exists(b"stale")
+        for i in range(100):  # spread over every primary
+            c.set(f"sessions:n{i}".encode(), b"v")
+            c.set(f"k{i}".encode(), str(i).encode())
+        c.hset(b"ratelimit:h", "a", "1")
+        c.delete(b"sessions:old")
+        c.set(b"ratelimit:short", b"x", px=100)
+        time.sleep(0.4)
+        fence_follower(cl, workdir, timeout=20)
+        assert src.client(1).get(b"n99") == b"v" and src.client(0).get(b"k5") == b"5"
+        assert src.client(2).hget(b"h", "a") == b"1"
+        assert not src.client(1).exists(b"old") and not src.client(2).exists(b"short")
+        assert src.dbsize(0) == 100 and src.dbsize(1) == 100 and src.dbsize(2) == 1
+    finally:
+        stop_follower(workdir)
+        restore_notify(cl, "")
+    assert cl.config_get("notify-keyspace-events") == ""
+
+
 def test_an_unexpected_error_names_the_step_the_adapter_call_and_keeps_its_cause(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

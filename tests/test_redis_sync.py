@@ -58,7 +58,9 @@ def synced(
 
     yield src, dst, env, ctx
     stop_follower(tmp_path / "state" / "sandbox" / "redis-sync")
+    stop_follower(tmp_path / "state" / "sandbox" / "redis-sync-reverse")  # data-switch's follower target -> source
     src.client(0).config_set("notify-keyspace-events", "")
+    dst.client(0).config_set("notify-keyspace-events", "")
 
 
 def test_writes_deletes_and_expirations_during_sync_are_reflected(

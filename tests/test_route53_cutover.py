@@ -105,8 +105,10 @@ def settings(probe_url: str, **over: Any) -> dict[str, Any]:
         "low_ttl": 30,
         "soak_s": 20,
         "probe_interval_s": 20,
-        "probe_urls": [probe_url],
-        "probe_requests": 6,
+        "direct_urls": [probe_url],
+        "record_urls": [probe_url],
+        "sample_with": "http",
+        "min_sample": 6,
         "probe_concurrency": 2,
         "probe_timeout_s": 2,
         "max_error_rate": 0.0,
@@ -210,7 +212,9 @@ def test_full_cutover_lowers_ttl_waits_old_ttl_and_reaches_100(
     assert all(s["passed"] and s["probes"]["requests"] > 0 for s in out["stages"].values())
     assert out["one_way_after"] is not None
     intents = [a for a, _ in ctx.recorded_intents]
-    assert intents[0] == "route53-lower-ttl" and intents.count("route53-shift-weight") == 3
+    assert intents[:2] == ["route53-health-check", "route53-lower-ttl"] and intents.count("route53-shift-weight") == 3
+    [new] = [r for r in r53(env).record_sets(zone_id, RECORD, "CNAME") if r.set_id == "new-stack"]
+    assert new.health_check_id == ctx.checkpoints.get("health-check")["id"]  # Route53 health check attached
     checks = step.verify(ctx)
     assert all(c.ok for c in checks), checks
     # re-running a completed cutover changes nothing and does not wait again
@@ -340,7 +344,7 @@ def test_plan_blocks_without_target_and_with_bad_stages(moto_reset: Any, tmp_pat
     messages = " | ".join(f.message for f in plan.blocking)
     assert "new target" in messages and "stages" in messages
     plan = step.plan(make_context(tmp_path, env, "dns-cutover", settings=settings("http://203.0.113.9/health")))
-    assert any("probe URL not allowed" in f.message for f in plan.blocking)
+    assert any("sample URL not allowed" in f.message for f in plan.blocking)
 
 
 # -- through the real engine and CLI: the ledger shows the revert and its evidence -------------------------------------
@@ -391,8 +395,10 @@ stages = [10, 50, 100]
 low_ttl = 30
 soak_s = 0.3
 probe_interval_s = 0.1
-probe_urls = ["{probe_url}"]
-probe_requests = 4
+direct_urls = ["{probe_url}"]
+record_urls = ["{probe_url}"]
+sample_with = "http"
+min_sample = 4
 probe_concurrency = 2
 probe_timeout_s = 2
 max_error_rate = 0.0
@@ -434,7 +440,13 @@ def test_cli_cutover_revert_is_ledgered_and_resume_continues(moto_reset: Any, tm
         first_intents = [
             r[0] for r in db.execute("SELECT action FROM bpm_intents WHERE step_id = 'dns-cutover' ORDER BY id")
         ]
-        assert first_intents == ["route53-lower-ttl", "route53-shift-weight", "route53-shift-weight", "route53-revert"]
+        assert first_intents == [
+            "route53-health-check",
+            "route53-lower-ttl",
+            "route53-shift-weight",
+            "route53-shift-weight",
+            "route53-revert",
+        ]
         db.close()
 
         server.fail_at = None
@@ -469,10 +481,30 @@ def test_cli_cutover_revert_is_ledgered_and_resume_continues(moto_reset: Any, tm
         server.stop()
 
 
-def test_plan_warns_when_probes_go_through_the_weighted_record(moto_reset: Any, tmp_path: Path) -> None:
+def test_plan_blocks_when_the_new_stack_is_only_sampled_through_the_record(moto_reset: Any, tmp_path: Path) -> None:
     env = sandbox_env(moto_reset.endpoint_url)
     seed_zone(env)
     cfg = settings("http://127.0.0.1:9/health")
-    del cfg["probe_urls"]
+    del cfg["direct_urls"]
     plan = DnsCutover().plan(make_context(tmp_path, env, "dns-cutover", settings=cfg))
-    assert any(f.level == "warn" and "weighted record" in f.message for f in plan.findings)
+    assert any("through the record" in f.message for f in plan.blocking)
+
+
+def test_a_stage_needs_the_minimum_sample(
+    moto_reset: Any, tmp_path: Path, health_server: HealthServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 healthy probes are not evidence: a stage whose sample is smaller than min_sample reverts."""
+    import phases.p5_cutover.dns_cutover as mod
+
+    env = sandbox_env(moto_reset.endpoint_url)
+    zone_id = seed_zone(env, ttl=1)
+    real = mod.sample
+
+    def short(ctx: Any, url: str, **kw: Any) -> dict[str, Any]:
+        return real(ctx, url, **(kw | {"requests": 20}))  # the generator delivered only 20 requests
+
+    monkeypatch.setattr(mod, "sample", short)
+    with pytest.raises(StepFailed, match="stage 10%") as info:
+        DnsCutover().apply(ctx_for(tmp_path, env, settings(health_server.url, min_sample=1000)))
+    assert "< minimum 1000" in info.value.why
+    assert weights(env, zone_id) == {"old-stack": 100, "new-stack": 0}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from migrate.runbook import export_runbooks, md_text
-from migrate.step import Check, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 
 class Alpha(Step):
@@ -31,6 +33,16 @@ class Alpha(Step):
         """Deletes the bucket after emptying it."""
 
 
+class Alpha2(Alpha):
+    """A step with settings."""
+
+    id = "alpha2"
+
+    class Settings(StepSettings):
+        workers: int = Field(4, description="parallel | copies")
+        mode: str = Field("verify", description="``verify`` or ``full``")
+
+
 class Omega(Alpha):
     """Stop the old stack.
 
@@ -53,7 +65,7 @@ class Omega(Alpha):
 
 def test_export_writes_one_page_per_phase_and_rollback(tmp_path: Path) -> None:
     (tmp_path / "README.md").write_text("hand-written\n")
-    paths = export_runbooks([Alpha, Omega], tmp_path)
+    paths = export_runbooks([Alpha, Omega], tmp_path, {1: "foundation", 6: "cleanup"})
     assert [p.name for p in paths] == ["phase-1-foundation.md", "phase-6-cleanup.md", "rollback.md"]
     assert (tmp_path / "README.md").read_text() == "hand-written\n"  # never overwritten
     p1 = (tmp_path / "phase-1-foundation.md").read_text()
@@ -71,7 +83,7 @@ def test_export_writes_one_page_per_phase_and_rollback(tmp_path: Path) -> None:
     assert "| Old stack restart | `bpmigrate rollback --step omega --force-past-fence` | `omega` |" in rb
     # idempotent: a second export writes the same bytes
     before = {p: p.read_bytes() for p in paths}
-    export_runbooks([Alpha, Omega], tmp_path)
+    export_runbooks([Alpha, Omega], tmp_path, {1: "foundation", 6: "cleanup"})
     assert {p: p.read_bytes() for p in paths} == before
 
 
@@ -87,6 +99,15 @@ def test_real_plan_pages_document_the_rollback_procedures(tmp_path: Path) -> Non
     assert "DNS rollback to the old stack" in rb and "rollback --phase cutover" in rb
     assert "DB rollback" in rb and "rollback --to pre-cutover-check --force-past-fence" in rb
     assert "`decommission` (one-way)" in rb
+
+
+def test_settings_table_per_step(tmp_path: Path) -> None:
+    export_runbooks([Alpha, Alpha2], tmp_path, {1: "foundation"})
+    page = (tmp_path / "phase-1-foundation.md").read_text()
+    assert "**Settings** (`[steps.alpha2]` in migrate.toml)" in page
+    assert "| `workers` | int | `4` | parallel \\| copies |" in page
+    assert "| `mode` | str | `verify` | `verify` or `full` |" in page
+    assert page.count("**Settings**") == 1  # alpha declares none
 
 
 def test_md_text() -> None:

@@ -64,8 +64,12 @@ def test_old_ledger_reads_unchanged(project: Path) -> None:
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     steps = _status(project)
     report = steps.pop("__report__")
-    assert {sid: s["state"] for sid, s in steps.items()} == _fixture_states()
-    assert report["counts"] == {"verified": 23, "skipped": 22}
+    recorded = _fixture_states()
+    # the same 45 step ids and states; steps added to the plan since 0.1.0 are pending
+    assert {sid: s["state"] for sid, s in steps.items() if sid in recorded} == recorded
+    assert {s["state"] for sid, s in steps.items() if sid not in recorded} <= {"pending"}
+    counts = dict(report["counts"])  # type: ignore[call-overload]
+    assert {k: v for k, v in counts.items() if k != "pending"} == {"verified": 23, "skipped": 22}
     # checksums written by 0.1.0 (a hash of the class source) are another format: never reported as "code changed"
     assert not any(s["definition_changed"] for s in steps.values())
     assert not [w for w in report["warnings"] if "code changed" in w]  # type: ignore[attr-defined]

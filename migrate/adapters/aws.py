@@ -107,7 +107,12 @@ class AwsAdapter:
 
     def caller_identity(self) -> dict[str, str]:
         """Who these credentials are (``sts get-caller-identity``): arn, account, user_id — for the audit trail."""
-        out = self.call("sts", "get_caller_identity")
+        from botocore.config import Config as BotoConfig
+
+        # asked on every mutating run: fail fast (an unreachable endpoint must not hold the command for minutes)
+        quick = BotoConfig(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=10)
+        sts = self.session().client("sts", endpoint_url=self.endpoint_url, config=quick)
+        out = self.guard("sts.get_caller_identity", lambda: sts.get_caller_identity())
         return {"arn": str(out["Arn"]), "account": str(out["Account"]), "user_id": str(out.get("UserId", ""))}
 
     def close(self) -> None:

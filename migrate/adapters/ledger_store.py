@@ -42,6 +42,16 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class LedgerStore:
     def __init__(self, aws: AwsAdapter) -> None:
         self.aws = aws
+        self._s3: Any = None
+
+    def _call(self, operation: str, **kwargs: Any) -> Any:
+        """One S3 call with few retries: the off-site copy runs after every mutating run and must not stall it."""
+        if self._s3 is None:
+            from botocore.config import Config as BotoConfig
+
+            cfg = BotoConfig(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+            self._s3 = self.aws.session().client("s3", endpoint_url=self.aws.endpoint_url, config=cfg)
+        return self.aws.guard(f"s3.{operation}", lambda: getattr(self._s3, operation)(**kwargs))
 
     def put(self, bucket: str, key: str, path: Path, *, kms_key_id: str | None = None) -> Uploaded:
         """Upload ``path`` encrypted at rest (SSE-S3, or SSE-KMS with ``kms_key_id``), its sha256 as metadata."""
@@ -50,12 +60,12 @@ class LedgerStore:
         if kms_key_id:
             extra = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id}
         with path.open("rb") as body:
-            out = self.aws.call("s3", "put_object", Bucket=bucket, Key=key, Body=body, Metadata={"sha256": sha}, **extra)
+            out = self._call("put_object", Bucket=bucket, Key=key, Body=body, Metadata={"sha256": sha}, **extra)
         return Uploaded(bucket, key, out.get("VersionId"), sha, path.stat().st_size)
 
     def get(self, bucket: str, key: str, dest: Path) -> str:
         """Download to ``dest``; returns its sha256 (checked against the uploaded one when recorded)."""
-        out = self.aws.call("s3", "get_object", Bucket=bucket, Key=key)
+        out = self._call("get_object", Bucket=bucket, Key=key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with dest.open("wb") as fh:
             for chunk in iter(lambda: out["Body"].read(1 << 20), b""):

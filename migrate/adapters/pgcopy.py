@@ -379,11 +379,13 @@ def copy_large_objects(
     *,
     snapshot: str | None = None,
     chunk: int = 1 << 20,
+    batch: int = 256,
     progress: Progress | None = None,
 ) -> tuple[int, int, list[str]]:
     """Copy every large object (same OID, contents in ``chunk``-byte pieces through ``lo_get``/``lo_put``, owner and
-    grants where the role exists on the target). Each object and its ``_bpmigrate.lo_progress`` row commit together:
-    a killed copy resumes at the first object not recorded. Returns (objects copied, bytes, roles missing)."""
+    grants where the role exists on the target). Objects and their ``_bpmigrate.lo_progress`` rows commit together,
+    ``batch`` objects (or 8 chunks of bytes) at a time: a killed copy resumes after the last committed batch, never
+    duplicating or losing one. Returns (objects copied, bytes, roles missing)."""
     from psycopg import IsolationLevel
 
     objects = source.large_objects()
@@ -395,7 +397,7 @@ def copy_large_objects(
     missing = sorted({lo.owner for lo in todo if lo.owner not in roles})
     src = source.connect(autocommit=False)
     dst = target.connect(autocommit=False)
-    copied = nbytes = 0
+    copied = nbytes = batch_objects = batch_bytes = 0
     try:
         src.isolation_level = IsolationLevel.REPEATABLE_READ
         src.read_only = True
@@ -406,10 +408,11 @@ def copy_large_objects(
             dst.execute("SELECT lo_create(%s::oid)", [lo.oid])
             offset = 0
             while True:
-                row = src.execute("SELECT lo_get(%s::oid, %s, %s)", [lo.oid, offset, chunk]).fetchone()
+                # binary transfer both ways: no hex encoding of the contents
+                row = src.execute("SELECT lo_get(%s::oid, %s, %s)", [lo.oid, offset, chunk], binary=True).fetchone()
                 data = bytes(row[0]) if row and row[0] is not None else b""
                 if data:
-                    dst.execute("SELECT lo_put(%s::oid, %s, %s)", [lo.oid, offset, data])
+                    dst.execute("SELECT lo_put(%s::oid, %s, %b)", [lo.oid, offset, data])
                 offset += len(data)
                 if progress:
                     progress.add(nbytes=len(data))
@@ -418,9 +421,12 @@ def copy_large_objects(
             for sql in _grant_sql(lo, roles):
                 dst.execute(sql)
             dst.execute(f"INSERT INTO {INTERNAL_SCHEMA}.lo_progress (lo, bytes) VALUES (%s, %s)", [lo.oid, offset])
-            dst.commit()
-            copied += 1
-            nbytes += offset
+            batch_objects, batch_bytes = batch_objects + 1, batch_bytes + offset
+            if batch_objects >= batch or batch_bytes >= chunk * 8:
+                dst.commit()
+                copied, nbytes, batch_objects, batch_bytes = copied + batch_objects, nbytes + batch_bytes, 0, 0
+        dst.commit()
+        copied, nbytes = copied + batch_objects, nbytes + batch_bytes
     except Exception as exc:
         import psycopg
 

@@ -51,6 +51,7 @@ class TableInfo:
     key_type: str | None
     est_rows: int
     bytes: int
+    unlogged: bool = False  # logical replication cannot publish it
 
     @property
     def qualified(self) -> str:
@@ -166,7 +167,8 @@ def _identity_on(conn: Any, dbname: str) -> dict[str, Any]:
         "pg_snapshot_xmax(pg_current_snapshot())::text, now()::text"
     ).fetchone()
     try:
-        sysid = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
+        with conn.transaction():  # a savepoint: a refusal must not abort the caller's (snapshot) transaction
+            sysid = str(conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
     except psycopg.Error:  # not granted: the data directory's identity stays unknown
         sysid = None
     return {
@@ -358,7 +360,7 @@ class PostgresAdapter:
         rows = self.query(
             f"""
             SELECT n.nspname, c.relname, c.oid::bigint, greatest(c.reltuples, 0)::bigint,
-                   pg_table_size(c.oid)::bigint
+                   pg_table_size(c.oid)::bigint, c.relpersistence = 'u'
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
               AND n.nspname NOT IN ({excluded}) AND n.nspname NOT LIKE 'pg_temp%'
@@ -397,7 +399,7 @@ class PostgresAdapter:
             by_rel.setdefault(int(relid), []).append(Column(name, typ, bool(generated), str(send), bool(nullable)))
         key_by_rel = {int(r): (str(n), str(t)) for r, n, t in keys}
         out: list[TableInfo] = []
-        for schema, name, relid, est, size in rows:
+        for schema, name, relid, est, size, unlogged in rows:
             key = key_by_rel.get(int(relid))
             out.append(
                 TableInfo(
@@ -408,6 +410,7 @@ class PostgresAdapter:
                     key_type=key[1] if key else None,
                     est_rows=int(est),
                     bytes=int(size),
+                    unlogged=bool(unlogged),
                 )
             )
         return out
@@ -517,7 +520,7 @@ class PostgresAdapter:
             for oid in oids:
                 digest, size = hashlib.sha256(), 0
                 while True:
-                    row = conn.execute("SELECT lo_get(%s::oid, %s, %s)", [oid, size, chunk]).fetchone()
+                    row = conn.execute("SELECT lo_get(%s::oid, %s, %s)", [oid, size, chunk], binary=True).fetchone()
                     data = bytes(row[0]) if row and row[0] is not None else b""
                     digest.update(data)
                     size += len(data)

@@ -231,10 +231,11 @@ def stop_group(
     if not alive():
         return "gone"
     for sig, wait in zip(steps, [*grace, 5.0], strict=False):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
+        for send in (os.killpg, os.kill):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                send(pid, sig)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                send(pid, signal.SIGCONT)  # a stopped (frozen) process handles the signal only once continued
         deadline = time.monotonic() + wait
         while alive() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -170,6 +170,14 @@ class RedisAdapter:
             nodes = sorted(cluster.get_primaries(), key=lambda n: (n.host, int(n.port)))
             return [cluster.get_redis_connection(n) for n in nodes]
 
+    def node_addresses(self) -> list[tuple[str, int]]:
+        """(host, port) of every primary of a cluster, else of the one server (pub/sub is per node)."""
+        if not self.clustered:
+            return [(self.host, self.port)]
+        with self.translated("CLUSTER SLOTS"):
+            nodes = self.client(0).get_primaries()
+        return sorted((str(n.host), int(n.port)) for n in nodes)
+
     def _node_clients(self, db: int) -> list[Any]:
         """The clients holding DB ``db``'s keys: every primary of a cluster, else the one server."""
         return self._primaries() if self.clustered else [self.client(db)]
@@ -549,6 +557,24 @@ if #keys > 0 then
 end
 return {r[1], #keys}
 """
+
+
+def client_from_url(url: str) -> Any:
+    """A redis-py client for ``redis://host:port/db`` — a slot-routing ``RedisCluster`` when the server is a
+    cluster node (an app on a cluster-mode ElastiCache must route by slot: a plain client gets MOVED errors)."""
+    import redis
+
+    plain = redis.Redis.from_url(url, socket_timeout=10)
+    try:
+        clustered = bool(plain.info("cluster").get("cluster_enabled"))
+    except redis.RedisError:
+        clustered = False  # unreachable now: a plain client reconnects later on its own
+    if not clustered:
+        return plain
+    plain.close()
+    from redis.cluster import RedisCluster
+
+    return RedisCluster.from_url(url.rsplit("/", 1)[0] if url.count("/") > 2 else url, socket_timeout=10)
 
 
 def _glob_escape(prefix: bytes) -> bytes:

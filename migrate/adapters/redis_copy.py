@@ -21,18 +21,48 @@ from migrate.errors import AdapterError, ConfigError
 
 @dataclass(frozen=True)
 class DbRoute:
-    """Where the keys of one source DB land: target DB and key prefix (cluster mode has only DB 0)."""
+    """Where the keys of one source DB land: target DB and key prefix (cluster mode has only DB 0).
+
+    ``source_prefix`` (the way back from a cluster, see :func:`reverse_routes`): the route covers only the source
+    keys starting with it, and strips it."""
 
     source_db: int
     target_db: int
     prefix: bytes = b""
+    source_prefix: bytes = b""
 
     def target_key(self, key: bytes) -> bytes:
-        return self.prefix + key
+        return self.prefix + key[len(self.source_prefix) :]
+
+    def source_key(self, target_key: bytes) -> bytes:
+        return self.source_prefix + target_key[len(self.prefix) :]
 
     def describe(self) -> str:
         pre = f" with key prefix {self.prefix.decode(errors='replace')!r}" if self.prefix else ""
+        if self.source_prefix:
+            return (
+                f"db {self.source_db} keys {self.source_prefix.decode(errors='replace')!r}* -> target db "
+                f"{self.target_db}{pre} (prefix removed)"
+            )
         return f"db {self.source_db} -> target db {self.target_db}{pre}"
+
+
+def reverse_routes(routes_: Sequence[DbRoute]) -> list[DbRoute]:
+    """The way back (target -> source) of a mapping: a prefixed key in the cluster's DB 0 returns to its source DB
+    without the prefix (keys are matched to the longest prefix)."""
+    return [DbRoute(r.target_db, r.source_db, r.source_prefix, r.prefix) for r in routes_]
+
+
+def route_for(routes_: Sequence[DbRoute], db: int, key: bytes) -> DbRoute | None:
+    """The route a source key follows: of the routes of its DB, the one with the longest matching source prefix."""
+    mine = [r for r in routes_ if r.source_db == db and key.startswith(r.source_prefix)]
+    return max(mine, key=lambda r: len(r.source_prefix), default=None)
+
+
+def target_owner(routes_: Sequence[DbRoute], target_db: int, key: bytes) -> DbRoute | None:
+    """The route whose keys ``key`` (a key in target DB ``target_db``) belongs to: longest matching prefix."""
+    mine = [r for r in routes_ if r.target_db == target_db and key.startswith(r.prefix)]
+    return max(mine, key=lambda r: len(r.prefix), default=None)
 
 
 def routes(

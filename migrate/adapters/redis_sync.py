@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from migrate.adapters.redis import RedisAdapter
-from migrate.adapters.redis_copy import DbRoute
+from migrate.adapters.redis_copy import DbRoute, route_for, target_owner
 from migrate.errors import AdapterError, StepFailed
 
 FENCE_CHANNEL = "__bpmigrate:fence"
@@ -73,9 +73,23 @@ class FollowerSpec:
         if target._password:
             passwords[_PW_TARGET] = target._password
         return cls(
-            source={"host": source.host, "port": source.port, "tls": source.tls, "dbs": list(source.dbs)},
+            source={
+                "host": source.host,
+                "port": source.port,
+                "tls": source.tls,
+                "dbs": list(source.dbs),
+                "cluster_mode": source.cluster_mode,
+            },
             target={"host": target.host, "port": target.port, "tls": target.tls, "cluster_mode": target.cluster_mode},
-            routes=[{"source_db": r.source_db, "target_db": r.target_db, "prefix": r.prefix.hex()} for r in routes],
+            routes=[
+                {
+                    "source_db": r.source_db,
+                    "target_db": r.target_db,
+                    "prefix": r.prefix.hex(),
+                    "source_prefix": r.source_prefix.hex(),
+                }
+                for r in routes
+            ],
             notify_flags=notify_flags,
             notify_previous=notify_previous,
             passwords=passwords,
@@ -267,6 +281,7 @@ class Follower:
             password=os.environ.get(_PW_SOURCE),
             tls=bool(s.get("tls")),
             dbs=s.get("dbs", [0, 1, 2]),
+            cluster_mode=bool(s.get("cluster_mode")),
         )
         self.target = RedisAdapter(
             role="target",
@@ -276,10 +291,16 @@ class Follower:
             tls=bool(t.get("tls")),
             cluster_mode=bool(t.get("cluster_mode")),
         )
-        self.routes = {
-            int(r["source_db"]): DbRoute(int(r["source_db"]), int(r["target_db"]), bytes.fromhex(r["prefix"]))
+        self.routes = [
+            DbRoute(
+                int(r["source_db"]),
+                int(r["target_db"]),
+                bytes.fromhex(r["prefix"]),
+                bytes.fromhex(r.get("source_prefix", "")),
+            )
             for r in spec["routes"]
-        }
+        ]
+        self.source_dbs = sorted({r.source_db for r in self.routes})
         self.batch = int(spec.get("batch", 500))
         self.lock = threading.Lock()
         self.pending: dict[tuple[int, bytes], float] = {}
@@ -293,7 +314,10 @@ class Follower:
         self.need_reconcile = True
         self.stop = threading.Event()
         self.error: str | None = None
-        self.subscribed = threading.Event()
+        self.subscribed = threading.Event()  # every node's subscription is confirmed
+        self.nodes: list[tuple[str, int]] = []  # the source's nodes (a cluster's primaries): pub/sub is per node
+        self.node_up: dict[int, bool] = {}
+        self.fence_seen: dict[str, set[int]] = {}
         self.down_since: float | None = None
         self.max_down_s = float(spec.get("max_disconnected_s", 600))
 
@@ -320,13 +344,30 @@ class Follower:
         )
 
     # events ----------------------------------------------------------------------------------------------------------
-    def reader(self) -> None:
+    def _node_state(self, index: int, up: bool) -> None:
+        with self.lock:
+            self.node_up[index] = up
+            if not up:
+                self.need_reconcile = True
+            everyone = len(self.node_up) == len(self.nodes) and all(self.node_up.values())
+        if everyone:
+            self.subscribed.set()
+            self.down_since = None
+        else:
+            self.subscribed.clear()
+            if not up and self.down_since is None:
+                self.down_since = time.monotonic()
+
+    def reader(self, index: int) -> None:
+        """Subscribe to one source node's keyspace events and the fence channel (a cluster: one reader per
+        primary, since keyspace notifications are published only on the node that holds the key)."""
         import redis
 
+        host, port = self.nodes[index]
         while not self.stop.is_set():
             client = redis.Redis(
-                host=self.source.host,
-                port=self.source.port,
+                host=host,
+                port=port,
                 password=os.environ.get(_PW_SOURCE),
                 ssl=self.source.tls,
                 socket_timeout=None,
@@ -334,7 +375,7 @@ class Follower:
             )
             pubsub = client.pubsub()
             try:
-                pubsub.psubscribe("__keyevent@*__:*")
+                pubsub.psubscribe(*(f"__keyevent@{db}__:*" for db in self.source_dbs))
                 pubsub.subscribe(FENCE_CHANNEL)
                 confirmations = 0
                 while not self.stop.is_set():
@@ -344,29 +385,28 @@ class Follower:
                     kind = msg.get("type")
                     if kind in ("subscribe", "psubscribe"):
                         confirmations += 1
-                        if confirmations >= 2:
-                            self.subscribed.set()
-                            self.down_since = None
+                        if confirmations >= len(self.source_dbs) + 1:
+                            self._node_state(index, True)
                         continue
                     if kind == "pmessage":
                         channel = msg["channel"]
                         # b"__keyevent@<db>__:<event>"
                         db = int(channel.split(b"@", 1)[1].split(b"__", 1)[0])
-                        if db in self.routes:
-                            with self.lock:
-                                self.recv_seq += 1
-                                self.pending.setdefault((db, bytes(msg["data"])), time.monotonic())
-                    elif kind == "message" and msg["channel"] == FENCE_CHANNEL.encode():
                         with self.lock:
                             self.recv_seq += 1
-                            self.fences.append((self.recv_seq, msg["data"].decode()))
+                            self.pending.setdefault((db, bytes(msg["data"])), time.monotonic())
+                    elif kind == "message" and msg["channel"] == FENCE_CHANNEL.encode():
+                        token = msg["data"].decode()
+                        with self.lock:
+                            self.recv_seq += 1
+                            seen = self.fence_seen.setdefault(token, set())
+                            seen.add(index)
+                            if len(seen) == len(self.nodes):  # every node's earlier events are queued
+                                self.fences.append((self.recv_seq, token))
+                                del self.fence_seen[token]
             except redis.RedisError as exc:
-                self.error = f"subscription lost: {exc}"
-                with self.lock:
-                    self.need_reconcile = True
-                self.subscribed.clear()
-                if self.down_since is None:
-                    self.down_since = time.monotonic()
+                self.error = f"subscription to {host}:{port} lost: {exc}"
+                self._node_state(index, False)
                 time.sleep(0.5)
             finally:
                 try:
@@ -376,37 +416,40 @@ class Follower:
                     pass
 
     def apply_keys(self, db: int, keys: Sequence[bytes]) -> None:
-        route = self.routes[db]
-        items: list[tuple[bytes, bytes, int]] = []
-        gone: list[bytes] = []
+        """Copy each key's current value and TTL to where its route maps it, or delete it there when it is gone."""
+        items: dict[int, list[tuple[bytes, bytes, int]]] = {}
+        gone: dict[int, list[bytes]] = {}
         for key, payload, pttl in self.source.dump_many(db, keys):
+            route = route_for(self.routes, db, key)
+            if route is None:
+                continue  # a DB or prefix this follower does not carry
             if payload is None or pttl == -2:
-                gone.append(route.target_key(key))
+                gone.setdefault(route.target_db, []).append(route.target_key(key))
             else:
-                items.append((route.target_key(key), payload, max(1, pttl) if pttl >= 0 else 0))
-        self.target.restore_many(route.target_db, items)
-        self.target.delete_many(route.target_db, gone)
+                ttl = max(1, pttl) if pttl >= 0 else 0
+                items.setdefault(route.target_db, []).append((route.target_key(key), payload, ttl))
+        for target_db, restores in items.items():
+            self.target.restore_many(target_db, restores)
+        for target_db, deletes in gone.items():
+            self.target.delete_many(target_db, deletes)
 
     def reconcile(self) -> None:
+        from migrate.adapters.redis import _glob_escape
+
         count = 0
-        for db, route in self.routes.items():
+        for db in self.source_dbs:
             for keys in self.source.scan_all(db, 1000):
                 self.apply_keys(db, keys)
                 count += len(keys)
                 if self.stop.is_set():
                     return
-            match = None
-            if route.prefix:
-                from migrate.adapters.redis import _glob_escape
-
-                match = _glob_escape(route.prefix) + b"*"
-            others = [r.prefix for r in self.routes.values() if r.target_db == route.target_db and r.prefix]
+        for route in self.routes:  # target keys of this route whose source key is gone: deleted
+            match = _glob_escape(route.prefix) + b"*" if route.prefix else None
             for tkeys in self.target.scan_all(route.target_db, 1000, match=match):
-                if not route.prefix:
-                    tkeys = [k for k in tkeys if not any(k.startswith(p) for p in others)]
-                orig = [k[len(route.prefix) :] for k in tkeys]
-                present = self.source.exists_many(db, orig)
-                self.target.delete_many(route.target_db, [t for t, p in zip(tkeys, present, strict=True) if not p])
+                mine = [k for k in tkeys if target_owner(self.routes, route.target_db, k) is route]
+                skeys = [route.source_key(k) for k in mine]
+                present = self.source.exists_many(route.source_db, skeys)
+                self.target.delete_many(route.target_db, [t for t, p in zip(mine, present, strict=True) if not p])
         self.reconciled = count
 
     def drain_once(self) -> bool:
@@ -433,8 +476,9 @@ class Follower:
         signal.signal(signal.SIGINT, lambda *_: self.stop.set())
         flags = str(self.spec.get("notify_flags") or "KEA")
         self.source.config_set("notify-keyspace-events", flags)
-        thread = threading.Thread(target=self.reader, name="redis-sync-reader", daemon=True)
-        thread.start()
+        self.nodes = self.source.node_addresses()
+        for index in range(len(self.nodes)):
+            threading.Thread(target=self.reader, args=(index,), name=f"redis-sync-reader-{index}", daemon=True).start()
         if not self.subscribed.wait(30):
             raise AdapterError("the follower could not subscribe to the source's keyspace events", self.error or "")
         last_status = 0.0

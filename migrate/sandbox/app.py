@@ -126,7 +126,7 @@ class App:
         self.apply(cfg)
 
     def apply(self, cfg: dict[str, Any]) -> None:
-        import redis
+        from migrate.adapters.redis import client_from_url
 
         with self.cond:
             self.name = str(cfg.get("name", self.name))
@@ -143,7 +143,7 @@ class App:
                 self.database_url = str(cfg.get("database_url") or "")
                 self.redis_url = str(cfg.get("redis_url") or "")
                 self.pool = _Pool(self.database_url) if self.database_url else None
-                self.redis = redis.Redis.from_url(self.redis_url) if self.redis_url else None
+                self.redis = client_from_url(self.redis_url) if self.redis_url else None  # a cluster: by slot
                 if self.create_schema and self.pool is not None:
                     with contextlib.suppress(Exception), self.pool.conn() as c:
                         for sql in SCHEMA_SQL:

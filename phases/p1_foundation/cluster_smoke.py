@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
 from migrate.errors import StepFailed
-from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, StepContext
+from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
+
+from .._kube_step import PROTECTED_NAMESPACES, kube_unreachable
 
 if TYPE_CHECKING:
     from migrate.adapters.kube import KubeAdapter
-from ._common import _PROTECTED_NAMESPACES, _KubeStep
 
 
-class ClusterSmoke(_KubeStep):
+class ClusterSmoke(Step):
     """Cluster smoke test (the guide's nginx test): deploy nginx, scale to 3 then 10, check readiness, clean up."""
 
     id = "cluster-smoke"
@@ -22,8 +26,17 @@ class ClusterSmoke(_KubeStep):
     reversibility = Reversibility.REVERSIBLE
     timeout = 1200.0
 
+    class Settings(StepSettings):
+        namespace: str = Field("bpmigrate-smoke", description="namespace of the throw-away nginx Deployment")
+        image: str = Field("nginx:1.27-alpine", description="the smoke test's container image")
+        scale_steps: list[int] = Field([3, 10], description="replica counts to scale through, in order")
+        rollout_timeout: float = Field(300, gt=0, description="seconds for each scale step to become ready")
+
+    def skip_reason(self, ctx: StepContext) -> str | None:
+        return kube_unreachable(ctx)
+
     def _ns(self, ctx: StepContext) -> str:
-        return str(ctx.setting("namespace", "bpmigrate-smoke"))
+        return ctx.typed(self.Settings).namespace
 
     def _docs(self, ctx: StepContext) -> list[dict[str, Any]]:
         ns = self._ns(ctx)
@@ -43,7 +56,7 @@ class ClusterSmoke(_KubeStep):
                             "containers": [
                                 {
                                     "name": "nginx",
-                                    "image": str(ctx.setting("image", "nginx:1.27-alpine")),
+                                    "image": ctx.typed(self.Settings).image,
                                     "ports": [{"containerPort": 80}],
                                     "readinessProbe": {"httpGet": {"path": "/", "port": 80}},
                                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
@@ -56,10 +69,7 @@ class ClusterSmoke(_KubeStep):
         ]
 
     def plan(self, ctx: StepContext) -> PlanResult:
-        reason = self.skip_reason(ctx)
-        if reason:
-            return PlanResult(skip_reason=reason)
-        steps = list(ctx.setting("scale_steps", [3, 10]))
+        steps = ctx.typed(self.Settings).scale_steps
         return PlanResult(
             changes=[
                 Change(
@@ -73,12 +83,12 @@ class ClusterSmoke(_KubeStep):
     def apply(self, ctx: StepContext) -> Outputs:
         kube: KubeAdapter = ctx.adapters.kube()
         ns = self._ns(ctx)
-        timeout = float(ctx.setting("rollout_timeout", 300))
+        timeout = ctx.typed(self.Settings).rollout_timeout
         ctx.intent("smoke-deploy", namespace=ns)
         kube.apply(self._docs(ctx))
         kube.wait_rollout("Deployment", "nginx-smoke", ns, timeout)
         reached: list[int] = []
-        for replicas in list(ctx.setting("scale_steps", [3, 10])):
+        for replicas in ctx.typed(self.Settings).scale_steps:
             ctx.intent("smoke-scale", replicas=int(replicas))
             kube.scale("Deployment", "nginx-smoke", ns, int(replicas))
             kube.wait_rollout("Deployment", "nginx-smoke", ns, timeout)
@@ -104,7 +114,7 @@ class ClusterSmoke(_KubeStep):
         ns = self._ns(ctx)
         ctx.intent("smoke-cleanup", namespace=ns)
         kube.delete("apps/v1", "Deployment", "nginx-smoke", ns)
-        if ns not in _PROTECTED_NAMESPACES:
+        if ns not in PROTECTED_NAMESPACES:
             kube.delete("v1", "Namespace", ns)
 
     def verify(self, ctx: StepContext) -> list[Check]:
@@ -112,7 +122,7 @@ class ClusterSmoke(_KubeStep):
         ns = self._ns(ctx)
         leftover = kube.get("apps/v1", "Deployment", "nginx-smoke", ns)
         reached = list(ctx.upstream.get(self.id, {}).get("replicas_ready", []))
-        want = list(ctx.setting("scale_steps", [3, 10]))
+        want = ctx.typed(self.Settings).scale_steps
         checks = [
             Check("smoke deployment cleaned up", leftover is None, observed=leftover is not None, expected=False),
             Check(
@@ -127,3 +137,7 @@ class ClusterSmoke(_KubeStep):
 
     def rollback(self, ctx: StepContext) -> None:
         self._cleanup(ctx)
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        reached = outputs.get("replicas_ready") or []
+        return f"nginx ready at {' then '.join(map(str, reached)) or '?'} replicas · cleaned up: {outputs.get('cleaned_up')}"

@@ -94,6 +94,40 @@ def extension_findings(source: PostgresAdapter, target: PostgresAdapter) -> list
     return findings
 
 
+def not_replicated_findings(source: PostgresAdapter) -> list[Finding]:
+    """What logical replication does not carry on this source: unlogged tables, materialized views (data-switch
+    refreshes them: ``migrate.adapters.pgcopy.refresh_matviews``), large objects."""
+    out: list[Finding] = []
+    unlogged = [t.qualified for t in source.tables() if t.unlogged]
+    if unlogged:
+        out.append(
+            Finding(
+                "warn",
+                f"unlogged tables cannot be replicated: {', '.join(unlogged[:5])} keep the rows rds-restore copied",
+                "stop writing to them before the switch, or make them logged (ALTER TABLE ... SET LOGGED)",
+            )
+        )
+    views = [v.qualified for v in source.matviews() if v.populated]
+    if views:
+        out.append(
+            Finding(
+                "info",
+                f"materialized views are not replicated ({', '.join(views[:5])}): on the target they hold what "
+                "rds-restore refreshed",
+                "refresh them on the target at the switch (migrate.adapters.pgcopy.refresh_matviews)",
+            )
+        )
+    if source.large_object_count():
+        out.append(
+            Finding(
+                "warn",
+                f"{source.large_object_count()} large object(s): logical replication does not carry them",
+                "freeze writes to large objects until the switch, or re-run rds-restore's copy after it",
+            )
+        )
+    return out
+
+
 SANDBOX_ENDPOINT_NOTE = (
     "sandbox: the {what} in moto has no server behind it; the data steps connect to the local target {engine} "
     "from the sandbox's config (state/{env}/endpoints.json), and verify reads the moto resource back"

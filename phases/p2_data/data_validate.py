@@ -54,7 +54,11 @@ class DataValidate(Step):
         """Large objects (count and every object's size + sha256) and materialized views (populated as on the
         source; rows and content checksum): (problems, outputs)."""
         problems: list[str] = []
-        src_lo, dst_lo = source.large_object_digests(), target.large_object_digests()
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="lodigest") as pool:  # both sides at once
+            fs, ft = pool.submit(source.large_object_digests), pool.submit(target.large_object_digests)
+            src_lo, dst_lo = fs.result(), ft.result()
         if len(src_lo) != len(dst_lo):
             problems.append(f"large objects: source {len(src_lo)} vs target {len(dst_lo)}")
         differ = [oid for oid, d in src_lo.items() if dst_lo.get(oid) != d]

@@ -99,7 +99,7 @@ class PgSyncStep(Step):
     def plan(self, ctx: StepContext) -> PlanResult:
         if self._driver(ctx) == "aws-dms":
             return _dms_plan(ctx)
-        from ..p2_data._common import extension_findings
+        from ._common import extension_findings, not_replicated_findings
 
         source = _pg(ctx, "source")
         tables = _migrated_tables(source)
@@ -116,23 +116,7 @@ class PgSyncStep(Step):
                 level = "warn"
             result.findings.append(Finding(level, p.message, p.fix))
         result.findings += extension_findings(source, sync.target)
-        views = [v.qualified for v in source.matviews() if v.populated]
-        if views:
-            result.findings.append(
-                Finding(
-                    "info",
-                    f"materialized views are not replicated ({', '.join(views[:5])}): their contents stay as "
-                    "rds-restore refreshed them until data-switch refreshes them on the target",
-                )
-            )
-        if source.large_object_count():
-            result.findings.append(
-                Finding(
-                    "warn",
-                    f"{source.large_object_count()} large object(s): logical replication does not carry them",
-                    "freeze writes to large objects until the switch, or re-run rds-restore's copy after it",
-                )
-            )
+        result.findings += not_replicated_findings(source)
         present = {t.qualified for t in sync.target.tables()}
         absent = [t.qualified for t in tables if t.qualified not in present]
         if absent:
@@ -196,7 +180,7 @@ class PgSyncStep(Step):
             return _dms_apply(ctx)
         from migrate.adapters.pgsync import CopyChunk, Problem
 
-        from ..p2_data._common import extension_findings
+        from ._common import extension_findings
 
         sync = _pgsync(ctx)
         source, target = sync.source, sync.target

@@ -14,7 +14,6 @@ from ._common import RedisMapping, _redis_count_checks, _redis_counts, rds, redi
 
 if TYPE_CHECKING:
     from migrate.adapters.redis import RedisAdapter
-    from migrate.adapters.redis_copy import DbRoute
 
 
 class RedisVerify(Step):
@@ -46,6 +45,8 @@ class RedisVerify(Step):
         )
 
     def apply(self, ctx: StepContext) -> Outputs:
+        from migrate.adapters.redis_copy import target_owner
+
         s = ctx.typed(self.Settings)
         source, target = rds(ctx, "source"), rds(ctx, "target")
         problems: list[str] = []
@@ -79,7 +80,7 @@ class RedisVerify(Step):
                             f"db {r.source_db}: key {k!r} TTL {ta} ms on the source vs {tb} ms on the target"
                         )
             # the other direction: keys on the target (under this DB's mapping) must exist on the source
-            tkeys = [k for k in self._sample(target, r.target_db, sample) if self._owner(k, routes_, r) is r]
+            tkeys = [k for k in self._sample(target, r.target_db, sample) if target_owner(routes_, r.target_db, k) is r]
             orig = [k[len(r.prefix) :] for k in tkeys]
             back += len(orig)
             for k, present in zip(orig, source.exists_many(r.source_db, orig), strict=True):
@@ -98,14 +99,6 @@ class RedisVerify(Step):
             "target_keys_checked": back,
             "target_topology": target.topology(),
         }
-
-    @staticmethod
-    def _owner(key: bytes, routes_: list[DbRoute], current: DbRoute) -> DbRoute | None:
-        same_db = [r for r in routes_ if r.target_db == current.target_db]
-        best = max(
-            (r for r in same_db if r.prefix and key.startswith(r.prefix)), key=lambda r: len(r.prefix), default=None
-        )
-        return best or next((r for r in same_db if not r.prefix), None)
 
     @staticmethod
     def _sample(adapter: RedisAdapter, db: int, n: int) -> list[bytes]:

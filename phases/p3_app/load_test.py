@@ -46,12 +46,16 @@ class LoadTest(Step):
         hosts: list[str] = Field(
             default_factory=list, description="base URLs to load (default: app-smoke's api-gateway endpoint)"
         )
-        target_rps: float = Field(50.0, gt=0, description="arrival rate to hold (production: 10000)")
+        target_rps: float | None = Field(None, gt=0, description="arrival rate to hold (default: [targets] rps)")
         duration_s: float = Field(60.0, gt=0, description="seconds of load")
         workers: int = Field(0, ge=0, description="Locust workers (0 = sized from target_rps, measured req/s per core)")
         timeout_s: float = Field(5.0, gt=0, description="per-request timeout (a timeout is a failure)")
-        p95_ms: float = Field(200.0, gt=0, description="gate: p95 latency must stay below (ms)")
-        max_error_rate: float = Field(0.001, ge=0, description="gate: error rate must stay below (0.001 = 0.1 %)")
+        p95_ms: float | None = Field(
+            None, gt=0, description="gate: p95 must stay below (default: [targets] api_p95_ms)"
+        )
+        max_error_rate: float | None = Field(
+            None, ge=0, description="gate: error rate must stay below (default: [targets] error_rate, 0.1 %)"
+        )
         min_rate_fraction: float = Field(0.95, gt=0, le=1, description="gate: achieved rate >= this x target")
         requests: list[dict[str, Any]] = Field(
             default_factory=lambda: [dict(r) for r in _load.DEFAULT_API_MIX],
@@ -90,7 +94,7 @@ class LoadTest(Step):
         return LoadSpec(
             hosts=self.hosts(ctx),
             requests=requests_from_settings(s.requests, auth_header_env=s.auth_header_env),
-            target_rps=s.target_rps,
+            target_rps=s.target_rps if s.target_rps is not None else ctx.targets.rps,
             duration_s=s.duration_s,
             workers=s.workers,
             timeout_s=s.timeout_s,
@@ -101,7 +105,11 @@ class LoadTest(Step):
         from migrate.adapters.load import Gate
 
         s = ctx.typed(self.Settings)
-        return Gate(p95_ms=s.p95_ms, max_error_rate=s.max_error_rate, min_rate_fraction=s.min_rate_fraction)
+        return Gate(
+            p95_ms=s.p95_ms if s.p95_ms is not None else ctx.targets.api_p95_ms,
+            max_error_rate=s.max_error_rate if s.max_error_rate is not None else ctx.targets.error_rate,
+            min_rate_fraction=s.min_rate_fraction,
+        )
 
     def params(self, ctx: StepContext) -> dict[str, Any]:
         from migrate.adapters.load import auto_workers

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from migrate.errors import ConfigError
-from migrate.step import Change, PlanResult, RetryPolicy, Step, StepContext
+from migrate.step import RetryPolicy, Step, StepContext, StepSettings
+
+from .._kube_step import kube_unreachable
 
 if TYPE_CHECKING:
     from migrate.adapters.aws_ml import AwsMl
@@ -33,8 +35,30 @@ DEFAULT_TORCHSERVE_IMAGE = "pytorch/torchserve:0.11.1-gpu"
 RESTART_ANNOTATION = "bpmigrate.io/ml-config"
 
 
+class MlSettings(StepSettings):
+    """Settings every phase-4 step shares."""
+
+    serving: Literal["torchserve", "sagemaker"] = Field(
+        "torchserve", description="phase 4's serving mode (set the same value in every phase-4 table)"
+    )
+    namespace: str | None = Field(None, description="namespace of the ML objects (default: the environment's)")
+
+
+class TorchServeApiSettings(MlSettings):
+    """For steps that talk to the TorchServe APIs (bpmigrate makes no port-forward)."""
+
+    management_url: str | None = Field(None, description="TorchServe management API (e.g. http://127.0.0.1:8081)")
+    inference_url: str | None = Field(None, description="TorchServe inference API (e.g. http://127.0.0.1:8080)")
+
+
+def _setting(ctx: StepContext, key: str) -> Any:
+    """A shared setting the step may or may not declare (its model's value, else the raw table's)."""
+    model = ctx.settings_model
+    return getattr(model, key, None) if model is not None else ctx.settings.get(key)
+
+
 def serving(ctx: StepContext) -> str:
-    value = str(ctx.setting("serving", "torchserve"))
+    value = str(_setting(ctx, "serving") or "torchserve")
     if value not in SERVING_MODES:
         raise ConfigError(
             f"[steps.{ctx.step_id}] serving = {value!r} is not one of {', '.join(SERVING_MODES)}",
@@ -53,7 +77,7 @@ def _ml(ctx: StepContext) -> AwsMl:
 
 
 def _namespace(ctx: StepContext) -> str:
-    return str(ctx.setting("namespace", ctx.env.kube.namespace))
+    return str(_setting(ctx, "namespace") or ctx.env.kube.namespace)
 
 
 def _gpu_count(node: dict[str, Any]) -> int:
@@ -71,28 +95,8 @@ def _node_ready(node: dict[str, Any]) -> bool:
     return False
 
 
-def _gpu_nodes(ctx: StepContext) -> dict[str, int]:
-    selector = str(ctx.setting("gpu_node_selector", DEFAULT_GPU_SELECTOR))
+def _gpu_nodes(ctx: StepContext, selector: str = DEFAULT_GPU_SELECTOR) -> dict[str, int]:
     return {str(n["metadata"]["name"]): _gpu_count(n) for n in _kube(ctx).nodes(selector)}
-
-
-def _ref(doc: dict[str, Any]) -> str:
-    meta = doc.get("metadata") or {}
-    ns = meta.get("namespace")
-    return f"{doc.get('kind')}/{ns}/{meta.get('name')}" if ns else f"{doc.get('kind')}/{meta.get('name')}"
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _plan_docs(ctx: StepContext, docs: list[dict[str, Any]], result: PlanResult) -> None:
-    """Create/update/in-place per document (server-side dry-run apply compared with the live object)."""
-    for action, ref in _kube(ctx).diff(docs):
-        if action == "unchanged":
-            result.in_place.append(ref)
-        else:
-            result.changes.append(Change(action, ref, "server-side apply"))
 
 
 class _Ml(Step):
@@ -110,20 +114,16 @@ class _Ml(Step):
                 "so TorchServe on EKS GPU nodes is not used"
             )
         if self.uses_kube:
-            return _kube(ctx).unreachable_reason()
+            return kube_unreachable(ctx)
         return None
 
-    def _skip_plan(self, ctx: StepContext) -> PlanResult | None:
-        reason = self.skip_reason(ctx)
-        return PlanResult(skip_reason=reason) if reason else None
 
-
-def _ts_client(
-    ctx: StepContext, management_url: str | None = None, inference_url: str | None = None
-) -> TorchServeClient:
+def _ts_client(ctx: StepContext) -> TorchServeClient:
+    """The TorchServe client: this step's management/inference URLs, else those the torchserve step recorded."""
     adapter = ctx.adapters.get("torchserve")
-    mgmt = management_url or ctx.setting("management_url") or ctx.upstream.get("torchserve", {}).get("management_url")
-    infer = inference_url or ctx.setting("inference_url") or ctx.upstream.get("torchserve", {}).get("inference_url")
+    upstream = ctx.step_id != "torchserve"
+    mgmt = _setting(ctx, "management_url") or (upstream and ctx.output("torchserve", "management_url", None))
+    infer = _setting(ctx, "inference_url") or (upstream and ctx.output("torchserve", "inference_url", None))
     if not mgmt:
         raise ConfigError(
             f"[steps.{ctx.step_id}] management_url is not set",
@@ -132,39 +132,3 @@ def _ts_client(
             '"http://127.0.0.1:8081" (and inference_url) in [steps.torchserve] of migrate.toml',
         )
     return adapter.client(str(mgmt), str(infer) if infer else None)  # type: ignore[no-any-return]
-
-
-def sample_archive_bytes(model_name: str) -> bytes:
-    """A tiny, deterministic TorchServe-shaped archive (zip with MAR-INF/MANIFEST.json) for rehearsals and tests."""
-    import io
-    import zipfile
-
-    manifest = {
-        "createdOn": "01/01/2026 00:00:00",
-        "runtime": "python",
-        "model": {"modelName": model_name, "handler": "text_classifier", "modelVersion": "1.0"},
-        "archiverVersion": "0.11.1",
-        "note": "bpmigrate sample archive (no weights): generated for a sandbox rehearsal",
-    }
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        info = zipfile.ZipInfo("MAR-INF/MANIFEST.json", date_time=(2026, 1, 1, 0, 0, 0))
-        zf.writestr(info, json.dumps(manifest, indent=2, sort_keys=True))
-    return buf.getvalue()
-
-
-def stats_table(stats: dict[str, Any], gate_ms: float, max_error_rate: float) -> str:
-    rows = [
-        ("requests", f"{stats['count']}", ""),
-        ("errors", f"{stats['errors']} ({stats['error_rate'] * 100:.2f} %)", f"< {max_error_rate * 100:.2f} %"),
-        ("p50", f"{stats['p50_ms']:.1f} ms", ""),
-        ("p95", f"{stats['p95_ms']:.1f} ms", f"< {gate_ms:g} ms"),
-        ("p99", f"{stats['p99_ms']:.1f} ms", ""),
-        ("max", f"{stats['max_ms']:.1f} ms", ""),
-    ]
-    width = max(len(r[1]) for r in rows)
-    lines = [f"{'metric':<9}{'observed':<{width + 2}}gate", "-" * (width + 24)]
-    lines += [f"{name:<9}{value:<{width + 2}}{gate}" for name, value, gate in rows]
-    return "\n".join(lines)
-
-

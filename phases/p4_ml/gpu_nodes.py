@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
+
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, RetryPolicy, Reversibility, StepContext
 
-from ._common import DEFAULT_GPU_SELECTOR, GPU_RESOURCE, _gpu_count, _kube, _Ml, _node_ready
+from ._common import DEFAULT_GPU_SELECTOR, GPU_RESOURCE, MlSettings, _gpu_count, _kube, _Ml, _node_ready
 
 
 class GpuNodes(_Ml):
@@ -24,10 +29,12 @@ class GpuNodes(_Ml):
     retry = RetryPolicy(attempts=3, wait_initial=2.0)
     timeout = 120.0
 
+    class Settings(MlSettings):
+        gpu_node_selector: str = Field(DEFAULT_GPU_SELECTOR, description="label selector of the GPU nodes")
+        min_nodes: int = Field(1, ge=0, description="fewest GPU nodes the step accepts")
+
     def plan(self, ctx: StepContext) -> PlanResult:
-        if skipped := self._skip_plan(ctx):
-            return skipped
-        selector = str(ctx.setting("gpu_node_selector", DEFAULT_GPU_SELECTOR))
+        selector = ctx.typed(self.Settings).gpu_node_selector
         nodes = _kube(ctx).nodes(selector)
         result = PlanResult(data={"selector": selector})
         for node in nodes:
@@ -35,7 +42,7 @@ class GpuNodes(_Ml):
             state = "Ready" if _node_ready(node) else "NotReady"
             result.in_place.append(f"node {name} ({state}): allocatable {GPU_RESOURCE}={_gpu_count(node)}")
         result.changes.append(Change("noop", f"nodes {selector}", f"read-only check: found {len(nodes)} node(s)"))
-        minimum = int(ctx.setting("min_nodes", 1))
+        minimum = ctx.typed(self.Settings).min_nodes
         if len(nodes) < minimum:
             result.findings.append(
                 Finding(
@@ -56,9 +63,9 @@ class GpuNodes(_Ml):
         return result
 
     def apply(self, ctx: StepContext) -> Outputs:
-        selector = str(ctx.setting("gpu_node_selector", DEFAULT_GPU_SELECTOR))
+        selector = ctx.typed(self.Settings).gpu_node_selector
         nodes = _kube(ctx).nodes(selector)
-        minimum = int(ctx.setting("min_nodes", 1))
+        minimum = ctx.typed(self.Settings).min_nodes
         if len(nodes) < minimum:
             raise StepFailed(
                 f"found {len(nodes)} node(s) labelled {selector}, need at least {minimum}",
@@ -77,9 +84,9 @@ class GpuNodes(_Ml):
         }
 
     def verify(self, ctx: StepContext) -> list[Check]:
-        selector = str(ctx.setting("gpu_node_selector", DEFAULT_GPU_SELECTOR))
+        selector = ctx.typed(self.Settings).gpu_node_selector
         nodes = _kube(ctx).nodes(selector)
-        minimum = int(ctx.setting("min_nodes", 1))
+        minimum = ctx.typed(self.Settings).min_nodes
         ready = [n["metadata"]["name"] for n in nodes if _node_ready(n)]
         return [
             Check(f"at least {minimum} node(s) labelled {selector}", len(nodes) >= minimum, len(nodes), minimum),
@@ -88,3 +95,6 @@ class GpuNodes(_Ml):
 
     def rollback(self, ctx: StepContext) -> None:
         ctx.log("gpu-nodes is a read-only check: nothing to roll back")
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        return f"{len(outputs.get('nodes') or [])} GPU node(s) · {outputs.get('total_gpus', 0)} allocatable GPU(s)"

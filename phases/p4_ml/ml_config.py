@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
+
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, StepContext
 
-from ._common import RESTART_ANNOTATION, _digest, _kube, _Ml, _namespace, serving
+from .._kube_step import digest as _digest
+from ._common import RESTART_ANNOTATION, MlSettings, _kube, _Ml, _namespace, serving
 
 
 class MlConfig(_Ml):
@@ -23,19 +29,25 @@ class MlConfig(_Ml):
     reversibility = Reversibility.REVERSIBLE
     timeout = 1200.0
 
+    class Settings(MlSettings):
+        configmap: str = Field("intent-classifier-config", description="the intent classifier's ConfigMap")
+        deployment: str = Field("intent-classifier", description="the Deployment restarted to read the values")
+        rollout_timeout: float = Field(600, gt=0, description="seconds for the restart to roll out")
+        torchserve_url: str | None = Field(None, description="TORCHSERVE_URL (default: the torchserve step's)")
+        sagemaker_endpoint: str | None = Field(None, description="SageMaker endpoint (default: the models step's)")
+
     def _target(self, ctx: StepContext) -> tuple[str, str, str]:
         return (
             _namespace(ctx),
-            str(ctx.setting("configmap", "intent-classifier-config")),
-            str(ctx.setting("deployment", "intent-classifier")),
+            ctx.typed(self.Settings).configmap,
+            ctx.typed(self.Settings).deployment,
         )
 
     def _desired(self, ctx: StepContext) -> dict[str, str]:
         ns = _namespace(ctx)
         if serving(ctx) == "sagemaker":
-            endpoint = ctx.upstream.get("models", {}).get("sagemaker", {}).get("endpoint") or ctx.setting(
-                "sagemaker_endpoint", ""
-            )
+            recorded = ctx.output("models", "sagemaker", None) or {}
+            endpoint = recorded.get("endpoint") or ctx.typed(self.Settings).sagemaker_endpoint or ""
             return {
                 "USE_TORCHSERVE": "false",
                 "TORCHSERVE_URL": "",
@@ -43,15 +55,13 @@ class MlConfig(_Ml):
                 "SAGEMAKER_REGION": ctx.env.aws.region,
             }
         url = (
-            ctx.setting("torchserve_url")
-            or ctx.upstream.get("torchserve", {}).get("service_url")
+            ctx.typed(self.Settings).torchserve_url
+            or ctx.output("torchserve", "service_url", None)
             or f"http://torchserve.{ns}.svc.cluster.local:8080"
         )
         return {"USE_TORCHSERVE": "true", "TORCHSERVE_URL": str(url)}
 
     def plan(self, ctx: StepContext) -> PlanResult:
-        if skipped := self._skip_plan(ctx):
-            return skipped
         ns, cm_name, deploy = self._target(ctx)
         desired = self._desired(ctx)
         result = PlanResult(data={"desired": desired})
@@ -139,7 +149,7 @@ class MlConfig(_Ml):
                 ns,
                 {"spec": {"template": {"metadata": {"annotations": {RESTART_ANNOTATION: stamp}}}}},
             )
-        kube.wait_rollout("Deployment", deploy, ns, float(ctx.setting("rollout_timeout", 600)))
+        kube.wait_rollout("Deployment", deploy, ns, ctx.typed(self.Settings).rollout_timeout)
 
     def verify(self, ctx: StepContext) -> list[Check]:
         from migrate.adapters.kube import rollout_status
@@ -182,3 +192,7 @@ class MlConfig(_Ml):
         ctx.intent("configmap-restore", configmap=f"{ns}/{cm_name}", previous=previous)
         kube.patch("v1", "ConfigMap", cm_name, ns, {"data": dict(previous)})  # None removes keys that were absent
         self._restart(ctx, stamp)  # back to the previous pod template: pods restart and read the restored values
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        applied = outputs.get("applied") or {}
+        return f"{outputs.get('configmap')}: " + ", ".join(f"{k}={v}" for k, v in sorted(applied.items()))

@@ -48,8 +48,10 @@ class MlPerf(_Ml):
         duration_s: float = Field(30.0, gt=0, description="seconds of load")
         workers: int = Field(0, ge=0, description="Locust workers (0 = sized from target_rps)")
         timeout_s: float = Field(5.0, gt=0, description="per-request timeout (a timeout is a failure)")
-        p95_ms: float = Field(500.0, gt=0, description="gate: p95 inference latency must stay below (ms)")
-        max_error_rate: float = Field(0.001, ge=0, description="gate: error rate must stay below (0.001 = 0.1 %)")
+        p95_ms: float | None = Field(None, gt=0, description="gate: p95 must stay below (default: [targets] ml_p95_ms)")
+        max_error_rate: float | None = Field(
+            None, ge=0, description="gate: error rate must stay below (default: [targets] error_rate, 0.1 %)"
+        )
         min_rate_fraction: float = Field(0.95, gt=0, le=1, description="gate: achieved rate >= this x target")
         payload: dict[str, Any] = Field(
             default_factory=lambda: dict(DEFAULT_PAYLOAD), description="JSON body of a classification request"
@@ -105,7 +107,11 @@ class MlPerf(_Ml):
         from migrate.adapters.load import Gate
 
         s = ctx.typed(self.Settings)
-        return Gate(p95_ms=s.p95_ms, max_error_rate=s.max_error_rate, min_rate_fraction=s.min_rate_fraction)
+        return Gate(
+            p95_ms=s.p95_ms if s.p95_ms is not None else ctx.targets.ml_p95_ms,
+            max_error_rate=s.max_error_rate if s.max_error_rate is not None else ctx.targets.error_rate,
+            min_rate_fraction=s.min_rate_fraction,
+        )
 
     # -- the contract ----------------------------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> PlanResult:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from pydantic import Field
 
 from migrate.errors import AdapterError, ConfigError, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, RetryPolicy, Reversibility, StepContext
 
-from ._common import _kube, _Ml, _ml, _ts_client, sample_archive_bytes, serving
+from .._kube_step import kube_unreachable
+from ._common import TorchServeApiSettings, _Ml, _ml, _ts_client, serving
 
 
 class Models(_Ml):
@@ -29,29 +32,52 @@ class Models(_Ml):
     retry = RetryPolicy(attempts=2, wait_initial=5.0)
     timeout = 3600.0
 
+    class Settings(TorchServeApiSettings):
+        bucket: str | None = Field(None, description="S3 bucket (default betterprompts-<env>-ml-models)")
+        archives: list[str] = Field(default_factory=list, description=".mar files (relative to the project)")
+        sample_archive: bool = Field(False, description="use a generated sample archive outside the sandbox too")
+        sample_model_name: str = Field("intent-classifier", description="model name of the sample archive")
+        prefix: str = Field("models/", description="S3 key prefix")
+        initial_workers: int = Field(1, ge=1, description="TorchServe workers per registered model")
+        url_expiry_s: int = Field(3600, gt=0, description="presigned S3 URL lifetime for registration")
+        register_timeout: float = Field(600, gt=0, description="seconds for a registration to finish")
+        sagemaker_name: str | None = Field(None, description="SageMaker base name (default betterprompts-<env>-<model>)")
+        sagemaker_role_arn: str | None = Field(None, description="SageMaker execution role ARN")
+        sagemaker_image: str = Field(
+            "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.3.0-gpu-py311",
+            description="SageMaker inference image",
+        )
+        instance_type: str = Field("ml.g4dn.xlarge", description="SageMaker instance type")
+        instance_count: int = Field(1, ge=1, description="SageMaker instances")
+        endpoint_timeout: float = Field(1800, gt=0, description="seconds for the endpoint to be InService")
+        poll_s: float = Field(15, gt=0, description="SageMaker status poll interval")
+
     def skip_reason(self, ctx: StepContext) -> str | None:
         if serving(ctx) == "sagemaker":
             return None  # S3 + SageMaker only: no cluster needed
-        return _kube(ctx).unreachable_reason()
+        return kube_unreachable(ctx)
 
     def _bucket(self, ctx: StepContext) -> str:
-        return str(ctx.setting("bucket") or f"betterprompts-{ctx.env_name}-ml-models")
+        return str(ctx.typed(self.Settings).bucket or f"betterprompts-{ctx.env_name}-ml-models")
 
     def _sample(self, ctx: StepContext) -> tuple[str, bytes] | None:
-        if ctx.setting("archives") or not (ctx.is_sandbox or ctx.setting("sample_archive", False)):
+        from migrate.adapters.model_archive import sample_archive_bytes
+
+        s = ctx.typed(self.Settings)
+        if s.archives or not (ctx.is_sandbox or s.sample_archive):
             return None
-        name = str(ctx.setting("sample_model_name", "intent-classifier"))
-        return name, sample_archive_bytes(name)
+        return s.sample_model_name, sample_archive_bytes(s.sample_model_name)
 
     def _archives(self, ctx: StepContext, *, write_sample: bool) -> list[Path]:
-        configured = [Path(str(p)) for p in ctx.setting("archives", []) or []]
+        from migrate.adapters.model_archive import write_if_changed
+
+        configured = [Path(p) for p in ctx.typed(self.Settings).archives]
         paths = [p if p.is_absolute() else ctx.project_root / p for p in configured]
         sample = self._sample(ctx)
         if sample is not None:
-            target = ctx.state_dir / ctx.env_name / "artifacts" / self.id / f"{sample[0]}.mar"
-            if write_sample and (not target.is_file() or target.read_bytes() != sample[1]):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(sample[1])
+            target = ctx.state_dir / ctx.env_name / "artifacts" / self.id / f"{sample[0]}.mar"  # plan: no mkdir
+            if write_sample:
+                write_if_changed(target, sample[1])
             return [target]
         if not paths:
             raise ConfigError(
@@ -70,21 +96,12 @@ class Models(_Ml):
 
     def _items(self, ctx: StepContext, *, write_sample: bool = False) -> list[dict[str, Any]]:
         """The archives with their checksums and S3 keys (plan computes a sample archive in memory, never writes)."""
-        from migrate.adapters.aws_ml import file_sha256
-        from migrate.adapters.torchserve import archive_name
+        from migrate.adapters.model_archive import describe
 
-        prefix = str(ctx.setting("prefix", "models/")).strip("/")
+        prefix = ctx.typed(self.Settings).prefix
         sample = self._sample(ctx)
-        items = []
-        for path in self._archives(ctx, write_sample=write_sample):
-            if sample is not None and not path.is_file():
-                sha, size = hashlib.sha256(sample[1]).hexdigest(), len(sample[1])
-            else:
-                sha, size = file_sha256(path), path.stat().st_size
-            name = archive_name(path)
-            key = f"{prefix}/{name}/{sha[:12]}/{path.name}" if prefix else f"{name}/{sha[:12]}/{path.name}"
-            items.append({"name": name, "path": path, "sha256": sha, "size": size, "key": key})
-        return items
+        data = sample[1] if sample is not None else None
+        return [describe(path, prefix, data) for path in self._archives(ctx, write_sample=write_sample)]
 
     def _item_names(self, ctx: StepContext) -> set[str]:
         try:
@@ -93,12 +110,10 @@ class Models(_Ml):
             return set()
 
     def _sm_names(self, ctx: StepContext, model: str) -> dict[str, str]:
-        base = str(ctx.setting("sagemaker_name", f"betterprompts-{ctx.env_name}-{model}"))
+        base = ctx.typed(self.Settings).sagemaker_name or f"betterprompts-{ctx.env_name}-{model}"
         return {"model": f"{base}-model", "config": f"{base}-config", "endpoint": base}
 
     def plan(self, ctx: StepContext) -> PlanResult:
-        if skipped := self._skip_plan(ctx):
-            return skipped
         mode = serving(ctx)
         ml = _ml(ctx)
         bucket = self._bucket(ctx)
@@ -131,13 +146,13 @@ class Models(_Ml):
                 result.unknown.append(f"TorchServe registrations ({exc.what})")
         else:
             names = self._sm_names(ctx, items[0]["name"])
-            instance = str(ctx.setting("instance_type", "ml.g4dn.xlarge"))
+            instance = ctx.typed(self.Settings).instance_type
             for what, key in (("model", "model"), ("endpoint_config", "config"), ("endpoint", "endpoint")):
                 if ml.describe(what, names[key]) is None:
                     result.changes.append(Change("create", f"SageMaker {what} {names[key]}", instance))
                 else:
                     result.in_place.append(f"SageMaker {what} {names[key]}")
-            if not ctx.setting("sagemaker_role_arn"):
+            if not ctx.typed(self.Settings).sagemaker_role_arn:
                 result.findings.append(
                     Finding(
                         "block",
@@ -191,13 +206,9 @@ class Models(_Ml):
                 ctx.log(f"TorchServe model {model['name']} already registered")
                 continue
             ctx.intent("torchserve-register", model=model["name"], uri=model["uri"])
-            url = ml.presign_get(bucket, model["key"], int(ctx.setting("url_expiry_s", 3600)))
-            client.register(
-                url,
-                model_name=model["name"],
-                initial_workers=int(ctx.setting("initial_workers", 1)),
-                timeout=float(ctx.setting("register_timeout", 600)),
-            )
+            s = ctx.typed(self.Settings)
+            url = ml.presign_get(bucket, model["key"], s.url_expiry_s)
+            client.register(url, model_name=model["name"], initial_workers=s.initial_workers, timeout=s.register_timeout)
             ctx.checkpoints.put(f"registered:{model['name']}", {"uri": model["uri"]})
         now = {m.get("modelName") for m in client.list_models()}
         missing = [m["name"] for m in models if m["name"] not in now]
@@ -212,19 +223,15 @@ class Models(_Ml):
     def _sagemaker(self, ctx: StepContext, bucket: str, model: dict[str, Any]) -> dict[str, Any]:
         ml = _ml(ctx)
         names = self._sm_names(ctx, model["name"])
-        role = ctx.setting("sagemaker_role_arn")
+        s = ctx.typed(self.Settings)
+        role = s.sagemaker_role_arn
         if not role:
             raise ConfigError(
                 "[steps.models] sagemaker_role_arn is not set",
                 "SageMaker models need an execution role",
                 "set sagemaker_role_arn in [steps.models] of migrate.toml",
             )
-        image = str(
-            ctx.setting(
-                "sagemaker_image", "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.3.0-gpu-py311"
-            )
-        )
-        instance = str(ctx.setting("instance_type", "ml.g4dn.xlarge"))
+        image, instance = s.sagemaker_image, s.instance_type
         ctx.intent("sagemaker-create-model", name=names["model"])
         ml.ensure_model(
             names["model"],
@@ -238,13 +245,11 @@ class Models(_Ml):
             names["config"],
             model_name=names["model"],
             instance_type=instance,
-            instance_count=int(ctx.setting("instance_count", 1)),
+            instance_count=s.instance_count,
         )
         ctx.intent("sagemaker-create-endpoint", name=names["endpoint"])
         ml.ensure_endpoint(names["endpoint"], config_name=names["config"])
-        status = ml.wait_endpoint(
-            names["endpoint"], float(ctx.setting("endpoint_timeout", 1800)), poll=float(ctx.setting("poll_s", 15))
-        )
+        status = ml.wait_endpoint(names["endpoint"], s.endpoint_timeout, poll=s.poll_s)
         return {**names, "status": status, "instance_type": instance}
 
     def verify(self, ctx: StepContext) -> list[Check]:
@@ -327,3 +332,9 @@ class Models(_Ml):
         for key in sorted(keys):
             ctx.intent("s3-delete", bucket=bucket, key=key)
             ml.delete_object(bucket, key)
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        models = outputs.get("models") or []
+        size = sum(int(m.get("size") or 0) for m in models)
+        where = "TorchServe" if outputs.get("serving") == "torchserve" else "SageMaker"
+        return f"{len(models)} model archive(s) · {size:,} bytes in s3://{outputs.get('bucket')} · served by {where}"

@@ -3,28 +3,31 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from pydantic import Field
 
 from migrate.errors import AdapterError, StepFailed
 from migrate.step import Check, Finding, Outputs, PlanResult, Reversibility, StepContext
 
-if TYPE_CHECKING:
-    from migrate.adapters.torchserve import TorchServeClient
+from .._kube_step import ManifestStep, render_templates, verify_manifests
 from ._common import (
+    DEFAULT_GPU_SELECTOR,
     DEFAULT_TORCHSERVE_IMAGE,
     GPU_RESOURCE,
-    _digest,
+    TorchServeApiSettings,
     _gpu_nodes,
-    _kube,
     _Ml,
     _namespace,
-    _plan_docs,
-    _ref,
     _ts_client,
 )
 
+if TYPE_CHECKING:
+    from migrate.adapters.torchserve import TorchServeClient
 
-class TorchServe(_Ml):
+
+class TorchServe(_Ml, ManifestStep):
     """TorchServe Deployment/Service on the GPU nodes (templates/k8s/ml/torchserve.yaml); its management API answers.
 
     Server-side apply, rollout wait (observedGeneration, updated and available replicas; a timeout names the pod
@@ -37,30 +40,34 @@ class TorchServe(_Ml):
     reversibility = Reversibility.COMPENSABLE
     torchserve_only = True
     timeout = 1800.0
+    rollback_mode = "delete"
+
+    class Settings(TorchServeApiSettings):
+        image: str = Field(DEFAULT_TORCHSERVE_IMAGE, description="the TorchServe image")
+        replicas: int = Field(1, ge=1, description="TorchServe pods")
+        gpus_per_pod: int = Field(1, ge=1, description="GPUs requested by each pod")
+        template: str = Field("k8s/ml/torchserve.yaml", description="template (relative to templates/)")
+        rollout_timeout: float = Field(900, gt=0, description="seconds for the Deployment to roll out")
+        api_timeout: float = Field(120, gt=0, description="seconds for the management API to answer after rollout")
+        gpu_node_selector: str = Field(DEFAULT_GPU_SELECTOR, description="label selector of the GPU nodes")
 
     def _values(self, ctx: StepContext) -> dict[str, Any]:
+        s = ctx.typed(self.Settings)
         return {
             "namespace": _namespace(ctx),
-            "torchserve_image": ctx.setting("image", DEFAULT_TORCHSERVE_IMAGE),
-            "torchserve_replicas": int(ctx.setting("replicas", 1)),
-            "gpus_per_pod": int(ctx.setting("gpus_per_pod", 1)),
+            "torchserve_image": s.image,
+            "torchserve_replicas": s.replicas,
+            "gpus_per_pod": s.gpus_per_pod,
         }
 
-    def _docs(self, ctx: StepContext) -> list[dict[str, Any]]:
-        from migrate.adapters.manifests import render
-
-        path = ctx.templates_dir / str(ctx.setting("template", "k8s/ml/torchserve.yaml"))
-        return render(path, self._values(ctx))
+    def manifests(self, ctx: StepContext) -> list[dict[str, Any]]:
+        return render_templates(ctx, ctx.typed(self.Settings).template, self._values(ctx))
 
     def plan(self, ctx: StepContext) -> PlanResult:
-        if skipped := self._skip_plan(ctx):
-            return skipped
-        docs = self._docs(ctx)
-        values = self._values(ctx)
-        result = PlanResult(data={"manifests": _digest(docs)})
-        _plan_docs(ctx, docs, result)
-        need = values["torchserve_replicas"] * values["gpus_per_pod"]
-        have = sum(_gpu_nodes(ctx).values())
+        s = ctx.typed(self.Settings)
+        result = super().plan(ctx)
+        need = s.replicas * s.gpus_per_pod
+        have = sum(_gpu_nodes(ctx, s.gpu_node_selector).values())
         if have < need:
             result.findings.append(
                 Finding(
@@ -71,20 +78,7 @@ class TorchServe(_Ml):
                     "node group",
                 )
             )
-        if ctx.setting("management_url"):
-            try:
-                _ts_client(ctx).list_models()
-                result.in_place.append(f"management API answers at {ctx.setting('management_url')}")
-            except AdapterError:
-                result.findings.append(
-                    Finding(
-                        "info",
-                        f"the TorchServe management API does not answer at {ctx.setting('management_url')} yet",
-                        f"after the rollout apply waits up to {float(ctx.setting('api_timeout', 120)):g}s for it: start "
-                        f"`kubectl -n {_namespace(ctx)} port-forward svc/torchserve 8080 8081` once the pods run",
-                    )
-                )
-        else:
+        if not s.management_url:
             result.findings.append(
                 Finding(
                     "block",
@@ -92,29 +86,38 @@ class TorchServe(_Ml):
                     "port-forward svc/torchserve 8081 and set management_url in migrate.toml",
                 )
             )
+            return result
+        try:
+            _ts_client(ctx).list_models()
+            result.in_place.append(f"management API answers at {s.management_url}")
+        except AdapterError:
+            result.findings.append(
+                Finding(
+                    "info",
+                    f"the TorchServe management API does not answer at {s.management_url} yet",
+                    f"after the rollout apply waits up to {s.api_timeout:g}s for it: start "
+                    f"`kubectl -n {_namespace(ctx)} port-forward svc/torchserve 8080 8081` once the pods run",
+                )
+            )
         return result
 
     def apply(self, ctx: StepContext) -> Outputs:
-        kube = _kube(ctx)
-        docs = self._docs(ctx)
+        out = super().apply(ctx)
         ns = _namespace(ctx)
-        ctx.intent("kube-apply", objects=[_ref(d) for d in docs])
-        refs = kube.apply(docs)
-        kube.wait_rollout("Deployment", "torchserve", ns, float(ctx.setting("rollout_timeout", 900)))
         client = _ts_client(ctx)
-        models = self._wait_api(client, float(ctx.setting("api_timeout", 120)))
-        out: Outputs = {
-            "applied": refs,
+        models = self._wait_api(client, ctx.typed(self.Settings).api_timeout)
+        result: Outputs = {
+            **out,
             "namespace": ns,
-            "image": self._values(ctx)["torchserve_image"],
+            "image": ctx.typed(self.Settings).image,
             "management_url": client.management_url,
             "inference_url": client.inference_url,
             "service_url": f"http://torchserve.{ns}.svc.cluster.local:8080",
             "models_at_apply": sorted(m.get("modelName", "") for m in models),
         }
         if client.inference_url:
-            out["ping"] = client.ping().get("status")
-        return out
+            result["ping"] = client.ping().get("status")
+        return result
 
     @staticmethod
     def _wait_api(client: TorchServeClient, timeout: float) -> list[dict[str, Any]]:
@@ -132,23 +135,7 @@ class TorchServe(_Ml):
                 time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
 
     def verify(self, ctx: StepContext) -> list[Check]:
-        from migrate.adapters.kube import rollout_status
-
-        ns = _namespace(ctx)
-        kube = _kube(ctx)
-        live = kube.get("apps/v1", "Deployment", "torchserve", ns)
-        ok, why = rollout_status(live) if live else (False, "absent")
-        pod = ((live or {}).get("spec") or {}).get("template", {}).get("spec", {})
-        checks = [
-            Check(f"Deployment {ns}/torchserve available", ok, why, "available"),
-            Check(
-                "scheduled on GPU nodes",
-                (pod.get("nodeSelector") or {}).get("node_group") == "gpu",
-                pod.get("nodeSelector"),
-                {"node_group": "gpu"},
-            ),
-            Check("Service torchserve exists", kube.get("v1", "Service", "torchserve", ns) is not None),
-        ]
+        checks = verify_manifests(ctx, self.manifests(ctx))
         client = _ts_client(ctx)
         try:
             models = client.list_models()
@@ -163,9 +150,5 @@ class TorchServe(_Ml):
                 checks.append(Check("inference API /ping", False, exc.what, "Healthy"))
         return checks
 
-    def rollback(self, ctx: StepContext) -> None:
-        kube = _kube(ctx)
-        for doc in reversed(self._docs(ctx)):
-            meta = doc["metadata"]
-            ctx.intent("kube-delete", ref=_ref(doc))
-            kube.delete(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace"))
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        return f"TorchServe {outputs.get('image')} · {len(outputs.get('models_at_apply') or [])} model(s) at apply"

@@ -2,98 +2,87 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
-from migrate.step import Outputs, Reversibility, StepContext
+from pydantic import BaseModel, ConfigDict, Field
 
-from ._common import APP_SERVICES, DEFAULT_HPA, PHASE, KubeTemplateStep, kube_unreachable, ref
+from migrate.step import Reversibility, StepContext, StepSettings
+
+from .._kube_step import ManifestStep, render_templates, user_manifests
+
+APP_SERVICES = ("frontend", "api-gateway", "intent-classifier", "technique-selector", "prompt-generator", "torchserve")
+TEMPLATES = ("k8s/app/30-hpa.yaml", "k8s/cutover/vpa.yaml")  # the app's HPAs (step hpa), re-tuned
 
 
-class AutoscaleTune(KubeTemplateStep):
+class HpaBounds(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: int | None = Field(None, ge=1, description="minReplicas")
+    max: int | None = Field(None, ge=1, description="maxReplicas")
+    cpu: int | None = Field(None, ge=1, le=100, description="target average CPU utilization, %")
+
+
+DEFAULT_HPA = HpaBounds(min=2, max=10, cpu=70)
+
+
+class AutoscaleTune(ManifestStep):
     """Autoscaling: HPA thresholds from settings, VPA objects in recommendation mode (updateMode "Off").
 
     ``plan`` shows the diff of each HorizontalPodAutoscaler against the live object (min/max replicas, CPU
     target). VPAs only recommend (``kubectl describe vpa -n <ns>``); they never evict pods.
 
-    Settings: ``hpa = { <service> = { min = 2, max = 10, cpu = 70 } }`` per service (defaults: 2/10/70 %),
-    ``services`` (default: the BetterPrompts services), ``vpa = false`` when the cluster has no VPA installed (the
-    plan blocks naming the missing API otherwise).
+    Settings: ``hpa = { <service> = { min = 2, max = 10, cpu = 70 } }`` per service (``default`` for all; defaults
+    2/10/70 %), ``services`` (default: the BetterPrompts services), ``vpa = false`` when the cluster has no VPA
+    installed (the plan blocks naming the missing API otherwise), ``manifests_dir`` for the team's own HPAs/VPAs.
 
-    Rollback: deletes the VPAs and restores the HPA specs recorded before the change (or deletes HPAs it created).
+    Rollback: restores the HPA specs recorded before the change, deletes the VPAs (and HPAs) it created.
     """
 
     id = "autoscale-tune"
     title = "HPA thresholds and VPA recommendations"
-    phase = PHASE
+    phase = 5
     depends_on = ("hpa",)
     reversibility = Reversibility.REVERSIBLE
-    templates = ("app/30-hpa.yaml", "cutover/vpa.yaml")  # the app's HPAs (step hpa), re-tuned
+
+    class Settings(StepSettings):
+        hpa: dict[str, HpaBounds] = Field(default_factory=dict, description="per service (or default): min/max/cpu")
+        services: list[str] = Field(list(APP_SERVICES), description="services whose autoscalers are tuned")
+        vpa: bool = Field(True, description="create VPAs in recommendation mode (needs the VPA CRD)")
+        namespace: str | None = Field(None, description="the app namespace (default: the environment's)")
+        manifests_dir: str | None = Field(None, description="tune these HPA/VPA manifests instead of the bundled")
+
+    def bounds(self, s: Settings, target: str) -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for layer in (DEFAULT_HPA, s.hpa.get("default"), s.hpa.get(target)):
+            merged.update({k: v for k, v in (layer.model_dump() if layer else {}).items() if v is not None})
+        return merged
 
     def docs(self, ctx: StepContext) -> list[dict[str, Any]]:
-        services = set(ctx.setting("services", APP_SERVICES))
-        with_vpa = bool(ctx.setting("vpa", True))
-        hpa_settings: Mapping[str, Any] = ctx.setting("hpa", {})
+        s = ctx.typed(self.Settings)
+        if s.manifests_dir:
+            rendered = user_manifests(ctx, s.manifests_dir)
+        else:
+            values = {"namespace": s.namespace or ctx.env.kube.namespace}
+            rendered = [doc for name in TEMPLATES for doc in render_templates(ctx, name, values)]
         out = []
-        for doc in super().docs(ctx):
-            target = doc.get("spec", {}).get("scaleTargetRef", doc.get("spec", {}).get("targetRef", {})).get("name")
-            if target not in services or (doc["kind"] == "VerticalPodAutoscaler" and not with_vpa):
+        for doc in rendered:
+            spec = doc.get("spec") or {}
+            target = (spec.get("scaleTargetRef") or spec.get("targetRef") or {}).get("name")
+            if target not in s.services or (doc["kind"] == "VerticalPodAutoscaler" and not s.vpa):
                 continue
             if doc["kind"] == "HorizontalPodAutoscaler":
-                wanted = {**DEFAULT_HPA, **hpa_settings.get("default", {}), **hpa_settings.get(str(target), {})}
-                spec = doc["spec"]
-                spec["minReplicas"] = int(wanted["min"])
-                spec["maxReplicas"] = int(wanted["max"])
-                spec["metrics"] = [
-                    {
-                        "type": "Resource",
-                        "resource": {
-                            "name": "cpu",
-                            "target": {"type": "Utilization", "averageUtilization": int(wanted["cpu"])},
-                        },
-                    }
-                ]
+                wanted = self.bounds(s, str(target))
+                spec["minReplicas"], spec["maxReplicas"] = wanted["min"], wanted["max"]
+                target_cpu = {"type": "Utilization", "averageUtilization": wanted["cpu"]}
+                spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": target_cpu}}]
             out.append(doc)
         return out
 
-    def apply(self, ctx: StepContext) -> Outputs:
-        kube = ctx.adapters.kube()
-        previous: dict[str, Any] = {}
-        recorded = ctx.checkpoints.get("previous-hpa")
-        if recorded is None:
-            for doc in self.docs(ctx):
-                if doc["kind"] != "HorizontalPodAutoscaler":
-                    continue
-                live = kube.get(
-                    doc["apiVersion"], doc["kind"], doc["metadata"]["name"], doc["metadata"].get("namespace")
-                )
-                previous[ref(doc)] = None if live is None else live.get("spec")
-            ctx.checkpoints.put("previous-hpa", previous)
-        else:
-            previous = recorded
-        out = super().apply(ctx)
-        out["hpa"] = {
-            ref(d): {"min": d["spec"]["minReplicas"], "max": d["spec"]["maxReplicas"]}
-            for d in self.docs(ctx)
-            if d["kind"] == "HorizontalPodAutoscaler"
-        }
-        return out
+    def manifests(self, ctx: StepContext) -> list[dict[str, Any]]:
+        return self.docs(ctx)
 
-    def rollback(self, ctx: StepContext) -> None:
-        """Delete the VPAs; put each HPA back to the spec recorded before the change."""
-        if kube_unreachable(ctx):
-            return
-        previous = ctx.checkpoints.get("previous-hpa") or {}
-        kube = ctx.adapters.kube()
-        for doc in reversed(self.docs(ctx)):
-            before = previous.get(ref(doc))
-            if doc["kind"] == "HorizontalPodAutoscaler" and before:
-                restored = copy.deepcopy(doc)
-                restored["spec"] = before
-                ctx.intent("kube-restore", ref=ref(doc))
-                kube.apply([restored])
-            else:
-                meta = doc["metadata"]
-                ctx.intent("kube-delete", ref=ref(doc))
-                kube.delete(doc["apiVersion"], doc["kind"], meta["name"], meta.get("namespace"))
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        applied = outputs.get("applied") or []
+        hpas = sum(1 for r in applied if str(r).startswith("HorizontalPodAutoscaler/"))
+        return f"{hpas} HPA(s) tuned · {len(applied) - hpas} VPA(s) recommending"

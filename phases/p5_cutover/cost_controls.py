@@ -5,43 +5,71 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, StepContext
+from pydantic import Field
 
-from ._common import PHASE, KubeTemplateStep, kube_plan, kube_unreachable, kube_verify
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, StepContext, StepSettings
+
+from .._kube_step import ManifestStep, kube_unreachable, render_templates, user_manifests, verify_manifests
+
+TEMPLATES = ("k8s/cutover/spot-handler.yaml", "k8s/cutover/resource-quotas.yaml", "k8s/cutover/cost-monitoring.yaml")
 
 
-class CostControls(KubeTemplateStep):
+class CostControls(ManifestStep):
     """Cost controls: spot-interruption handler, resource quotas, cost monitoring and an AWS Budgets alert.
 
-    Applies from ``templates/k8s/cutover/``: the aws-node-termination-handler DaemonSet (drains spot nodes on an
-    interruption notice), ResourceQuota + LimitRange for the app namespace, and the cost-monitoring CronJob. Creates
-    an AWS Budgets monthly cost budget named ``betterprompts-<env>-monthly`` for ``monthly_target_usd`` with an email
-    or SNS alert at ``alert_threshold_pct`` (default 80 %) of actual spend.
+    Applies from ``templates/k8s/cutover/`` (or the team's own ``manifests_dir``): the aws-node-termination-handler
+    DaemonSet (drains spot nodes on an interruption notice), ResourceQuota + LimitRange for the app namespace, and the
+    cost-monitoring CronJob. Creates an AWS Budgets monthly cost budget named ``betterprompts-<env>-monthly`` for
+    ``monthly_target_usd`` with an email or SNS alert at ``alert_threshold_pct`` (default 80 %) of actual spend.
+    Without a cluster only the budget is set (the plan says so).
 
-    Settings: ``monthly_target_usd``, ``alert_threshold_pct``, ``alert_emails``, ``alert_sns_topic_arn``, quotas
-    (``quota_requests_cpu`` ...), ``nth_image``.
-
-    Rollback: deletes the manifests and the budget (nothing else depends on them).
+    Rollback: deletes the objects it created and the budget (nothing else depends on them).
     """
 
     id = "cost-controls"
     title = "Cost controls: spot handler, quotas, cost monitoring, budget alert"
-    phase = PHASE
+    phase = 5
     depends_on = ("k8s-deploy",)
     reversibility = Reversibility.REVERSIBLE
-    templates = ("cutover/spot-handler.yaml", "cutover/resource-quotas.yaml", "cutover/cost-monitoring.yaml")
+    rollback_mode = "delete"
 
-    def budget_name(self, ctx: StepContext) -> str:
-        return str(ctx.setting("budget_name", f"betterprompts-{ctx.env_name}-monthly"))
+    class Settings(StepSettings):
+        monthly_target_usd: float = Field(5000, gt=0, description="AWS Budgets monthly cost budget (USD)")
+        alert_threshold_pct: float = Field(80, gt=0, description="alert when actual spend passes this % of it")
+        alert_emails: list[str] = Field(default_factory=list, description="budget alert e-mail subscribers")
+        alert_sns_topic_arn: str | None = Field(None, description="budget alert SNS topic")
+        budget_name: str | None = Field(None, description="default betterprompts-<env>-monthly")
+        namespace: str | None = Field(None, description="the app namespace (default: the environment's)")
+        quota_requests_cpu: str = Field("32", description="ResourceQuota requests.cpu")
+        quota_requests_memory: str = Field("128Gi", description="ResourceQuota requests.memory")
+        quota_limits_cpu: str = Field("64", description="ResourceQuota limits.cpu")
+        quota_limits_memory: str = Field("256Gi", description="ResourceQuota limits.memory")
+        quota_gpus: str = Field("4", description="ResourceQuota requests.nvidia.com/gpu")
+        quota_pods: str = Field("200", description="ResourceQuota pods")
+        nth_image: str = Field(
+            "public.ecr.aws/aws-ec2/aws-node-termination-handler:v1.22.0", description="spot handler image"
+        )
+        cost_monitor_image: str = Field("public.ecr.aws/aws-cli/aws-cli:2.15.0", description="cost monitor image")
+        cost_monitor_role_arn: str = Field("", description="IRSA role of the cost-monitor CronJob")
+        manifests_dir: str | None = Field(None, description="apply these YAML files instead of the bundled ones")
+
+    def manifests(self, ctx: StepContext) -> list[dict[str, Any]]:
+        s = ctx.typed(self.Settings)
+        if s.manifests_dir:
+            return user_manifests(ctx, s.manifests_dir)
+        values = s.model_dump(exclude={"namespace", "manifests_dir", "budget_name", "alert_emails"})
+        values.update(namespace=s.namespace or ctx.env.kube.namespace, env_name=ctx.env_name, region=ctx.env.aws.region)
+        values["monthly_target_usd"] = f"{s.monthly_target_usd:g}"
+        return [doc for name in TEMPLATES for doc in render_templates(ctx, name, values)]
 
     def budget_spec(self, ctx: StepContext) -> dict[str, Any]:
+        s = ctx.typed(self.Settings)
         return {
-            "name": self.budget_name(ctx),
-            # default: the plan's monthly budget, [targets] monthly_budget_usd
-            "amount_usd": float(ctx.setting("monthly_target_usd") or ctx.targets.monthly_budget_usd),
-            "threshold_pct": float(ctx.setting("alert_threshold_pct", 80)),
-            "emails": [str(e) for e in ctx.setting("alert_emails", [])],
-            "sns_topic_arn": ctx.setting("alert_sns_topic_arn"),
+            "name": s.budget_name or f"betterprompts-{ctx.env_name}-monthly",
+            "amount_usd": s.monthly_target_usd,
+            "threshold_pct": s.alert_threshold_pct,
+            "emails": list(s.alert_emails),
+            "sns_topic_arn": s.alert_sns_topic_arn,
         }
 
     @staticmethod
@@ -52,25 +80,18 @@ class CostControls(KubeTemplateStep):
     def _budget_plan(self, ctx: StepContext, result: PlanResult) -> None:
         spec = self.budget_spec(ctx)
         live = ctx.adapters.get("aws_cost").describe_budget(spec["name"])
+        target = f"Budget/{spec['name']}"
         if live is None:
-            result.changes.append(
-                Change(
-                    "create",
-                    f"Budget/{spec['name']}",
-                    f"{spec['amount_usd']:.0f} USD/month, alert {spec['threshold_pct']:g} %",
-                )
-            )
+            detail = f"{spec['amount_usd']:.0f} USD/month, alert {spec['threshold_pct']:g} %"
+            result.changes.append(Change("create", target, detail))
         elif abs(live.amount_usd - spec["amount_usd"]) > 0.005 or live.threshold_pct != self.wanted_threshold(spec):
-            result.changes.append(
-                Change(
-                    "update",
-                    f"Budget/{spec['name']}",
-                    f"{live.amount_usd:.0f} -> {spec['amount_usd']:.0f} USD/month, alert {live.threshold_pct} -> "
-                    f"{self.wanted_threshold(spec)} %",
-                )
+            detail = (
+                f"{live.amount_usd:.0f} -> {spec['amount_usd']:.0f} USD/month, alert {live.threshold_pct} -> "
+                f"{self.wanted_threshold(spec)} %"
             )
+            result.changes.append(Change("update", target, detail))
         else:
-            result.in_place.append(f"Budget/{spec['name']}")
+            result.in_place.append(target)
         if not spec["emails"] and not spec["sns_topic_arn"]:
             result.findings.append(
                 Finding(
@@ -80,16 +101,16 @@ class CostControls(KubeTemplateStep):
                 )
             )
 
+    def skip_reason(self, ctx: StepContext) -> str | None:
+        return None  # the budget part runs without a cluster
+
     def plan(self, ctx: StepContext) -> PlanResult:
         reason = kube_unreachable(ctx)
-        result = PlanResult() if reason else kube_plan(ctx, self.docs(ctx))
+        result = PlanResult() if reason else super().plan(ctx)
         if reason:
             result.findings.append(Finding("warn", f"Kubernetes manifests not applied: {reason}"))
         self._budget_plan(ctx, result)
         return result
-
-    def skip_reason(self, ctx: StepContext) -> str | None:
-        return None  # the budget part runs without a cluster
 
     def apply(self, ctx: StepContext) -> Outputs:
         out: Outputs = {"applied": [], "kube_skipped": None}
@@ -108,39 +129,30 @@ class CostControls(KubeTemplateStep):
             emails=spec["emails"],
             sns_topic_arn=spec["sns_topic_arn"],
         )
-        out["budget"] = spec["name"]
-        out["monthly_target_usd"] = spec["amount_usd"]
-        return out
+        return {**out, "budget": spec["name"], "monthly_target_usd": spec["amount_usd"]}
 
     def verify(self, ctx: StepContext) -> list[Check]:
         spec = self.budget_spec(ctx)
         live = ctx.adapters.get("aws_cost").describe_budget(spec["name"])
-        checks = [
-            Check(
-                "budget exists with the monthly target",
-                live is not None and abs(live.amount_usd - spec["amount_usd"]) < 0.01,
-                None if live is None else live.amount_usd,
-                spec["amount_usd"],
-            )
-        ]
+        amount = None if live is None else live.amount_usd
+        ok = live is not None and abs(live.amount_usd - spec["amount_usd"]) < 0.01
+        checks = [Check("budget exists with the monthly target", ok, amount, spec["amount_usd"])]
         if live is not None:
             want = self.wanted_threshold(spec)
-            checks.append(
-                Check(
-                    "budget alert threshold",
-                    live.threshold_pct == want,
-                    live.threshold_pct,
-                    want,
-                    "" if want is not None else "no alert_emails / alert_sns_topic_arn: the budget has no alert",
-                )
-            )
+            why = "" if want is not None else "no alert_emails / alert_sns_topic_arn: the budget has no alert"
+            checks.append(Check("budget alert threshold", live.threshold_pct == want, live.threshold_pct, want, why))
         if not kube_unreachable(ctx):
-            checks.extend(kube_verify(ctx, self.docs(ctx)))
+            checks.extend(verify_manifests(ctx, self.manifests(ctx)))
         return checks
 
     def rollback(self, ctx: StepContext) -> None:
-        """Delete the spot handler, quotas and cost-monitoring objects, and the AWS budget."""
-        super().rollback(ctx)
-        name = self.budget_name(ctx)
+        """Delete the spot handler, quotas and cost-monitoring objects it created, and the AWS budget."""
+        if not kube_unreachable(ctx):
+            self.rollback_manifests(ctx)
+        name = self.budget_spec(ctx)["name"]
         ctx.intent("budget-delete", name=name)
         ctx.adapters.get("aws_cost").delete_budget(name)
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        kube = "manifests skipped (no cluster)" if outputs.get("kube_skipped") else f"{len(outputs.get('applied') or [])} object(s)"
+        return f"budget {outputs.get('budget')} {outputs.get('monthly_target_usd', 0):,.0f} USD/month · {kube}"

@@ -218,8 +218,10 @@ class DnsCutover(Step):
                 ctx.adapters.http().check_target(url)
             except Exception as exc:  # noqa: BLE001 - shown as a finding
                 result.findings.append(Finding("block", f"sample URL not allowed: {url}", str(exc).splitlines()[0]))
-        zone_id = self.zone(ctx, cfg)
         result.data.update({"record": cfg.record_name, "stages": cfg.stages, "new_target": cfg.new_target})
+        if result.blocking:
+            return result  # nothing to look up before the settings are complete
+        zone_id = self.zone(ctx, cfg)
         if zone_id is None:
             if cfg.create_zone:
                 result.changes.append(Change("create", f"HostedZone/{cfg.zone_name}"))
@@ -232,7 +234,17 @@ class DnsCutover(Step):
                 Finding("block", f"no current record {cfg.record_name} and no old_target", 'set old_target = "<host>"')
             )
         if cfg.health_check and not ctx.checkpoints.get("health-check"):
-            result.changes.append(Change("create", "Route53 health check", cfg.health_check_url or cfg.direct_urls[:1]))
+            url = cfg.health_check_url or (cfg.direct_urls or [""])[0]
+            result.changes.append(Change("create", "Route53 health check on the new endpoint", url))
+        ttl_cp = ctx.checkpoints.get("ttl") or {}
+        if ttl_cp.get("waited"):
+            result.in_place.append(f"TTL lowered to {cfg.low_ttl}s and the old TTL waited out")
+        else:
+            records = self.r53(ctx).record_sets(zone_id, cfg.record_name, cfg.record_type) if zone_id else []
+            old_ttl = ttl_cp.get("old_ttl", max((r.ttl or 0 for r in records), default=0))
+            result.changes.append(
+                Change("update", f"{cfg.record_name} TTL", f"{old_ttl}s -> {cfg.low_ttl}s, then wait {old_ttl}s")
+            )
         for weight in cfg.stages:
             state = ctx.checkpoints.get(f"stage-{weight}") or {}
             if state.get("passed"):
@@ -308,7 +320,12 @@ class DnsCutover(Step):
             if state and state.get("passed"):
                 evidence[str(weight)] = state
                 continue
-            ctx.intent("route53-shift-weight", zone_id=zone_id, record=cfg.record_name, new_weight=weight)
+            ctx.intent(
+                "route53-shift-weight",
+                zone_id=zone_id,
+                record=cfg.record_name,
+                weights={cfg.new_set_id: weight, cfg.old_set_id: 100 - weight},
+            )
             change = r53.shift(zone_id, pair, weight, timeout_s=cfg.insync_timeout_s, poll_s=cfg.insync_poll_s)
             applied_at = self.clock.now()
             ctx.checkpoints.put(f"stage-{weight}", {"weight": weight, "applied_at": applied_at, "passed": False})
@@ -429,7 +446,12 @@ class DnsCutover(Step):
             ctx.log("dns-cutover rollback: no weighted records found; nothing to undo")
             return
         if not (old.weight == 100 and (new is None or not new.weight)):
-            ctx.intent("route53-rollback", zone_id=zone_id, record=cfg.record_name, new_weight=0)
+            ctx.intent(
+                "route53-rollback",
+                zone_id=zone_id,
+                record=cfg.record_name,
+                weights={cfg.new_set_id: 0, cfg.old_set_id: 100},
+            )
             pair = self.pair(cfg, old.values[0], new.health_check_id if new else None)
             change = self.r53(ctx).shift(
                 zone_id,

@@ -53,6 +53,11 @@ class PostCutoverWatch(Step):
         breach_rounds: int = Field(2, ge=1, description="consecutive breaching rounds that revert the traffic")
         auto_revert: bool = Field(True, description="revert the weighted record by itself on a breach")
 
+    def skip_reason(self, ctx: StepContext) -> str | None:
+        if not self._urls(ctx, ctx.typed(self.Settings)):
+            return "dns-cutover has not moved traffic in this environment and no urls are set: nothing to watch"
+        return None
+
     def _urls(self, ctx: StepContext, s: Any) -> list[str]:
         cut = ctx.upstream.get("dns-cutover", {})
         return list(s.urls or s.probe_urls or [*cut.get("direct_urls", []), *cut.get("record_urls", [])])

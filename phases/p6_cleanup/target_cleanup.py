@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -10,21 +11,24 @@ from pydantic import Field
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
+from .._sync import REVERSE_FOLLOWER_DIR, redis_reverse_stop
 from ._common import PHASE
 
 _KINDS = ("slots", "publications", "subscriptions")
+_REVERSE = "_rev"  # migrate.adapters.pgsync.reverse_name
 
 
 class TargetCleanup(Step):
     """Leave nothing of bpmigrate's behind: drop ``_bpmigrate`` from the target, prove no slot, publication,
     subscription or follower is left.
 
-    Runs once the final backup is verified (after the cutover watch: no step needs the restore, copy or sync state
-    any more). Apply drops the schema ``_bpmigrate`` from the target (and from the source, where a reverse stream may
-    have kept state). Replication objects are never dropped here: a slot, publication or subscription named ``bpm_…``
-    (forward or reverse stream) or a live process marked as this environment's bpmigrate means a step still runs;
-    plan blocks naming each with the command that removes it (the owning step's rollback). Verify proves every
-    absence on both sides and on this host. Rollback has nothing to restore (the schema held only progress records).
+    Runs once the final backup is verified, i.e. after post-cutover-watch: the rollback window is closed and no step
+    needs the restore, copy or sync state any more. Apply ends what data-switch left running for that window — the
+    reverse stream (``bpm_…_rev``: subscription on the source, slot and publication on the target) and the Redis
+    reverse follower — then drops the schema ``_bpmigrate`` from both sides. A forward stream (``bpm_…``) or another
+    live process marked as this environment's bpmigrate means a step still runs: plan blocks naming each with the
+    command that ends it. Verify proves every absence on both sides and on this host. Rollback has nothing to
+    restore (the schema held only progress records; the rollback window was already closed).
     """
 
     id = "target-cleanup"
@@ -45,7 +49,21 @@ class TargetCleanup(Step):
     def _sides(self, ctx: StepContext) -> dict[str, Any]:
         return {role: ctx.adapters.postgres(role) for role in ("source", "target") if role in ctx.env.postgres}
 
-    def _blockers(self, ctx: StepContext) -> list[Finding]:
+    def _reverse_streams(self, ctx: StepContext) -> list[str]:
+        """Names of the reverse streams (target -> source) still configured on either side."""
+        leftovers = ctx.adapters.get("leftovers")
+        names: set[str] = set()
+        for db in self._sides(ctx).values():
+            if not db.needs_address:
+                found = leftovers.database(db)
+                names |= {n for kind in _KINDS for n in found[kind] if n.endswith(_REVERSE)}
+        return sorted(names)
+
+    def _reverse_follower(self, ctx: StepContext) -> Path | None:
+        workdir = ctx.state_dir / ctx.env_name / REVERSE_FOLLOWER_DIR
+        return workdir if workdir.is_dir() and any(workdir.iterdir()) else None
+
+    def _blockers(self, ctx: StepContext, *, after_reverse: bool = False) -> list[Finding]:
         out: list[Finding] = []
         leftovers = ctx.adapters.get("leftovers")
         for role, db in self._sides(ctx).items():
@@ -54,6 +72,8 @@ class TargetCleanup(Step):
             found = leftovers.database(db)
             for kind in _KINDS:
                 for name in found[kind]:
+                    if name.endswith(_REVERSE) and not after_reverse:
+                        continue  # ended by apply (the rollback window is closed)
                     out.append(
                         Finding(
                             "block",
@@ -62,7 +82,7 @@ class TargetCleanup(Step):
                             "stream with the cutover's rollback window closing; then plan again",
                         )
                     )
-        if ctx.typed(self.Settings).check_processes:
+        if ctx.typed(self.Settings).check_processes and (after_reverse or self._reverse_follower(ctx) is None):
             for proc in leftovers.processes():
                 out.append(
                     Finding(
@@ -81,6 +101,16 @@ class TargetCleanup(Step):
                 result.unknown.append(f"{role} address (rds endpoint output)")
             elif leftovers.database(db)["schema"]:
                 result.changes.append(Change("delete", f"schema _bpmigrate on the {role}", db.endpoint))
+        for name in self._reverse_streams(ctx):
+            result.changes.append(
+                Change(
+                    "delete", f"reverse stream {name}", "subscription, slot, publication: the rollback window closed"
+                )
+            )
+        if self._reverse_follower(ctx) is not None:
+            result.changes.append(
+                Change("delete", "Redis reverse follower", "stopped; notify-keyspace-events restored")
+            )
         result.findings += self._blockers(ctx)
         if not result.changes and not result.unknown:
             result.in_place.append("no _bpmigrate schema on either side")
@@ -92,6 +122,18 @@ class TargetCleanup(Step):
             raise StepFailed(blockers[0].message, "bpmigrate's state is still in use", blockers[0].fix)
         leftovers = ctx.adapters.get("leftovers")
         dropped: list[str] = []
+        sides = self._sides(ctx)
+        for name in self._reverse_streams(ctx):
+            from migrate.adapters.pgsync import PgSync
+
+            ctx.intent("end-reverse-stream", name=name)
+            dropped += PgSync(sides["target"], sides["source"], name).teardown()
+        if self._reverse_follower(ctx) is not None:
+            redis_reverse_stop(ctx)
+            dropped.append("Redis reverse follower")
+        left = self._blockers(ctx, after_reverse=True)
+        if left:
+            raise StepFailed(left[0].message, "it is still there after the reverse stream was ended", left[0].fix)
         for role, db in self._sides(ctx).items():
             ctx.intent("drop-internal-schema", side=role, endpoint=db.endpoint)
             if leftovers.drop_internal_schema(db):

@@ -117,7 +117,7 @@ def generate_pg(dsn: str, total_mb: int) -> dict[str, int]:
 def child_restore(args: argparse.Namespace) -> None:
     from migrate.config import EnvConfig, PgEndpoint
     from migrate.testing import make_context
-    from phases.p2_data import RdsRestore
+    from phases.p2_data.rds_restore import RdsRestore
 
     spec = json.loads(args.spec)
     env = EnvConfig(
@@ -165,7 +165,7 @@ def bench_pg(args: argparse.Namespace, base: Path, results: dict[str, Any]) -> N
     from migrate.adapters.localservers import start_postgres
     from migrate.config import EnvConfig, PgEndpoint
     from migrate.testing import make_context
-    from phases.p2_data import DataValidate
+    from phases.p2_data.data_validate import DataValidate
 
     src = start_postgres(base / "pg-src", dbname="bench", fsync=args.fsync)
     tgt = start_postgres(base / "pg-tgt", dbname="postgres", fsync=args.fsync)
@@ -253,7 +253,7 @@ def bench_lo(args: argparse.Namespace, base: Path, results: dict[str, Any]) -> N
     the same objects, on ``--lo-count`` objects of ``--lo-kb`` KiB (incompressible contents)."""
     from migrate.adapters import pgcopy
     from migrate.adapters.localservers import start_postgres
-    from migrate.adapters.postgres import PostgresAdapter
+    from tests.pg_data_helpers import adapter
 
     src = start_postgres(base / "lo-src", dbname="bench", fsync=args.fsync)
     tgt = start_postgres(base / "lo-tgt", dbname="postgres", fsync=args.fsync)
@@ -261,19 +261,7 @@ def bench_lo(args: argparse.Namespace, base: Path, results: dict[str, Any]) -> N
         tgt.create_database("lo_fast")
         tgt.create_database("lo_dump")
 
-        def pg(server: Any, db: str, role: str) -> PostgresAdapter:
-            return PostgresAdapter(
-                role=role,
-                host=server.host,
-                port=server.port,
-                dbname=db,
-                user=server.user,
-                password=None,
-                sslmode=None,
-                bin_dir=str(server.bin_dir),
-            )
-
-        source, target = pg(src, "bench", "source"), pg(tgt, "lo_fast", "target")
+        source, target = adapter(src, src.dsn_for("bench"), "source"), adapter(tgt, tgt.dsn_for("lo_fast"), "target")
         reps = max(1, args.lo_kb * 1024 // 16)
         source.execute(
             f"SELECT lo_from_bytea(0, (SELECT string_agg(decode(md5(g::text || '-' || i), 'hex'), '') "

@@ -265,7 +265,8 @@ def ladder(name: str, measure: Any, rates: Iterable[float]) -> tuple[float, list
         res = measure(mid)
         tried.append((mid, res))
         ok = sustained(res, mid)
-        print(f"  {name:<7} {mid:>7,.0f} req/s -> achieved {res['achieved_rps']:>8,.1f}  {'ok' if ok else 'MISS'}")
+        sat = "  (saturated)" if res["saturated"] else ""
+        print(f"  {name:<7} {mid:>7,.0f} req/s -> achieved {res['achieved_rps']:>8,.1f}  {'ok' if ok else 'MISS'}{sat}")
         if ok:
             best = mid
     return best, tried

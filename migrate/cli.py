@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import typer
 
@@ -47,6 +48,7 @@ class Opts:
 
 
 _opts = Opts(None, None, False, False)
+T = TypeVar("T")
 
 
 @app.callback()
@@ -127,6 +129,23 @@ def _one_selector(selector: str | None, step: str | None, command: str) -> str |
     return step or selector
 
 
+def _with_adapters(cfg: Any, env: Any, run: Callable[[Any, dict[str, dict[str, Any]]], T]) -> T:
+    """``run(adapters, recorded outputs)`` for read-only reports (doctor, compliance); the adapters are closed after."""
+    from migrate.adapters import Adapters
+    from migrate.ledger_read import LedgerReader
+
+    reader = LedgerReader(cfg.ledger_url(env.name), env.name)
+    try:
+        outputs = reader.outputs()
+    finally:
+        reader.close()
+    adapters = Adapters(env, project_root=cfg.root, state_dir=cfg.state_dir)
+    try:
+        return run(adapters, outputs)
+    finally:
+        adapters.close()
+
+
 def _finish(engine: Any, result: Any) -> None:
     from migrate.reporting import JsonReporter
 
@@ -200,11 +219,12 @@ def status(
     interval: float = typer.Option(2.0, "--interval", help="Refresh interval for --watch."),
 ) -> None:
     """Dashboard: what needs you, then phases × steps (state, apply time, summary), ETA and downtime window."""
+    from migrate.plan import load_graph
     from migrate.status import build_status
 
     cfg = _config()
     env = _env_name(cfg)
-    graph = _graph(cfg)
+    graph = load_graph(cfg.phases_dir)  # read-only and fast: settings are validated by the commands that use them
     if _opts.json:
         _print_json(build_status(cfg, env, graph))
         return
@@ -456,22 +476,11 @@ def unlock(
 @app.command()
 def doctor() -> None:
     """Preflight: what will fail before anything runs (engines, credentials, servers, parity, disk, cluster, clock)."""
-    from migrate.adapters import Adapters
     from migrate.doctor import DoctorContext, run_checks
-    from migrate.ledger_read import LedgerReader
 
     cfg = _config()
     env = cfg.env(_opts.env)
-    reader = LedgerReader(cfg.ledger_url(env.name), env.name)
-    try:
-        outputs = reader.outputs()
-    finally:
-        reader.close()
-    adapters = Adapters(env, project_root=cfg.root, state_dir=cfg.state_dir)
-    try:
-        results = run_checks(DoctorContext(cfg, env, adapters, outputs))
-    finally:
-        adapters.close()
+    results = _with_adapters(cfg, env, lambda adapters, outputs: run_checks(DoctorContext(cfg, env, adapters, outputs)))
     blocking = [r for r in results if r.status == "fail" and r.blocking]
     if _opts.json:
         _print_json({"env": env.name, "ok": not blocking, "checks": [r.to_dict() for r in results]})
@@ -489,6 +498,8 @@ def doctor() -> None:
     if blocking:
         from migrate.errors import StepFailed
 
+        if _opts.json:  # one JSON document: the checks already say what failed ("ok": false)
+            sys.exit(StepFailed.exit_code)
         raise StepFailed(
             f"doctor: {len(blocking)} blocking check(s) failed: {', '.join(r.check for r in blocking)}",
             blocking[0].detail,
@@ -611,23 +622,12 @@ def report_compliance() -> None:
     """Each security control with its evidence from the live account; Markdown under runbooks/reports/.
 
     Exit 0 when no control fails, 1 when one does (n/a and unchecked controls are listed, not failed)."""
-    from migrate.adapters import Adapters
     from migrate.adapters.reports import write_text
     from migrate.compliance import ComplianceContext, collect, markdown, report_path
-    from migrate.ledger_read import LedgerReader
 
     cfg = _config()
     env = cfg.env(_opts.env)
-    reader = LedgerReader(cfg.ledger_url(env.name), env.name)
-    try:
-        outputs = reader.outputs()
-    finally:
-        reader.close()
-    adapters = Adapters(env, project_root=cfg.root, state_dir=cfg.state_dir)
-    try:
-        controls = collect(ComplianceContext(cfg, env, adapters, outputs))
-    finally:
-        adapters.close()
+    controls = _with_adapters(cfg, env, lambda adapters, outputs: collect(ComplianceContext(cfg, env, adapters, outputs)))
     path = write_text(report_path(cfg, env.name), markdown(env.name, controls))
     failed = [c for c in controls if c.status == "fail"]
     if _opts.json:

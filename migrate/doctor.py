@@ -14,7 +14,7 @@ from typing import Any
 
 from migrate.adapters import Adapters
 from migrate.config import Config, EnvConfig
-from migrate.errors import BpmError
+from migrate.errors import AdapterError, BpmError
 
 
 @dataclass(frozen=True)
@@ -208,18 +208,25 @@ def check_redis(ctx: DoctorContext) -> list[Result]:
 
         def finding() -> list[Result]:
             rd = ctx.redis("source")
-            used = sorted(db for db, n in rd.keyspace().items() if n) if not rd.unreachable_reason() else list(ctx.env.redis["source"].dbs)
-            if len(used) > 1:
+            migrated = list(ctx.env.redis["source"].dbs)
+            used = sorted(db for db, n in rd.keyspace().items() if n) if not rd.unreachable_reason() else migrated
+            prefixes = ctx.config.step_settings(ctx.env.name, "redis-migrate").get("db_prefix") or {}
+            unmapped = [db for db in used if db in migrated and db != 0 and str(db) not in prefixes]
+            ignored = [db for db in used if db not in migrated]
+            note = f"; DB(s) {ignored} are not in redis.source.dbs and are not migrated" if ignored else ""
+            if unmapped:
                 return [
                     Result(
                         "Redis logical DBs",
                         "warn",
-                        f"the source uses DBs {used}; ElastiCache cluster mode has only DB 0",
+                        f"the source uses DBs {used}; ElastiCache cluster mode has only DB 0 and DB(s) {unmapped} "
+                        f"would get the default prefix db<n>:{note}",
                         "set [steps.redis-migrate] db_prefix = {\"1\" = \"sessions:\", \"2\" = \"ratelimit:\"} and"
                         " make the apps use those prefixes",
                     )
                 ]
-            return [Result("Redis logical DBs", "ok", f"source uses DBs {used}; fits cluster mode")]
+            mapped = ", ".join(f"DB {db} -> {prefixes.get(str(db), '')!r}" for db in used if db in migrated)
+            return [Result("Redis logical DBs", "ok", f"cluster mode: {mapped or 'nothing to map'}{note}")]
 
         results += _guard("Redis logical DBs", finding, blocking=False)
     return results
@@ -258,9 +265,13 @@ def check_redis_topology(ctx: DoctorContext) -> list[Result]:
                                f"bpmigrate sandbox up --env {ctx.env.name}   (restarts the target Redis as {wanted})")]
             fix = f"bpmigrate sandbox up --env {ctx.env.name}"
         server = ctx.redis("target")
-        if server.needs_address or server.unreachable_reason():
-            return [Result(name, "skip", f"will meet a {expected} target (cluster_mode = {str(target_cfg.cluster_mode).lower()}); not reachable to confirm")]
-        actual = "cluster" if server.is_real_cluster() else "single"
+        unconfirmed = Result(name, "skip", f"will meet a {expected} target (cluster_mode = {str(target_cfg.cluster_mode).lower()}); not reachable to confirm")
+        if server.needs_address:
+            return [unconfirmed]
+        try:
+            actual = "cluster" if server.is_real_cluster() else "single"
+        except AdapterError:
+            return [unconfirmed]
         if actual != expected and target_cfg.cluster_mode is False:
             return [Result(name, "fail", f"{server.endpoint} is a Redis Cluster but cluster_mode = false", fix, True)]
         if actual != expected:

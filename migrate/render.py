@@ -219,61 +219,84 @@ def _top(report: dict[str, Any], width: int, now: float) -> list[Text]:
     return lines
 
 
+def _phase_header(phase: dict[str, Any], width: int) -> Text:
+    header = Text.assemble(("phase ", "bold"), (f"{phase['number']} {phase['name']} ", "bold"))
+    header.append_text(_bar(phase["done"], phase["total"], 10 if width < WIDE else 20))
+    facts = [f"{phase['done']}/{phase['total']}"]
+    finished = phase["done"] == phase["total"]
+    if phase.get("elapsed_seconds"):
+        facts.append(f"{'took' if finished else 'elapsed'} {fmt_duration(phase['elapsed_seconds'])}")
+    if not finished and phase.get("eta_seconds") is not None:
+        more = f" + {phase['eta_unknown_steps']} unestimated" if phase.get("eta_unknown_steps") else ""
+        facts.append(f"ETA {fmt_duration(phase['eta_seconds'])}{more}")
+    elif not finished:
+        facts.append("ETA unknown: never rehearsed")
+    if phase.get("downtime_steps"):
+        down = phase.get("downtime_seconds")
+        facts.append(f"downtime ≈ {fmt_duration(down)}" if down else "downtime: rehearse to estimate")
+    header.append(" " + fit(" · ".join(facts), max(width - len(header.plain) - 1, 10)))
+    return header
+
+
+def _runs(steps: list[dict[str, Any]], notes: dict[str, int]) -> list[list[dict[str, Any]]]:
+    """The phase's steps in order, neighbours skipped for the same shared reason grouped together."""
+    runs: list[list[dict[str, Any]]] = []
+    for step in steps:
+        key = notes.get(redact(step.get("reason") or "")) if step["state"] == "skipped" else None
+        previous = runs[-1][-1] if runs else None
+        if key is not None and previous is not None and previous["state"] == "skipped" and previous.get("reason") == step.get("reason"):
+            runs[-1].append(step)
+        else:
+            runs.append([step])
+    return runs
+
+
+def _step_lines(step: dict[str, Any], notes: dict[str, int], width: int, id_w: int, now: float) -> list[Text]:
+    """One line (two at most, when the detail would not fit beside a long id) for one step."""
+    wide = width >= WIDE
+    glyph, style = GLYPH.get(step["state"], ("?", ""))
+    row = Text(f" {glyph} ", style=style)
+    row.append(step["id"].ljust(id_w) if len(step["id"]) <= id_w else step["id"])
+    took = step.get("apply_duration")
+    row.append(f" {fmt_duration(took) if took is not None else '':>6}  ", style="dim")
+    if wide:
+        last = step.get("last_attempt")
+        last_text = f"{last['action']} {last['status']} {_when(last['started_at'], now)}" if last else ""
+        row.append(f"{last_text:<24}", style="dim")
+        row.append(f"{(last or {}).get('operator', '')[:12]:<13}", style="dim")
+    text, detail_style = _detail(step, notes)
+    room = width - len(row.plain)
+    lines = []
+    if len(text) > room and not wide and room < 30:
+        lines.append(row)  # the detail goes under the id
+        row = Text(" " * 5)
+        room = width - 5
+    row.append(fit(text, room), style=detail_style)
+    return [*lines, row]
+
+
 def status_dashboard(report: dict[str, Any], width: int | None = None, now: float | None = None) -> Group:
     """The status dashboard: what needs a human first, then one line per step under phase headers, then the
     skip reasons shared by several steps. Fits ``width`` columns (nothing cut inside a token); from WIDE columns on
     it adds the last attempt and its operator."""
     width = width or 80
     now = report.get("generated_at", time.time()) if now is None else now
-    wide = width >= WIDE
     lines: list[RenderableType] = list(_top(report, width, now))
     shared = [g for g in report.get("skip_reasons", []) if len(g["steps"]) > 1]
     notes = {redact(g["reason"]): i for i, g in enumerate(shared, 1)}
     steps = [s for p in report["phases"] for s in p["steps"]]
     id_w = min(max((len(s["id"]) for s in steps), default=10), 24)
     for phase in report["phases"]:
-        header = Text.assemble(("phase ", "bold"), (f"{phase['number']} {phase['name']} ", "bold"))
-        header.append_text(_bar(phase["done"], phase["total"], 10 if width < WIDE else 20))
-        facts = [f"{phase['done']}/{phase['total']}"]
-        finished = phase["done"] == phase["total"]
-        if phase.get("elapsed_seconds"):
-            facts.append(f"{'took' if finished else 'elapsed'} {fmt_duration(phase['elapsed_seconds'])}")
-        if not finished and phase.get("eta_seconds") is not None:
-            more = f" + {phase['eta_unknown_steps']} unestimated" if phase.get("eta_unknown_steps") else ""
-            facts.append(f"ETA {fmt_duration(phase['eta_seconds'])}{more}")
-        if phase.get("downtime_steps"):
-            down = phase.get("downtime_seconds")
-            facts.append(f"downtime ≈ {fmt_duration(down)}" if down else "downtime: rehearse to estimate")
-        header.append(" " + fit(" · ".join(facts), max(width - len(header.plain) - 1, 10)))
-        lines.append(header)
-        reasons = {redact(step.get("reason") or "") for step in phase["steps"]}
-        if len(phase["steps"]) > 2 and all(st["state"] == "skipped" for st in phase["steps"]) and len(reasons) == 1 and reasons & set(notes):
-            # a whole phase skipped for one shared reason: one line names its steps
-            glyph, style = GLYPH["skipped"]
-            row = Text(f" {glyph} ", style=style)
-            row.append(f"all {len(phase['steps'])} skipped [{notes[reasons.pop()]}]: ", style="blue")
-            row.append(" · ".join(st["id"] for st in phase["steps"]))  # wraps between ids (two lines at most)
-            lines.append(row)
-            continue
-        for step in phase["steps"]:
-            glyph, style = GLYPH.get(step["state"], ("?", ""))
-            row = Text(f" {glyph} ", style=style)
-            row.append(step["id"].ljust(id_w) if len(step["id"]) <= id_w else step["id"])
-            took = step.get("apply_duration")
-            row.append(f" {fmt_duration(took) if took is not None else '':>6}  ", style="dim")
-            if wide:
-                last = step.get("last_attempt")
-                last_text = f"{last['action']} {last['status']} {_when(last['started_at'], now)}" if last else ""
-                row.append(f"{last_text:<24}", style="dim")
-                row.append(f"{(last or {}).get('operator', '')[:12]:<13}", style="dim")
-            text, detail_style = _detail(step, notes)
-            room = width - len(row.plain)
-            if len(text) > room and not wide and room < 30:
-                lines.append(row)  # two lines at most: the detail goes under the id
-                row = Text(" " * 5)
-                room = width - 5
-            row.append(fit(text, room), style=detail_style)
-            lines.append(row)
+        lines.append(_phase_header(phase, width))
+        for run in _runs(phase["steps"], notes):
+            if len(run) > 1:  # steps side by side, skipped for the same shared reason: one row names them all
+                row = Text(f" {GLYPH['skipped'][0]} ", style=GLYPH["skipped"][1])
+                row.append(" · ".join(st["id"] for st in run))  # wraps between ids: two lines at most
+                label = run[0].get("skip_label") or "skipped"
+                row.append(f"  skipped: {label} [{notes[redact(run[0]['reason'])]}]", style="blue")
+                lines.append(row)
+            else:
+                lines.extend(_step_lines(run[0], notes, width, id_w, now))
     for i, group in enumerate(shared, 1):  # the full reason (and its fix) once, for every step that shares it
         line = Text(f"[{i}] ", style="blue")
         reason = redact(group["reason"])

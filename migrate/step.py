@@ -45,7 +45,8 @@ class StepSettings(BaseModel):
     whole file is validated against every step's model when it loads, so a misspelled or mistyped key is an error
     (exit 2) naming the step, the key and the expected type, and ``bpmigrate show STEP`` lists them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: the validator is built on first use, not when the plan loads (`status` never validates: ~40 ms)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 SettingsT = TypeVar("SettingsT", bound=StepSettings)

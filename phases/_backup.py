@@ -100,6 +100,11 @@ def backup_checks(source: PostgresAdapter, path: Path, sha: str, size: int, iden
     ]
 
 
+def take_or_retake(why: str) -> str:
+    """How a plan says it: "take" the first time, "re-take (why)" otherwise."""
+    return "take" if why == "no backup yet" else f"re-take ({why})"
+
+
 def read_meta(path: Path) -> dict[str, Any]:
     return dict(json.loads(path.with_name(path.name + ".json").read_text()))
 

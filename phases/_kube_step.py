@@ -139,7 +139,9 @@ def verify_manifests(ctx: StepContext, docs: list[Doc]) -> list[Check]:
         wanted = {k: v for k, v in doc.items() if k != "status"}
         same = subset_of(wanted, live)
         detail = "" if same or doc["kind"] == "Secret" else changed_fields(wanted, _shape_of(wanted, live))
-        checks.append(Check(f"{ref(doc)} matches the manifest", same, "matches" if same else "differs", "matches", detail))
+        checks.append(
+            Check(f"{ref(doc)} matches the manifest", same, "matches" if same else "differs", "matches", detail)
+        )
         if is_workload(doc):
             live.setdefault("kind", doc["kind"])
             done, why = rollout_status(live)

@@ -318,21 +318,30 @@ class Writers:
         values = {k: str(v) for k, v in _endpoints(self.ctx, role).items()}
         return DataTarget(role, {k: string.Template(v).safe_substitute(values) for k, v in templates.items()})
 
-    def on(self) -> None:
+    def _all(self, action: str, call: Any, **details: Any) -> None:
+        """Run ``call(fence)`` for every fence at once (the write downtime is the slowest fence, not their sum);
+        intents are written first, in order; the first failure is raised after all finished."""
+        from concurrent.futures import ThreadPoolExecutor
+
         for fence in self.fences:
-            self.ctx.intent("fence-on", fence=fence.name, kind=fence.kind)
-            fence.on()
+            self.ctx.intent(action, fence=fence.name, kind=fence.kind, **details)
+        if len(self.fences) <= 1:
+            for fence in self.fences:
+                call(fence)
+            return
+        with ThreadPoolExecutor(max_workers=len(self.fences)) as pool:
+            futures = [pool.submit(call, fence) for fence in self.fences]
+        for future in futures:
+            future.result()
+
+    def on(self) -> None:
+        self._all("fence-on", lambda f: f.on())
 
     def point(self, role: str) -> None:
-        for fence in self.fences:
-            target = self.target_for(role, fence.name)
-            self.ctx.intent("fence-point", fence=fence.name, role=role, database=target.database_url)
-            fence.point(target)
+        self._all("fence-point", lambda f: f.point(self.target_for(role, f.name)), role=role)
 
     def off(self) -> None:
-        for fence in self.fences:
-            self.ctx.intent("fence-off", fence=fence.name, kind=fence.kind)
-            fence.off()
+        self._all("fence-off", lambda f: f.off())
 
     def off_quietly(self) -> list[str]:
         """Release every fence, collecting failures (used while undoing: the first error must not hide the rest)."""
@@ -407,17 +416,6 @@ class AppConfig:
         kube = self.ctx.adapters.kube()
         self.ctx.intent("revert-configmap", configmap=f"{self.namespace}/{self.name}", keys=sorted(previous))
         kube.patch("v1", "ConfigMap", self.name, self.namespace, {"data": dict(previous)})
-
-
-def _write_marks(sync: PgSync, tables: list[str]) -> dict[str, Any]:
-    """What tells whether the app wrote to the target after the switch: row change counters and sequences."""
-    rows = sync.target.query(
-        "SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint FROM pg_stat_user_tables "
-        "WHERE schemaname || '.' || relname = ANY(%s)",
-        [tables],
-    )
-    seqs = {s.qualified: s.last_value for s in sync.target.sequences()}
-    return {"changes": int(rows[0][0]), "sequences": seqs}
 
 
 # -- the Redis follower at the switch (forward stopped, reverse started) --------------------------------------------

@@ -1,6 +1,8 @@
-# BetterPrompts on AWS: network, Kubernetes (EKS with system/application/GPU node groups), PostgreSQL 16 + pgvector
-# (RDS), Redis 7 (ElastiCache) and the container registry (ECR). One root for every environment; the differences
-# live in environments/<env>.tfvars. Apply module by module with -target, as the migration phases do.
+# BetterPrompts on AWS: network, Kubernetes (EKS with system/application/GPU node groups, the add-ons' IRSA roles
+# and EKS managed add-ons), PostgreSQL 16 + pgvector (RDS), Redis 7 (ElastiCache) and the ALB's WAF. One root for
+# every environment; the differences live in environments/<env>.tfvars, and the region comes from the environment's
+# aws.region in migrate.toml (bpmigrate passes -var aws_region=...). Apply module by module with -target, as the
+# migration phases do. The ECR repositories are not here: bpmigrate's ecr-repos step owns them (IMMUTABLE tags).
 locals {
   name          = "${var.project}-${var.environment}"
   is_production = var.environment == "production"
@@ -78,6 +80,9 @@ module "eks" {
   endpoint_public_access = var.eks_endpoint_public_access
   public_access_cidrs    = var.eks_public_access_cidrs
   node_groups            = merge(local.base_node_groups, local.spot_node_group)
+  app_namespace          = var.kubernetes_namespace
+  managed_addons         = var.eks_managed_addons
+  managed_addon_versions = var.eks_managed_addon_versions
 }
 
 module "rds" {
@@ -124,15 +129,4 @@ module "waf" {
 
   name                = "${local.name}-alb"
   rate_limit_per_5min = var.waf_rate_limit_per_5min
-}
-
-module "ecr" {
-  source = "./modules/ecr"
-
-  namespace            = var.project
-  repositories         = var.ecr_repositories
-  keep_tagged_images   = var.ecr_keep_tagged_images
-  untagged_expiry_days = var.ecr_untagged_expiry_days
-  force_delete         = var.ecr_force_delete
-  image_tag_mutability = "MUTABLE"
 }

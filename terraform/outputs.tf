@@ -40,6 +40,16 @@ output "eks_node_groups" {
   value       = module.eks.node_group_names
 }
 
+output "eks_irsa_role_arns" {
+  description = "IRSA role ARN by add-on (aws-load-balancer-controller, cluster-autoscaler, cost-monitor, ebs-csi-driver): the eks.amazonaws.com/role-arn annotation of each add-on's service account."
+  value       = module.eks.irsa_role_arns
+}
+
+output "eks_managed_addons" {
+  description = "EKS managed add-ons, name -> version (empty when eks_managed_addons is false)."
+  value       = module.eks.managed_addons
+}
+
 output "rds_endpoint" {
   description = "Host name of the RDS PostgreSQL instance."
   value       = module.rds.endpoint
@@ -73,11 +83,6 @@ output "elasticache_port" {
 output "elasticache_replication_group_id" {
   description = "ID of the Redis replication group."
   value       = module.elasticache.replication_group_id
-}
-
-output "ecr_repository_urls" {
-  description = "Repository URL by service name."
-  value       = module.ecr.repository_urls
 }
 
 output "elasticache_auth_secret_arn" {

@@ -18,9 +18,13 @@ variable "environment" {
 }
 
 variable "aws_region" {
-  description = "AWS region of this environment."
+  description = "AWS region of this environment. Not set in environments/*.tfvars: bpmigrate passes the environment's aws.region from migrate.toml (-var aws_region=...), so Terraform and the steps' API calls use the same region; by hand, pass it the same way."
   type        = string
-  default     = "us-east-1"
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$", var.aws_region))
+    error_message = "aws_region must be an AWS region name such as us-west-2."
+  }
 }
 
 variable "aws_endpoint_url" {
@@ -86,6 +90,24 @@ variable "eks_public_access_cidrs" {
     condition     = !(var.environment == "production" && var.eks_endpoint_public_access && contains(var.eks_public_access_cidrs, "0.0.0.0/0"))
     error_message = "The production EKS API endpoint must not be open to 0.0.0.0/0: set eks_public_access_cidrs in environments/production.tfvars to your VPN/office egress CIDRs (or eks_endpoint_public_access = false)."
   }
+}
+
+variable "kubernetes_namespace" {
+  description = "Namespace of the application on the cluster (the cost monitor's IRSA role trusts its service account there)."
+  type        = string
+  default     = "betterprompts"
+}
+
+variable "eks_managed_addons" {
+  description = "vpc-cni (with network-policy enforcement), kube-proxy, coredns, metrics-server and aws-ebs-csi-driver as EKS managed add-ons. false only where the EKS API has no add-ons (the sandbox's emulator)."
+  type        = bool
+  default     = true
+}
+
+variable "eks_managed_addon_versions" {
+  description = "Pinned EKS add-on versions by add-on name; unset = EKS's default version for eks_cluster_version."
+  type        = map(string)
+  default     = {}
 }
 
 variable "system_node_instance_types" {
@@ -278,33 +300,6 @@ variable "redis_snapshot_retention_days" {
   description = "Daily snapshot retention in days (0 = none)."
   type        = number
   default     = 7
-}
-
-# ---------------------------------------------------------------------------------------------------------------
-# ECR
-# ---------------------------------------------------------------------------------------------------------------
-variable "ecr_repositories" {
-  description = "One ECR repository per service, named <project>/<service>."
-  type        = list(string)
-  default     = ["frontend", "api-gateway", "intent-classifier", "technique-selector", "prompt-generator"]
-}
-
-variable "ecr_keep_tagged_images" {
-  description = "Lifecycle policy: number of tagged images kept per repository."
-  type        = number
-  default     = 30
-}
-
-variable "ecr_untagged_expiry_days" {
-  description = "Lifecycle policy: untagged images expire after this many days."
-  type        = number
-  default     = 7
-}
-
-variable "ecr_force_delete" {
-  description = "Allow destroying a repository that still holds images."
-  type        = bool
-  default     = false
 }
 
 variable "waf_rate_limit_per_5min" {

@@ -110,6 +110,7 @@ def start_stack(
             "redis_url": f"redis://{rd.host}:{rd.port}/0",
             "maintenance": False,
             "create_schema": create,
+            "primary": create,
             "generation": 1,
         }
         (folder / "config.json").write_text(json.dumps(cfg))
@@ -321,7 +322,9 @@ class StagePoller:
         self.thread.join(5)
 
 
-def rehearse(stack: Stack, work: Path, *, rollback: bool, say: Any = None) -> dict[str, Any]:
+def rehearse(
+    stack: Stack, work: Path, *, rollback: bool, say: Any = None, dns: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Phase 5 under a logging writer through the router: restore + stream (old stack writing), data-switch with
     process fences on both stacks, dns-cutover 10/50/100 %, then (``rollback``) dns-cutover and data-switch rolled
     back. Returns the audit of every acknowledged write against the primary at the end (and at 100 %)."""
@@ -354,7 +357,9 @@ def rehearse(stack: Stack, work: Path, *, rollback: bool, say: Any = None) -> di
             say("dns-cutover 10 -> 50 -> 100 %")
             poller.set("dns")
             up = {"pg-sync": pg_out, "data-switch": ds_out}
-            dns_ctx = make_context(work / "n", env, "dns-cutover", settings=stack.dns_settings(), upstream=up)
+            dns_ctx = make_context(
+                work / "n", env, "dns-cutover", settings=stack.dns_settings(**(dns or {})), upstream=up
+            )
             dns_out = DnsCutover().apply(dns_ctx)
             writer.wait_acked(40)
             with writer.lock:
@@ -365,7 +370,9 @@ def rehearse(stack: Stack, work: Path, *, rollback: bool, say: Any = None) -> di
                 poller.set("rollback")
                 up = {"pg-sync": pg_out, "data-switch": ds_out, "dns-cutover": dns_out}
                 DnsCutover().rollback(
-                    make_context(work / "n", env, "dns-cutover", settings=stack.dns_settings(), upstream=up)
+                    make_context(
+                        work / "n", env, "dns-cutover", settings=stack.dns_settings(**(dns or {})), upstream=up
+                    )
                 )
                 rb_ctx = make_context(work / "d", env, "data-switch", settings=ds_settings, upstream=up)
                 DataSwitch().rollback(rb_ctx)
@@ -379,6 +386,7 @@ def rehearse(stack: Stack, work: Path, *, rollback: bool, say: Any = None) -> di
     report["final"] = audit(primary, log.acked)
     report["final"]["primary"] = "source" if rollback else "target"
     report["write_downtime_s"] = ds_out["write_downtime_s"]
+    report["switch_timings"] = ds_out.get("timings")
     switch_lat = [
         lat for lat, at in zip(log.latency_ms, log.acked_at, strict=True) if switch_started <= at <= switch_ended + 1
     ]

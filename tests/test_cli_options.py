@@ -32,6 +32,7 @@ COMMANDS: list[tuple[str, ...]] = [
     ("mark", "touch-a", "--as", "skipped", "--reason", "--json"),  # an option value that looks like an option
     ("approve", "gated", "--reason", "announced"),
     ("unlock",),
+    ("doctor",),
     ("ledger", "check"),
     ("ledger", "migrate", "--to", "sqlite:///{project}/copy.db", "--yes"),
     ("runbook", "export", "--out", "{project}/runbooks"),
@@ -251,7 +252,7 @@ def _project_with_typo(tmp_path: Path) -> Path:
     return project
 
 
-@pytest.mark.parametrize("command", [("steps",), ("show", "data-switch"), ("status",), ("runbook", "export", "--out", "rb"), ("plan", "data-switch")])
+@pytest.mark.parametrize("command", [("steps",), ("show", "data-switch"), ("runbook", "export", "--out", "rb"), ("plan", "data-switch")])
 def test_misspelled_step_setting_fails_at_load(command: tuple[str, ...], tmp_path: Path) -> None:
     from phases.p5_cutover.data_switch import DataSwitch
 
@@ -269,3 +270,21 @@ def test_misspelled_step_setting_fails_at_load(command: tuple[str, ...], tmp_pat
     assert r.returncode == 2, r.stdout + r.stderr
     assert "data-switch" in r.stderr and "catchup_timout_s" in r.stderr
     assert not (project / "rb").exists()
+
+
+def test_show_lists_the_step_settings(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from phases.p5_cutover.data_switch import DataSwitch
+
+    if not DataSwitch.declares_settings():
+        pytest.skip("data-switch declares no Settings model yet (its owner is converting it)")
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("BPMIGRATE_ENV", raising=False)
+    outcome, out, err = _run(["show", "data-switch", "--env", "sandbox", "--json"], capsys)
+    assert outcome == "exit 0", err + out
+    rows = {r["key"]: r for r in json.loads(out)["settings"]}
+    assert set(rows) == set(DataSwitch.Settings.model_fields)
+    for row in rows.values():
+        assert {"key", "type", "default", "description", "value"} <= set(row) and row["type"]
+    outcome, out, _ = _run(["show", "data-switch", "--env", "sandbox"], capsys)
+    assert outcome == "exit 0" and "settings (key: type = value" in out
+    assert all(key in out for key in rows)

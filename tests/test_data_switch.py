@@ -153,7 +153,7 @@ def test_switch_with_http_maintenance_while_the_app_writes(tmp_path: Path, strea
             endpoint.close()
     assert 0 < out["write_downtime_s"] < 30
     assert ctx.recorded_metrics["write_downtime_s"] == pytest.approx(out["write_downtime_s"], abs=0.01)
-    assert set(out["timings"]) >= {"maintenance_on_s", "catchup_s", "validate_s", "detach_s", "maintenance_off_s"}
+    assert set(out["timings"]) >= {"maintenance_on_s", "catchup_s", "validate_s", "detach_and_reverse_s", "maintenance_off_s"}
     assert out["configmap"] is None and out["endpoints"]["pg_dbname"] == dst.dbname  # no cluster: recorded
     # the app now writes to the target; the reverse stream carries those writes back to the source, so a rollback
     # (fence, reverse lag 0, back to the source) loses none of them
@@ -323,7 +323,7 @@ def test_a_switch_interrupted_after_the_switch_point_converges_on_rerun(
             endpoint.hold_after_off = True
             out = DataSwitch().apply(ctx)  # re-run: no second switch, only maintenance is lifted
             assert endpoint.calls == ["/on", "/off", "/off"]
-            assert out["switched_at"] and out["write_marks"]["changes"] >= 0
+            assert out["switched_at"] and out["reverse"]["started"]
             assert out["write_downtime_interrupted"] is True and out["write_downtime_s"] > 0
             assert [a for a, _ in ctx.recorded_intents].count("detach-stream") == 1
             assert_identical(tmp_path, env)

@@ -259,3 +259,82 @@ def test_start_and_stop_early_returns_what_was_measured(tmp_path: Path) -> None:
     assert res.requests >= 50 and res.failures == 0
     assert 40 <= res.achieved_rps <= 60  # the rate over the time it ran, not over the planned 60 s
     assert res.report_html and Path(res.report_html).exists()
+
+
+def test_kubernetes_runner_runs_workers_as_a_job(tmp_path: Path, kube_api: Any) -> None:
+    """runner = "kubernetes": the master here, the workers as the Job. The double has no Job controller, so the test
+    plays it: when the Job appears it starts its pod's command as a local process, from the ConfigMap's files."""
+    import os
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    pods: list[subprocess.Popen[bytes]] = []
+
+    def job_controller() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not pods:
+            jobs = kube_api.objects("Job")
+            if jobs:
+                files = tmp_path / "pod"
+                files.mkdir()
+                for cm in kube_api.objects("ConfigMap"):
+                    for name, text in cm["data"].items():
+                        (files / name).write_text(text)
+                container = jobs[0]["spec"]["template"]["spec"]["containers"][0]
+                args = [str(a) for a in container["args"]]
+                args[args.index("-f") + 1] = str(files / "locustfile_bpm.py")
+                env = {**os.environ, "BPM_LOAD_SPEC": str(files / "spec.json"), "PYTHONPATH": str(files)}
+                locust = str(Path(sys.executable).with_name("locust"))
+                pods.append(subprocess.Popen([locust, *args], env=env, start_new_session=True))
+            time.sleep(0.1)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = EnvConfig(
+        name="sandbox", kind="sandbox", kube={"kubeconfig": str(kube_api.kubeconfig_path), "namespace": "bp"}
+    )
+    step = LoadTest()
+    with ControlledServer() as srv:
+        settings = {
+            "hosts": [srv.url],
+            "target_rps": 20,
+            "duration_s": 2,
+            "workers": 1,
+            "p95_ms": 5000,
+            "runner": "kubernetes",
+            "master_host": "127.0.0.1",
+            "master_port": port,
+        }
+        ctx = make_context(tmp_path, env, step.id, settings=settings)
+        assert not step.plan(ctx).blocking
+        controller = threading.Thread(target=job_controller, daemon=True)
+        controller.start()
+        try:
+            out = step.apply(ctx)
+        finally:
+            for pod in pods:
+                pod.kill()
+                pod.wait()
+    assert out["passed"] is True and out["stats"]["requests"] == srv.count == 40 and out["stats"]["workers"] == 1
+    applied = [a for a, d in ctx.recorded_intents if a == "locust-workers-job"]
+    assert applied and kube_api.objects("Job") == [] and kube_api.objects("ConfigMap") == []  # cleaned up
+    no_host = make_context(tmp_path / "b", env, step.id, settings={**settings, "master_host": ""})
+    assert step.plan(no_host).blocking
+
+
+def test_a_misspelled_request_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"unknown key.*body"):
+        requests_from_settings([{"path": "/api/v1/enhance", "body": {"text": "x"}}])
+
+
+def test_load_test_skips_without_a_target_and_takes_app_smokes_endpoint(tmp_path: Path) -> None:
+    step = LoadTest()
+    ctx = make_context(tmp_path, sandbox(), step.id)
+    reason = step.skip_reason(ctx)
+    assert reason and "configured" in reason and "migrate.toml" in reason
+    up = {"app-smoke": {"endpoints": {"api-gateway": "http://127.0.0.1:8080/"}}}
+    ctx = make_context(tmp_path, sandbox(), step.id, upstream=up)
+    assert step.skip_reason(ctx) is None and step.hosts(ctx) == ["http://127.0.0.1:8080"]

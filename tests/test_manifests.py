@@ -18,8 +18,8 @@ from migrate.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "templates" / "k8s"
-#: EKS versions the manifests must be valid for (the cluster's version and the next upgrade target)
-TARGET_VERSIONS = ("1.30", "1.33")
+#: the Kubernetes versions bpmigrate supports: the rows of the add-on version table (templates/k8s/versions.toml)
+TARGET_VERSIONS = tuple(sorted(manifests.version_table(ROOT / "templates")))
 
 #: sample values for placeholders used by the templates (names not listed fall back to _sample_for)
 SAMPLES: dict[str, str] = {
@@ -30,7 +30,6 @@ SAMPLES: dict[str, str] = {
     "account_id": "123456789012",
     "domain": "betterprompts.example.com",
     "environment": "staging",
-    "autoscaler_image_tag": "v1.30.2",
     "nvidia_plugin_image": "nvcr.io/nvidia/k8s-device-plugin:v0.15.0",
     "torchserve_image": "pytorch/torchserve:0.11.1-gpu",
     "torchserve_replicas": "1",
@@ -50,7 +49,7 @@ def _sample_for(name: str) -> str:
         return "123456789012.dkr.ecr.us-west-2.amazonaws.com/sample:1.0.0"
     if lname.endswith(("_tag", "_version")):
         return "1.0.0"
-    if re.search(r"(replicas|port|count|_min|_max|min_|max_|percent|utilization|target|seconds|threshold|gpus)", lname):
+    if re.search(r"(replicas|port|count|_min|_max|min_|max_|percent|utilization|target|seconds|_s$|threshold|gpus|workers)", lname):
         return "2"
     if re.search(r"(tls|enabled|^use_|_enable)", lname):
         return "true"
@@ -61,8 +60,9 @@ def _sample_for(name: str) -> str:
     return "sample"
 
 
-def _values_for(path: Path) -> dict[str, str]:
-    values = {name: SAMPLES.get(name, _sample_for(name)) for name in manifests.placeholders(path)}
+def _values_for(path: Path, version: str = TARGET_VERSIONS[0]) -> dict[str, str]:
+    row = manifests.version_table(ROOT / "templates")[version]  # the add-on versions for this Kubernetes version
+    values = {name: row.get(name, SAMPLES.get(name, _sample_for(name))) for name in manifests.placeholders(path)}
     # a template may pin its own sample values: `# bpmigrate-sample: name=value`
     for name, value in _SAMPLE_COMMENT.findall(path.read_text()):
         values[name] = value
@@ -77,16 +77,17 @@ def _template_files() -> list[Path]:
 
 def _documents() -> list[Any]:
     params: list[Any] = []
-    for file in _template_files():
-        rel = file.relative_to(K8S)
-        try:
-            docs = manifests.render(file, _values_for(file))
-        except ConfigError as exc:  # reported by test_every_template_renders
-            params.append(pytest.param(file, None, exc, id=f"{rel}#render-error"))
-            continue
-        for i, doc in enumerate(docs):
-            ident = f"{rel}#{i}-{doc.get('kind')}-{(doc.get('metadata') or {}).get('name')}"
-            params.append(pytest.param(file, doc, None, id=ident))
+    for version in TARGET_VERSIONS:
+        for file in _template_files():
+            rel = file.relative_to(K8S)
+            try:
+                docs = manifests.render(file, _values_for(file, version))
+            except ConfigError as exc:  # reported by test_every_template_renders
+                params.append(pytest.param(file, None, exc, version, id=f"{rel}#render-error-{version}"))
+                continue
+            for i, doc in enumerate(docs):
+                ident = f"{rel}#{i}-{doc.get('kind')}-{(doc.get('metadata') or {}).get('name')}-{version}"
+                params.append(pytest.param(file, doc, None, version, id=ident))
     return params
 
 
@@ -113,8 +114,7 @@ def test_every_template_renders(path: Path) -> None:
             assert "${" + name + "}" not in repr(doc), f"{path}: placeholder {name} left unrendered"
 
 
-@pytest.mark.parametrize("version", TARGET_VERSIONS)
-@pytest.mark.parametrize(("path", "doc", "error"), _documents())
+@pytest.mark.parametrize(("path", "doc", "error", "version"), _documents())
 def test_manifest_validates_against_openapi_schema(
     path: Path, doc: dict[str, Any] | None, error: Exception | None, version: str
 ) -> None:
@@ -213,3 +213,41 @@ def test_the_schema_check_is_strict_and_catches_typos() -> None:
     ds["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": "not-a-number"}]
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(ds, TARGET_VERSIONS[0], strict=True)
+
+
+# -- the supported Kubernetes versions and the add-on version table -------------------------------------------------
+def test_the_version_table_is_the_supported_versions_and_the_readme_says_so() -> None:
+    table = manifests.version_table(ROOT / "templates")
+    assert len(table) >= 2 and set(table) <= set(manifests.schema_versions())  # schemas exist for each
+    readme = (ROOT / "README.md").read_text()
+    for version, row in table.items():
+        assert f"`{version}`" in readme, f"README does not list Kubernetes {version}"
+        # the Cluster Autoscaler's minor version must equal the cluster's
+        assert manifests.minor_of(row["cluster_autoscaler"]) == version
+        assert set(row) >= {"cluster_autoscaler", "aws_load_balancer_controller", "metrics_server"}
+    with pytest.raises(ConfigError, match="not in the add-on version table"):
+        manifests.addon_versions(ROOT / "templates", "v1.12.0")
+    assert manifests.addon_versions(ROOT / "templates", "v1.33.2-eks-1234")["cluster_autoscaler"].startswith("v1.33.")
+
+
+def test_schema_problems_names_the_manifest_and_the_field() -> None:
+    (ds,) = _ml("nvidia-device-plugin.yaml")
+    assert manifests.schema_problems([ds], "v1.33.1") == []
+    ds["spec"]["template"]["spec"]["nodeSelektor"] = {"node_group": "gpu"}
+    crd_kind = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {"x": 1}}
+    [problem] = manifests.schema_problems([ds, crd_kind], "1.30")  # a kind without a bundled schema is skipped
+    assert problem.startswith("DaemonSet/nvidia-device-plugin-daemonset: ") and "nodeSelektor" in problem
+
+
+def test_user_manifests_plain_yaml_keeps_dollars_and_kustomize_needs_a_renderer(tmp_path: Path) -> None:
+    (tmp_path / "10-cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {CMD: echo $HOME}\n")
+    (tmp_path / "20-list.yml").write_text(
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}}\n"
+    )
+    docs = manifests.load_user_manifests(tmp_path)
+    assert [d["metadata"]["name"] for d in docs] == ["a", "b"] and docs[0]["data"]["CMD"] == "echo $HOME"
+    (tmp_path / "kustomization.yaml").write_text("resources: [10-cm.yaml]\n")
+    with pytest.raises(ConfigError, match="kustomize"):
+        manifests.load_user_manifests(tmp_path)
+    rendered = manifests.load_user_manifests(tmp_path, kustomize=lambda p: "kind: ConfigMap\nmetadata: {name: k}\n")
+    assert [d["metadata"]["name"] for d in rendered] == ["k"]

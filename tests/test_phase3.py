@@ -19,14 +19,14 @@ import boto3
 import pytest
 
 from migrate.adapters.builder import Builder
+from migrate.adapters.compose import parse_credentials as compose_credentials
+from migrate.adapters.compose import rewrite_url_hosts
 from migrate.adapters.proc import ProcRunner
 from migrate.config import EnvConfig
 from migrate.errors import ConfigError, DependencyNotReady, StepFailed
 from migrate.redact import redact, redact_obj
 from migrate.step import Check
 from migrate.testing import make_context
-from migrate.adapters.compose import parse_credentials as compose_credentials
-from migrate.adapters.compose import rewrite_url_hosts
 from phases.p3_app._common import SERVICES
 from phases.p3_app.app_smoke import AppSmoke
 from phases.p3_app.ecr_repos import EcrRepos
@@ -691,3 +691,71 @@ def test_app_smoke_passes_and_fails(tmp_path: Path) -> None:
         ]
 
 
+
+
+# -- bring your own manifests; the schema check in plan ----------------------------------------------------------------
+USER_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: team-api, namespace: betterprompts}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: team-api}}
+  template:
+    metadata: {labels: {app: team-api}}
+    spec:
+      securityContext: {runAsNonRoot: true}
+      containers:
+        - name: api
+          image: registry.example.com/team/api:1.2.3
+          command: ["sh", "-c", "exec api --home $HOME"]
+          resources: {limits: {cpu: 500m, memory: 256Mi}}
+          securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: team-api, namespace: betterprompts}
+spec:
+  selector: {app: team-api}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+def test_k8s_deploy_applies_and_rolls_back_a_user_manifests_dir(tmp_path: Path, kube: KubeApiDouble) -> None:
+    env = make_env(None, kube)
+    own = tmp_path / "deploy"
+    own.mkdir()
+    (own / "app.yaml").write_text(USER_DEPLOYMENT)
+    settings = {"manifests_dir": str(own)}
+    step = K8sDeploy()
+    plan = step.plan(make_context(tmp_path, env, step.id, settings=settings))  # no images needed: the team's own
+    assert not plan.blocking, plan.blocking
+    assert [(c.action, c.target) for c in plan.changes] == [
+        ("create", f"Deployment/{NS}/team-api"),
+        ("create", f"Service/{NS}/team-api"),
+    ]
+    out = step.apply(make_context(tmp_path, env, step.id, settings=settings))
+    assert out["deployments"] == [f"Deployment/{NS}/team-api"]
+    live = kube.get_object("apps/v1", "Deployment", "team-api", NS)
+    assert live is not None and "$HOME" in live["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert not failed(step.verify(make_context(tmp_path, env, step.id, settings=settings)))
+    assert step.plan(make_context(tmp_path, env, step.id, settings=settings)).is_noop
+    # a change is planned as an update naming the changed field
+    (own / "app.yaml").write_text(USER_DEPLOYMENT.replace("replicas: 2", "replicas: 3"))
+    [change] = step.plan(make_context(tmp_path, env, step.id, settings=settings)).changes
+    assert change.action == "update" and "spec.replicas: 2 -> 3" in change.detail
+    step.rollback(make_context(tmp_path, env, step.id, settings=settings))
+    assert kube.objects("Deployment") == [] and kube.objects("Service") == []
+    # a manifest the API server would reject (unknown field) is a blocking finding, naming the field
+    (own / "app.yaml").write_text(USER_DEPLOYMENT.replace("replicas: 2", "replicas: 2\n  replicaz: 3"))
+    blocks = step.plan(make_context(tmp_path, env, step.id, settings=settings)).blocking
+    assert any("schema (Kubernetes 1.30)" in f.message and "replicaz" in f.message for f in blocks), blocks
+
+
+def test_hpa_takes_only_the_autoscalers_of_a_user_manifests_dir(tmp_path: Path, kube: KubeApiDouble) -> None:
+    own = tmp_path / "deploy"
+    own.mkdir()
+    hpa = (ROOT / "templates/k8s/app/30-hpa.yaml").read_text().replace("${namespace}", NS)
+    (own / "all.yaml").write_text(USER_DEPLOYMENT + "---\n" + hpa)
+    docs = Hpa().manifests(make_context(tmp_path, make_env(None, kube), "hpa", settings={"manifests_dir": str(own)}))
+    assert {d["kind"] for d in docs} == {"HorizontalPodAutoscaler"} and len(docs) == 5

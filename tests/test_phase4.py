@@ -16,12 +16,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from migrate.adapters.model_archive import sample_archive_bytes
 from migrate.adapters.torchserve import TorchServeClient
 from migrate.config import EnvConfig
 from migrate.errors import AdapterError, ConfigError, StepFailed
 from migrate.step import Step
 from migrate.testing import RecordingContext, make_context
-from migrate.adapters.model_archive import sample_archive_bytes
 from phases.p4_ml.gpu_nodes import GpuNodes
 from phases.p4_ml.ml_config import MlConfig
 from phases.p4_ml.ml_perf import MlPerf

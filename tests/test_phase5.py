@@ -3,6 +3,7 @@ Budgets against moto in server mode, probes against local HTTP servers, the DB r
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -15,13 +16,12 @@ from migrate.errors import StepFailed, VerifyFailed
 from migrate.step import Check
 from migrate.testing import RecordingContext, make_context
 from phases.p5_cutover import _common as p5_cutover
-from phases.p5_cutover._common import PSA_LABEL
 from phases.p5_cutover.autoscale_tune import AutoscaleTune
 from phases.p5_cutover.cost_controls import CostControls
 from phases.p5_cutover.db_rollback_point import DbRollbackPoint
 from phases.p5_cutover.post_cutover_watch import PostCutoverWatch
 from phases.p5_cutover.pre_cutover_check import PreCutoverCheck
-from phases.p5_cutover.security_hardening import SecurityHardening
+from phases.p5_cutover.security_hardening import PSA_LABEL, SecurityHardening
 from tests.kube_double import KubeApiDouble
 from tests.test_route53_cutover import FakeClock, HealthServer
 
@@ -110,7 +110,15 @@ def _hpa(name: str, cpu: int = 70, mx: int = 10) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {  # as step hpa applied it from templates/k8s/app/30-hpa.yaml
+            "name": name,
+            "namespace": NS,
+            "labels": {
+                "app.kubernetes.io/name": name,
+                "app.kubernetes.io/part-of": "betterprompts",
+                "app.kubernetes.io/managed-by": "bpmigrate",
+            },
+        },
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": 2,
@@ -192,6 +200,21 @@ def test_security_hardening_applies_policies_labels_and_refuses_bad_manifests(ku
     assert ns["metadata"]["labels"][PSA_LABEL] == "restricted" and ns["metadata"]["labels"]["team"] == "prompts"
     names = {o["metadata"]["name"] for o in kube_api.objects("NetworkPolicy")}
     assert {"default-deny-all", "allow-dns-egress", "allow-api-gateway", "allow-torchserve"} <= names
+    # the environment's VPC CIDR (sandbox tfvars: 10.99.0.0/16), not one CIDR for every environment
+    assert out["vpc_cidr"] == "10.99.0.0/16"
+    [frontend] = [o for o in kube_api.objects("NetworkPolicy") if o["metadata"]["name"] == "allow-frontend"]
+    assert "10.99.0.0/16" in json.dumps(frontend["spec"])
+    # policies without enforcement are inert: verify says so until the VPC CNI enforces them
+    [inert] = [ch for ch in step.verify(c) if not ch.ok]
+    assert inert.name == "VPC CNI enforces network policies"
+    kube_api.put_object(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "amazon-vpc-cni", "namespace": "kube-system"},
+            "data": {"enable-network-policy-controller": "true"},
+        }
+    )
     assert all(ch.ok for ch in step.verify(c)), [ch for ch in step.verify(c) if not ch.ok]
 
     # a privileged container appears in some manifest: plan blocks, apply fails naming the file and the field

@@ -413,19 +413,22 @@ def test_target_cleanup_drops_bpmigrate_schema_and_proves_nothing_is_left(
     plan = step.plan(c)
     assert [ch.target for ch in plan.changes] == ["schema _bpmigrate on the target"]
     assert [f.message.split(" is still")[0] for f in plan.blocking] == ["publication bpm_cleanup_test"]
+    assert plan.blocking[0].fix == "bpmigrate --env cleanup-test apply --step data-switch --yes"
     with pytest.raises(StepFailed, match="bpm_cleanup_test"):
         step.apply(c)
     assert dst.schema_exists("_bpmigrate")  # refused before dropping anything
-    src.execute("DROP PUBLICATION bpm_cleanup_test")
+    c = ctx(tmp_path, env, "target-cleanup", upstream={"data-switch": {"switched": True}})  # after the switch: garbage
     # what data-switch leaves for the rollback window: the reverse stream's publication and slot on the target
     dst.execute("CREATE TABLE t (id int PRIMARY KEY)")
     dst.execute("CREATE PUBLICATION bpm_cleanup_test_rev FOR TABLE t")
     dst.execute("SELECT pg_create_logical_replication_slot('bpm_cleanup_test_rev', 'pgoutput')")
     plan = step.plan(c)
-    assert not plan.blocking and "reverse stream bpm_cleanup_test_rev" in [ch.target for ch in plan.changes]
+    assert not plan.blocking
+    assert {"stream bpm_cleanup_test_rev", "stream bpm_cleanup_test"} <= {ch.target for ch in plan.changes}
     out = step.apply(c)
     assert out["dropped"][-1] == "_bpmigrate on the target" and step.summary(out).startswith("dropped")
     assert any("bpm_cleanup_test_rev" in d for d in out["dropped"])
+    assert "publication bpm_cleanup_test on " + src.endpoint in out["dropped"]
     checks = step.verify(c)
     assert all(ch.ok for ch in checks), checks
     assert {ch.name for ch in checks} >= {

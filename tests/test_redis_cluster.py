@@ -358,3 +358,53 @@ def test_sandbox_rehearses_the_redis_steps_on_a_cluster_like_production(servers_
         assert endpoints["sandbox"]["redis_target"]["topology"] == "single"
     finally:
         orchestrate.down(load(), "sandbox", wipe=True)
+
+
+def test_sandbox_topology_follows_production_unless_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    from migrate.config import Config, ProjectSettings
+    from migrate.sandbox.orchestrate import redis_topology
+
+    def cfg(prod_cluster: bool, **sandbox: Any) -> tuple[Config, EnvConfig]:
+        box = EnvConfig(name="sandbox", kind="sandbox", sandbox=sandbox, redis={"target": RedisEndpoint()})
+        prod = EnvConfig(name="production", redis={"target": RedisEndpoint(host="from-terraform", cluster_mode=prod_cluster)})
+        dev = EnvConfig(name="development", redis={"target": RedisEndpoint(cluster_mode=not prod_cluster)})
+        return Config(project=ProjectSettings(), environments={"sandbox": box, "production": prod, "development": dev}), box
+
+    monkeypatch.delenv("BPMIGRATE_SANDBOX_REDIS_TOPOLOGY", raising=False)
+    assert redis_topology(*cfg(True)) == ("cluster", "auto: production redis.target has cluster_mode = true")
+    assert redis_topology(*cfg(False))[0] == "single"  # production decides, not development
+    assert redis_topology(*cfg(True, redis_topology="single"))[0] == "single"
+    monkeypatch.setenv("BPMIGRATE_SANDBOX_REDIS_TOPOLOGY", "cluster")
+    topology, why = redis_topology(*cfg(False, redis_topology="single"))
+    assert topology == "cluster" and "BPMIGRATE_SANDBOX_REDIS_TOPOLOGY" in why
+    with pytest.raises(ValueError, match="redis_topology"):
+        EnvConfig(name="sandbox", kind="sandbox", sandbox={"redis_topology": "sharded"})
+
+
+def test_doctor_names_each_topology_and_refuses_a_mislabelled_cluster(
+    tmp_path: Path, fresh_redis_cluster: LocalRedisCluster, redis_source: Any
+) -> None:
+    from migrate.adapters import Adapters
+    from migrate.config import Config, ProjectSettings
+    from migrate.doctor import DoctorContext, check_redis_topology
+
+    def results(cluster_mode: bool) -> dict[str, Any]:
+        env = EnvConfig(
+            name="staging",
+            redis={
+                "source": RedisEndpoint(host=redis_source.host, port=redis_source.port),
+                "target": RedisEndpoint(
+                    host=fresh_redis_cluster.host, port=fresh_redis_cluster.port, cluster_mode=cluster_mode
+                ),
+            },
+        )
+        config = Config(project=ProjectSettings(), environments={"staging": env}, root=tmp_path)
+        ctx = DoctorContext(config, env, Adapters(env, project_root=tmp_path, state_dir=tmp_path / "state"), {})
+        return {r.check: r for r in check_redis_topology(ctx)}
+
+    good = results(True)
+    assert good["Redis topology per environment"].detail == "staging: cluster (cluster_mode = true)"
+    assert good["Redis target topology (staging)"].status == "ok"
+    assert "cluster (3 primaries)" in good["Redis target topology (staging)"].detail
+    bad = results(False)["Redis target topology (staging)"]
+    assert bad.status == "fail" and bad.blocking and "cluster_mode = true" in bad.fix

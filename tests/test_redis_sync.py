@@ -127,6 +127,15 @@ def test_data_switch_fences_and_stops_the_follower(
     assert everything(src, 2) == everything(dst, 2)
     assert not follower_status(Path(out["workdir"]))["alive"]
     assert src.client(0).config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
+    # the way back: a follower target -> source runs from the switch on (stopped here: the servers are shared)
+    reverse = tmp_path / "state" / env.name / "redis-sync-reverse"
+    assert sout["redis_reverse"]["started"] and follower_status(reverse)["alive"]
+    dst.client(2).set(b"after-switch", b"1")
+    deadline = time.monotonic() + 10
+    while src.client(2).get(b"after-switch") != b"1":
+        assert time.monotonic() < deadline, "the reverse follower did not carry a write back to the source"
+        time.sleep(0.05)
+    stop_follower(reverse)
 
 
 def test_cluster_mode_target_gets_prefixed_keys(

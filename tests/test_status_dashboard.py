@@ -161,7 +161,6 @@ def test_attention_panel(tmp_path: Path) -> None:
     assert all(len(line) <= 80 for line in text.splitlines())
 
 
-@pytest.mark.slow
 def test_watch_updates_while_another_process_applies(tmp_path: Path) -> None:
     """`status --watch` in one process, `apply` in another: the watcher shows the step running with its progress
     (rate, done/total) and then verified, and never takes the lock (the apply succeeds)."""

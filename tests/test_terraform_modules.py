@@ -27,6 +27,7 @@ from tests.tf_provider import (
     TfWorkdir,
     actions_of,
     check_root,
+    data_reads_of,
     mask,
     parse_blocks,
     provider_skip_reason,
@@ -37,9 +38,25 @@ from tests.tf_provider import (
     var_args,
 )
 
-MODULES = ("vpc", "eks", "rds", "elasticache", "ecr")
+MODULES = ("vpc", "eks", "rds", "elasticache", "waf")
 ENVIRONMENTS = ("development", "staging", "production")
 ENV_DIR = TERRAFORM_DIR / "environments"
+#: add-on -> the service account its IRSA role trusts (templates/k8s; the cost monitor runs in the app namespace)
+IRSA_SUBJECTS = {
+    "aws-load-balancer-controller": "system:serviceaccount:kube-system:aws-load-balancer-controller",
+    "cluster-autoscaler": "system:serviceaccount:kube-system:cluster-autoscaler",
+    "cost-monitor": "system:serviceaccount:betterprompts:cost-monitor",
+    "ebs-csi-driver": "system:serviceaccount:kube-system:ebs-csi-controller-sa",
+}
+MANAGED_ADDONS = {"vpc-cni", "kube-proxy", "coredns", "metrics-server", "aws-ebs-csi-driver"}
+
+
+def env_region(env: str) -> str:
+    """The environment's aws.region in the repository's migrate.toml: bpmigrate passes it as -var aws_region."""
+    import tomllib
+
+    doc = tomllib.loads((TERRAFORM_DIR.parent / "migrate.toml").read_text())
+    return str(doc["environments"][env]["aws"]["region"])
 
 
 def _tf_files() -> list[Path]:
@@ -242,7 +259,9 @@ def env_plans(
         wd = _workdir(tmp)
         wd.init()
         plan_file = tmp / f"{env}.tfplan"
-        variables = var_args([f"environments/{env}.tfvars"], aws_endpoint_url=moto_server.endpoint_url)
+        variables = var_args(
+            [f"environments/{env}.tfvars"], aws_endpoint_url=moto_server.endpoint_url, aws_region=env_region(env)
+        )
         wd.run("plan", "-input=false", "-refresh=false", f"-out={plan_file}", *variables)
         result = wd.show_json(plan_file)
         print(f"\n[terraform timings, {env} plan] {wd.report()}")
@@ -252,6 +271,10 @@ def env_plans(
     futures = {env: pool.submit(plan, env, tmp_path_factory.mktemp(f"tf-plan-{env}")) for env in ENVIRONMENTS}
     yield futures
     pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def _boto(moto: Any, service: str, region: str = "us-east-1") -> Any:
@@ -273,8 +296,9 @@ def _moto_has_aws_managed_policies(moto: Any) -> bool:
 def test_modules_plan_apply_replan_destroy_against_moto(
     env_plans: dict[str, Future[dict[str, Any]]], moto_reset: Any, tmp_path: Path
 ) -> None:
-    """vpc + rds + ecr (+ eks when moto serves the AWS managed IAM policies): plan -out, apply that plan, re-plan
-    shows no changes, read back with boto3, targeted destroy. elasticache is plan-only (moto gap, see the notes).
+    """vpc + rds (+ eks with its IRSA roles when moto serves the AWS managed IAM policies): plan -out, apply that
+    plan, re-plan shows no changes, read back with boto3, targeted destroy. elasticache is plan-only (moto gap, see
+    the notes); sandbox.tfvars turns the EKS managed add-ons off (moto has no CreateAddon).
     (``env_plans`` is requested only so the per-environment plans run in the background meanwhile.)"""
     with_eks = _moto_has_aws_managed_policies(moto_reset)
     if not with_eks:
@@ -284,9 +308,11 @@ def test_modules_plan_apply_replan_destroy_against_moto(
         )
     wd = _workdir(tmp_path)
     wd.init()
-    modules = ["vpc", "rds", "ecr", *(["eks"] if with_eks else [])]
+    modules = ["vpc", "rds", *(["eks"] if with_eks else [])]
     targets = [f"-target=module.{m}" for m in modules]
-    variables = var_args(["environments/sandbox.tfvars"], aws_endpoint_url=moto_reset.endpoint_url)
+    variables = var_args(
+        ["environments/sandbox.tfvars"], aws_endpoint_url=moto_reset.endpoint_url, aws_region=env_region("sandbox")
+    )
 
     plan_file = tmp_path / "apply.tfplan"
     planned = wd.run("plan", "-input=false", f"-out={plan_file}", *targets, *variables).stdout
@@ -300,9 +326,7 @@ def test_modules_plan_apply_replan_destroy_against_moto(
     for name in ("vpc_id", "private_subnet_ids", "public_subnet_ids", "rds_endpoint", "rds_port", "rds_instance_id"):
         assert outputs.get(name) not in (None, "", []), name
     assert outputs["rds_instance_id"] == "betterprompts-sandbox-postgres"
-    assert sorted(outputs["ecr_repository_urls"]) == sorted(
-        ["frontend", "api-gateway", "intent-classifier", "technique-selector", "prompt-generator"]
-    )
+    assert "ecr_repository_urls" not in outputs, "ECR is owned by the ecr-repos step, not Terraform"
 
     # applied again = nothing to do (terraform plan -detailed-exitcode: 0 = no changes, 2 = changes)
     again = wd.run("plan", "-input=false", "-detailed-exitcode", *targets, *variables, check=False)
@@ -326,13 +350,8 @@ def test_modules_plan_apply_replan_destroy_against_moto(
     assert db.get("MasterUserSecret", {}).get("SecretArn"), "the master password is managed by RDS"
     assert db["DBParameterGroups"][0]["DBParameterGroupName"] == "betterprompts-sandbox-postgres-pg16"
     assert {s["SubnetIdentifier"] for s in db["DBSubnetGroup"]["Subnets"]} == set(outputs["private_subnet_ids"])
-    ecr = _boto(moto_reset, "ecr")
-    repos = ecr.describe_repositories()["repositories"]
-    assert {r["repositoryName"] for r in repos} == {f"betterprompts/{s}" for s in outputs["ecr_repository_urls"]}
-    assert all(r["imageScanningConfiguration"]["scanOnPush"] for r in repos)
-    policy = json.loads(ecr.get_lifecycle_policy(repositoryName="betterprompts/frontend")["lifecyclePolicyText"])
-    assert [r["selection"]["tagStatus"] for r in policy["rules"]] == ["untagged", "any"]
     eks = _boto(moto_reset, "eks")
+    iam = _boto(moto_reset, "iam")
     if with_eks:
         cluster = eks.describe_cluster(name=outputs["eks_cluster_name"])["cluster"]
         assert cluster["status"] == "ACTIVE"
@@ -344,14 +363,38 @@ def test_modules_plan_apply_replan_destroy_against_moto(
         gpu = eks.describe_nodegroup(clusterName=cluster["name"], nodegroupName="gpu")["nodegroup"]
         assert gpu["labels"]["node_group"] == "gpu"
         assert gpu["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}]
+        # the add-ons' IRSA roles, read back through IAM: trust the cluster's OIDC provider for exactly their
+        # service account, and carry their policies; no managed add-on in moto (sandbox.tfvars)
+        assert outputs["eks_managed_addons"] == {}
+        roles = outputs["eks_irsa_role_arns"]
+        assert set(roles) == set(IRSA_SUBJECTS)
+        issuer = cluster["identity"]["oidc"]["issuer"].removeprefix("https://")
+        for addon, subject in IRSA_SUBJECTS.items():
+            role = iam.get_role(RoleName=f"betterprompts-sandbox-{addon}")["Role"]
+            assert role["Arn"] == roles[addon]
+            (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+            assert statement["Action"] == "sts:AssumeRoleWithWebIdentity"
+            assert statement["Principal"]["Federated"] == outputs["eks_oidc_provider_arn"]
+            assert statement["Condition"]["StringEquals"] == {
+                f"{issuer}:sub": subject,
+                f"{issuer}:aud": "sts.amazonaws.com",
+            }
+            attached = iam.list_attached_role_policies(RoleName=role["RoleName"])["AttachedPolicies"]
+            assert len(attached) == 1, (addon, attached)
+        lbc = iam.get_policy(
+            PolicyArn="arn:aws:iam::123456789012:policy/betterprompts-sandbox-aws-load-balancer-controller"
+        )
+        document = iam.get_policy_version(PolicyArn=lbc["Policy"]["Arn"], VersionId=lbc["Policy"]["DefaultVersionId"])
+        actions = {a for s in document["PolicyVersion"]["Document"]["Statement"] for a in _as_list(s["Action"])}
+        assert {"elasticloadbalancing:CreateLoadBalancer", "wafv2:AssociateWebACL"} <= actions
 
-    # targeted destroy (rds and vpc; ecr/eks too, to leave nothing behind)
+    # targeted destroy (rds and vpc; eks too, to leave nothing behind)
     wd.run("destroy", "-auto-approve", "-input=false", *targets, *variables)
     assert [a for a in wd.state_list() if ".data." not in a] == []
     assert rds.describe_db_instances()["DBInstances"] == []
     assert ec2.describe_vpcs(Filters=vpc_filter)["Vpcs"] == []
-    assert ecr.describe_repositories()["repositories"] == []
     assert eks.list_clusters()["clusters"] == []
+    assert not [r for r in iam.list_roles()["Roles"] if r["RoleName"].startswith("betterprompts-sandbox-")]
     print(f"\n[terraform timings, {'+'.join(modules)} against moto] {wd.report()}")
 
 
@@ -425,12 +468,61 @@ def test_environment_plan_has_the_promised_shape(env: str, env_plans: dict[str, 
     if env == "production":
         assert "0.0.0.0/0" not in cluster["vpc_config"][0]["public_access_cidrs"]
 
-    # ECR: one repository per service, scan on push, lifecycle policy each
-    repos = resources_of(plan, "aws_ecr_repository")
-    assert len(repos) == 5
-    assert all(r["image_scanning_configuration"] == [{"scan_on_push": True}] for r in repos.values())
-    assert len(resources_of(plan, "aws_ecr_lifecycle_policy")) == 5
+    # issue 20: ECR belongs to the ecr-repos step (IMMUTABLE tags), not to Terraform
+    assert resources_of(plan, "aws_ecr_repository") == {} and resources_of(plan, "aws_ecr_lifecycle_policy") == {}
+    assert not any(a.startswith("module.ecr") for a in actions_of(plan))
     assert set(API_OUTPUTS) <= set(plan["configuration"]["root_module"]["outputs"])
+    assert "ecr_repository_urls" not in plan["configuration"]["root_module"]["outputs"]
+
+    # the region is the environment's (migrate.toml), passed as -var aws_region; no tfvars pins one
+    assert plan["variables"]["aws_region"]["value"] == env_region(env)
+
+    # issue 20: the add-ons' IRSA roles, each trusting exactly its service account through the cluster's OIDC
+    # provider (the trust documents are read at apply: the issuer is unknown until the cluster exists)
+    roles = {r["name"]: r for r in resources_of(plan, "aws_iam_role").values()}
+    trusts = data_reads_of(plan, "aws_iam_policy_document")
+    for addon, subject in IRSA_SUBJECTS.items():
+        assert f"betterprompts-{env}-{addon}" in roles, addon
+        (statement,) = trusts[f'module.eks.data.aws_iam_policy_document.irsa_assume["{addon}"]']["statement"]
+        assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
+        assert statement["principals"][0]["type"] == "Federated"
+        assert sorted(v for c in statement["condition"] for v in c["values"]) == sorted([subject, "sts.amazonaws.com"])
+        assert all(c["test"] == "StringEquals" for c in statement["condition"])
+    policies = {addr.split('"')[1]: json.loads(p["policy"]) for addr, p in resources_of(plan, "aws_iam_policy").items()}
+    assert set(policies) == {"aws-load-balancer-controller", "cluster-autoscaler", "cost-monitor"}
+
+    def actions(doc: dict[str, Any]) -> set[str]:
+        return {a for s in doc["Statement"] for a in _as_list(s["Action"])}
+
+    assert {"elasticloadbalancing:CreateLoadBalancer", "ec2:CreateSecurityGroup", "wafv2:AssociateWebACL"} <= actions(
+        policies["aws-load-balancer-controller"]
+    )
+    scale = [
+        dict(s, Action=sorted(_as_list(s["Action"])))
+        for s in policies["cluster-autoscaler"]["Statement"]
+        if "autoscaling:SetDesiredCapacity" in _as_list(s["Action"])
+    ]
+    assert scale == [  # only the groups this cluster owns (EKS managed node groups' ASGs carry the tag)
+        {
+            "Sid": "ScaleOwnedGroups",
+            "Effect": "Allow",
+            "Action": ["autoscaling:SetDesiredCapacity", "autoscaling:TerminateInstanceInAutoScalingGroup"],
+            "Resource": "*",
+            "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/betterprompts-{env}": "owned"}},
+        }
+    ]
+    assert "autoscaling:DescribeAutoScalingGroups" in actions(policies["cluster-autoscaler"])
+    assert actions(policies["cost-monitor"]) >= {"ce:GetCostAndUsage"}
+    assert not any(a.split(":")[1].startswith(("Create", "Delete", "Put")) for a in actions(policies["cost-monitor"]))
+    (ebs,) = [a for a in resources_of(plan, "aws_iam_role_policy_attachment").values() if "EBSCSI" in a["policy_arn"]]
+    assert ebs["policy_arn"] == "arn:aws:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"
+
+    # issue 20: EKS managed add-ons, the VPC CNI enforcing network policies, the EBS CSI driver with its IRSA role
+    addons = {a["addon_name"]: a for a in resources_of(plan, "aws_eks_addon").values()}
+    assert set(addons) == MANAGED_ADDONS
+    assert json.loads(addons["vpc-cni"]["configuration_values"]) == {"enableNetworkPolicy": "true"}
+    assert all(a["resolve_conflicts_on_create"] == "OVERWRITE" for a in addons.values())
+    assert {"eks_irsa_role_arns", "eks_managed_addons"} <= set(plan["configuration"]["root_module"]["outputs"])
 
 
 @pytest.mark.aws_provider
@@ -457,13 +549,14 @@ def test_s3_backend_with_dynamodb_lock_in_moto(moto_reset: Any, tmp_path: Path) 
     )
     wd.init(str(backend))
     wd.run("workspace", "new", workspace)
-    variables = var_args(["environments/sandbox.tfvars"], aws_endpoint_url=url)
-    wd.run("apply", "-auto-approve", "-input=false", "-target=module.ecr", *variables)
+    variables = var_args(["environments/sandbox.tfvars"], aws_endpoint_url=url, aws_region="us-east-1")
+    target = "-target=module.eks.aws_iam_role.cluster"  # one IAM role: the cheapest real resource of the root
+    wd.run("apply", "-auto-approve", "-input=false", target, *variables)
 
     # the state lives in moto's S3 (per workspace), its digest in the lock table
     state_key = f"env:/{workspace}/{key}"
     state = json.loads(s3.get_object(Bucket=bucket, Key=state_key)["Body"].read())
-    assert any(r["module"] == "module.ecr" for r in state["resources"] if "module" in r)
+    assert any(r["module"] == "module.eks" for r in state["resources"] if "module" in r)
     lock_id = f"{bucket}/{state_key}"
     assert "Item" in ddb.get_item(TableName=table, Key={"LockID": {"S": f"{lock_id}-md5"}})
     assert "Item" not in ddb.get_item(TableName=table, Key={"LockID": {"S": lock_id}}), "lock released after apply"
@@ -479,7 +572,7 @@ def test_s3_backend_with_dynamodb_lock_in_moto(moto_reset: Any, tmp_path: Path) 
         "Path": lock_id,
     }
     ddb.put_item(TableName=table, Item={"LockID": {"S": lock_id}, "Info": {"S": json.dumps(info)}})
-    held = wd.run("plan", "-input=false", "-lock-timeout=0s", "-target=module.ecr", *variables, check=False)
+    held = wd.run("plan", "-input=false", "-lock-timeout=0s", target, *variables, check=False)
     text = held.stdout + held.stderr
     assert held.returncode != 0
     assert "Error acquiring the state lock" in text
@@ -492,7 +585,9 @@ def test_s3_backend_with_dynamodb_lock_in_moto(moto_reset: Any, tmp_path: Path) 
 def test_production_plan_with_an_open_eks_endpoint_is_refused(moto_server: Any, tmp_path: Path) -> None:
     wd = _workdir(tmp_path)
     wd.init()
-    variables = var_args(["environments/production.tfvars"], aws_endpoint_url=moto_server.endpoint_url)
+    variables = var_args(
+        ["environments/production.tfvars"], aws_endpoint_url=moto_server.endpoint_url, aws_region="us-west-2"
+    )
     proc = wd.run(
         "plan", "-input=false", "-refresh=false", *variables, "-var", 'eks_public_access_cidrs=["0.0.0.0/0"]', check=False
     )

@@ -526,7 +526,7 @@ def test_sandbox_root_selection(tmp_path: Path, monkeypatch: Any) -> None:
     project = from_config(sandbox(sandbox_root="project"), project_root=repo, state_dir=tmp_path)
     assert project.root == repo / "terraform" and not project.is_stand_in
     assert project.var_files == [repo / "terraform" / "environments" / "sandbox.tfvars"]
-    assert project.extra_vars == {"aws_endpoint_url": "http://127.0.0.1:1"}
+    assert project.extra_vars == {"aws_endpoint_url": "http://127.0.0.1:1", "aws_region": "us-east-1"}
 
     # auto (the default): the project's root when the AWS provider can be found, else the stand-in, saying why
     no_mirror = tmp_path / "empty-mirror"
@@ -562,7 +562,8 @@ def test_sandbox_root_selection(tmp_path: Path, monkeypatch: Any) -> None:
     prod = from_config(aws_env, project_root=repo, state_dir=tmp_path)
     assert prod.root == repo / "terraform" and prod.workspace == "production" and not prod.is_stand_in
     assert prod.var_files == [repo / "terraform" / "environments" / "production.tfvars"]
-    assert prod.extra_env == {"AWS_PROFILE": "bp-prod"} and prod.extra_vars == {}
+    assert prod.extra_env == {"AWS_PROFILE": "bp-prod"}
+    assert prod.extra_vars == {"aws_region": "us-east-1"}  # the environment's aws.region, never the tfvars
     assert prod.state_dir == tmp_path / "production" / "terraform"
 
 

@@ -36,7 +36,9 @@ API_OUTPUTS = (
     "elasticache_endpoint",
     "elasticache_port",
     "elasticache_replication_group_id",
-    "ecr_repository_urls",
+    "eks_oidc_provider_arn",
+    "eks_irsa_role_arns",
+    "eks_managed_addons",
 )
 
 #: module-call arguments that are Terraform meta-arguments, not module variables
@@ -500,6 +502,16 @@ def resources_of(plan: Mapping[str, Any], rtype: str) -> dict[str, dict[str, Any
         if rc["type"] == rtype and rc.get("mode") == "managed":
             found[rc["address"]] = rc["change"].get("after") or {}
     return found
+
+
+def data_reads_of(plan: Mapping[str, Any], dtype: str) -> dict[str, dict[str, Any]]:
+    """Known config of every data source of a type whose read is deferred to apply (its inputs are unknown at plan
+    time, e.g. an IAM policy document naming a resource not created yet), by address."""
+    return {
+        rc["address"]: rc["change"].get("after") or {}
+        for rc in plan.get("resource_changes", [])
+        if rc["type"] == dtype and rc.get("mode") == "data"
+    }
 
 
 def actions_of(plan: Mapping[str, Any]) -> dict[str, list[str]]:

@@ -331,6 +331,29 @@ class AwsFoundation:
                 out.append(dict(res["nodegroup"]))
         return out
 
+    def eks_addon(self, cluster: str, name: str) -> dict[str, Any] | None:
+        """An EKS managed add-on (status, version, configurationValues, serviceAccountRoleArn), or None."""
+        res = self._maybe("eks", "describe_addon", {"ResourceNotFoundException"}, clusterName=cluster, addonName=name)
+        return None if res is None else dict(res["addon"])
+
+    # -- IAM read-backs ----------------------------------------------------------------------------------------
+    def iam_role(self, name: str) -> dict[str, Any] | None:
+        """An IAM role with its trust policy (``AssumeRolePolicyDocument``, a dict) and the ARNs of its attached
+        policies (``AttachedPolicyArns``), or None when it does not exist."""
+        import json
+        from urllib.parse import unquote
+
+        res = self._maybe("iam", "get_role", {"NoSuchEntity"}, RoleName=name)
+        if res is None:
+            return None
+        role = dict(res["Role"])
+        trust = role.get("AssumeRolePolicyDocument")
+        if isinstance(trust, str):  # boto3 decodes it; a raw API answer is URL-encoded JSON
+            role["AssumeRolePolicyDocument"] = json.loads(unquote(trust))
+        attached = self.aws.call("iam", "list_attached_role_policies", RoleName=name).get("AttachedPolicies", [])
+        role["AttachedPolicyArns"] = [p["PolicyArn"] for p in attached]
+        return role
+
 
 def from_config(env: EnvConfig, **_: Any) -> AwsFoundation:
     return AwsFoundation(aws_from_config(env))

@@ -136,7 +136,12 @@ class ProcessFence(Fence):
         self._set("maintenance on", maintenance=True)
 
     def point(self, target: DataTarget) -> None:
-        self._set(f"point at the {target.role}", database_url=target.database_url, redis_url=target.redis_url)
+        self._set(
+            f"point at the {target.role}",
+            database_url=target.database_url,
+            redis_url=target.redis_url,
+            primary=True,  # the stack now writes to the primary (before: a replica's shadow, see the sandbox app)
+        )
 
     def off(self) -> None:
         self._set("maintenance off", maintenance=False)

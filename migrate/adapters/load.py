@@ -48,6 +48,8 @@ RPS_PER_WORKER_CORE = 1100.0
 #: the generator is saturated when its schedule lag p99 passes this (or it issued < 95 % of the scheduled requests)
 SATURATION_LAG_MS = 100.0
 
+_REQUEST_KEYS = {"name", "method", "path", "json", "json_body", "weight", "headers"}
+
 _SECRET_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -519,6 +521,13 @@ def requests_from_settings(
     """RequestSpecs from a step's ``requests = [{name, method, path, json, weight, headers}]`` setting."""
     out = []
     for item in items:
+        unknown = set(item) - _REQUEST_KEYS
+        if unknown:
+            raise ConfigError(
+                f"request mix entry {dict(item)!r} has unknown key(s) {', '.join(sorted(unknown))}",
+                f"an entry of the step's requests setting takes {', '.join(sorted(_REQUEST_KEYS))}",
+                "fix the requests setting of the step in migrate.toml",
+            )
         headers = {str(k): str(v) for k, v in dict(item.get("headers") or {}).items()}
         if auth_header_env and not any(k.lower() == "authorization" for k in headers):
             headers["Authorization"] = "${" + auth_header_env + "}"

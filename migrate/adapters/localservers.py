@@ -394,11 +394,13 @@ def _pg_user() -> str | None:
     try:
         pwd.getpwnam(PG_SYSTEM_USER)
     except KeyError:
-        done = subprocess.run(
+        from migrate.adapters import proc as proc_mod
+
+        done = proc_mod.run(
             ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", PG_SYSTEM_USER],
-            capture_output=True,
-            text=True,
+            marker=None,
             check=False,
+            service="postgres",
         )
         try:
             pwd.getpwnam(PG_SYSTEM_USER)  # a concurrent process may have created it (useradd exit 9): fine
@@ -546,17 +548,9 @@ def start_postgres(
         args += ["--locale=C", "--no-instructions"]
         if not fsync:
             args.append("--no-sync")
-        done = subprocess.run(
-            args,
-            capture_output=True,
-            text=True,
-            user=user,
-            group=user,
-            extra_groups=[] if user else None,
-            check=False,
-            timeout=120,
-            cwd=data_dir,
-        )
+        from migrate.adapters import proc as proc_mod
+
+        done = proc_mod.run(args, user=user, marker=None, check=False, timeout=120, cwd=data_dir, service="postgres")
         if done.returncode != 0:
             raise AdapterError(
                 f"initdb failed for {pgdata} (exit {done.returncode})",

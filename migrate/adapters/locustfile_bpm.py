@@ -134,7 +134,8 @@ class OpenModelUser(User):
 
         rate = RATE
         in_flight = int(min(20000, rate * (TIMEOUT + 1) * 1.5 + 64))
-        connections = int(max(10, min(200, rate * 0.05)))
+        # enough connections for rate x 0.5 s of latency (Little's law) before requests queue inside the client
+        connections = int(max(10, min(1000, rate * 0.5)))
         sessions = [
             FastHttpSession(
                 base_url=host,
@@ -143,6 +144,7 @@ class OpenModelUser(User):
                 network_timeout=TIMEOUT,
                 connection_timeout=TIMEOUT,
                 max_retries=0,
+                insecure=False,  # verify TLS certificates like a user's client does
                 concurrency=connections,
             )
             for host in SPEC["hosts"]

@@ -138,7 +138,7 @@ def addon_versions(templates_dir: Path, kubernetes_version: str) -> dict[str, st
         raise ConfigError(
             f"Kubernetes {minor} is not in the add-on version table ({', '.join(sorted(table))})",
             "the Cluster Autoscaler's minor version must match the cluster's; the table pins one per version",
-            f"add a [kubernetes.\"{minor}\"] row to templates/{VERSIONS_FILE}, or run a supported cluster version",
+            f'add a [kubernetes."{minor}"] row to templates/{VERSIONS_FILE}, or run a supported cluster version',
         )
     return table[minor]
 

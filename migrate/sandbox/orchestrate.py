@@ -133,7 +133,9 @@ def sandbox_env(config: Config, env_name: str) -> EnvConfig:
             f"environment {env.name!r} is not a sandbox (kind = {env.kind!r})",
             '`bpmigrate sandbox ...` only manages local rehearsal environments (kind = "sandbox" in migrate.toml); '
             f"sandboxes: {', '.join(names) or 'none defined'}",
-            f"bpmigrate sandbox up --env {names[0]}" if names else f'add an environment with kind = "sandbox" to {config.path}',
+            f"bpmigrate sandbox up --env {names[0]}"
+            if names
+            else f'add an environment with kind = "sandbox" to {config.path}',
         )
     return env
 
@@ -369,8 +371,10 @@ def redis_topology(config: Config, env: EnvConfig) -> tuple[str, str]:
     ``cluster_mode`` of the production environment's redis.target (else of any AWS environment's)."""
     chosen = os.environ.get("BPMIGRATE_SANDBOX_REDIS_TOPOLOGY") or str(env.sandbox.get("redis_topology") or "auto")
     if chosen in ("cluster", "single"):
-        source = "BPMIGRATE_SANDBOX_REDIS_TOPOLOGY" if os.environ.get("BPMIGRATE_SANDBOX_REDIS_TOPOLOGY") else (
-            f"[environments.{env.name}] sandbox.redis_topology"
+        source = (
+            "BPMIGRATE_SANDBOX_REDIS_TOPOLOGY"
+            if os.environ.get("BPMIGRATE_SANDBOX_REDIS_TOPOLOGY")
+            else (f"[environments.{env.name}] sandbox.redis_topology")
         )
         return chosen, f"{source} = {chosen!r}"
     real = [e for e in config.environments.values() if e.kind != "sandbox" and "target" in e.redis]

@@ -43,6 +43,7 @@ def config_for(name: str, ports: dict[str, int], domain: str) -> dict[str, Any]:
             "redis_url": _redis_url(ports["redis-source"]),
             "maintenance": False,
             "create_schema": True,
+            "primary": True,
             "generation": 1,
         }
     if name == "app-new":
@@ -52,6 +53,7 @@ def config_for(name: str, ports: dict[str, int], domain: str) -> dict[str, Any]:
             "redis_url": _redis_url(ports["redis-target"]),
             "maintenance": False,
             "create_schema": False,
+            "primary": False,  # a replication subscriber until data-switch points it: writes go to a shadow table
             "generation": 1,
         }
     n = names(domain)

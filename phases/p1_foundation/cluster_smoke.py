@@ -22,9 +22,9 @@ class ClusterSmoke(Step):
     id = "cluster-smoke"
     title = "Cluster smoke test (nginx)"
     phase = 1
+    timeout = 1200.0
     depends_on = ("cluster-addons",)
     reversibility = Reversibility.REVERSIBLE
-    timeout = 1200.0
 
     class Settings(StepSettings):
         namespace: str = Field("bpmigrate-smoke", description="namespace of the throw-away nginx Deployment")

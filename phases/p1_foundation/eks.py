@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -11,6 +12,15 @@ from migrate.step import Check, StepContext, StepSettings
 
 from .._terraform_step import TerraformModuleStep
 from ._common import _aws
+
+#: add-on -> the Kubernetes service account its pods run as (templates/k8s: addons/, cutover/cost-monitoring.yaml;
+#: the EKS aws-ebs-csi-driver add-on); terraform/modules/eks/irsa.tf binds each IRSA role to exactly this subject
+IRSA_SERVICE_ACCOUNTS = {
+    "aws-load-balancer-controller": "kube-system:aws-load-balancer-controller",
+    "cluster-autoscaler": "kube-system:cluster-autoscaler",
+    "cost-monitor": "{namespace}:cost-monitor",
+    "ebs-csi-driver": "kube-system:ebs-csi-controller-sa",
+}
 
 
 class Eks(TerraformModuleStep):
@@ -27,6 +37,10 @@ class Eks(TerraformModuleStep):
         "cluster_ca": "eks_cluster_certificate_authority",
         "oidc_provider_arn": "eks_oidc_provider_arn",
         "node_groups": "eks_node_groups",
+        # add-on -> IRSA role ARN (the eks.amazonaws.com/role-arn annotation of the add-on's service account)
+        "irsa_role_arns": "eks_irsa_role_arns",
+        # EKS managed add-on name -> version ({} where the EKS API has no add-ons, e.g. the sandbox)
+        "managed_addons": "eks_managed_addons",
     }
 
     class Settings(StepSettings):
@@ -35,10 +49,20 @@ class Eks(TerraformModuleStep):
         )
         gpu_node_group: str = Field("gpu", description="the role of the GPU node group (tainted and labelled)")
         gpu_taint_key: str = Field("nvidia.com/gpu", description="taint key the GPU node group carries (NO_SCHEDULE)")
+        irsa_service_accounts: dict[str, str] = Field(
+            default_factory=lambda: dict(IRSA_SERVICE_ACCOUNTS),
+            description="add-on -> the service account (namespace:name; {namespace} = the environment's "
+            "kube.namespace) its IRSA role must trust; verified when the root outputs eks_irsa_role_arns",
+        )
 
     def summary(self, outputs: Mapping[str, Any]) -> str:
         groups = dict(outputs.get("node_groups") or {})
-        return f"cluster {outputs.get('cluster_name', '?')} · {len(groups)} node group(s): {', '.join(sorted(groups))}"
+        line = f"cluster {outputs.get('cluster_name', '?')} · {len(groups)} node group(s): {', '.join(sorted(groups))}"
+        if outputs.get("irsa_role_arns"):
+            line += f" · {len(outputs['irsa_role_arns'])} IRSA role(s)"
+        if outputs.get("managed_addons"):
+            line += f" · {len(outputs['managed_addons'])} managed add-on(s)"
+        return line
 
     def verify(self, ctx: StepContext) -> list[Check]:
         if self.stand_in(ctx):
@@ -94,4 +118,92 @@ class Eks(TerraformModuleStep):
                 expected="g4dn.*/g5.*",
             )
         )
+        checks += self.verify_irsa_roles(ctx, s.irsa_service_accounts)
+        if cluster:
+            checks += self.verify_managed_addons(ctx, name)
         return checks
+
+    def verify_irsa_roles(self, ctx: StepContext, service_accounts: Mapping[str, str]) -> list[Check]:
+        """Each add-on's IRSA role, read back through IAM: it exists, trusts the cluster's OIDC provider for exactly
+        ``system:serviceaccount:<namespace>:<name>`` (audience sts.amazonaws.com) and has a policy attached.
+        Nothing to check when the root has no ``eks_irsa_role_arns`` output (a team's own root may not)."""
+        recorded = ctx.output(self.id, "irsa_role_arns", None)
+        if recorded is None:
+            return []
+        roles: dict[str, str] = dict(recorded)
+        oidc_arn = str(ctx.output(self.id, "oidc_provider_arn", "") or "")
+        aws = _aws(ctx)
+        checks = []
+        for addon, account in sorted(service_accounts.items()):
+            subject = "system:serviceaccount:" + account.replace("{namespace}", ctx.env.kube.namespace)
+            arn = roles.get(addon)
+            role = aws.iam_role(arn.rsplit("/", 1)[-1]) if arn else None
+            trust = irsa_trust(role.get("AssumeRolePolicyDocument") if role else None)
+            checks.append(
+                Check(
+                    f"IRSA role of {addon} trusts {subject}",
+                    role is not None
+                    and trust["subjects"] == [subject]
+                    and trust["audiences"] == ["sts.amazonaws.com"]
+                    and (not oidc_arn or trust["providers"] == [oidc_arn]),
+                    observed=trust if role else ("not recorded" if not arn else "absent in IAM"),
+                    expected={"subjects": [subject], "audiences": ["sts.amazonaws.com"], "providers": [oidc_arn]},
+                    detail=arn or "",
+                )
+            )
+            if role is not None:
+                attached = list(role.get("AttachedPolicyArns") or [])
+                checks.append(
+                    Check(f"IRSA role of {addon} has a policy", bool(attached), observed=attached, expected="≥ 1")
+                )
+        return checks
+
+    def verify_managed_addons(self, ctx: StepContext, cluster: str) -> list[Check]:
+        """Each EKS managed add-on the root installed is ACTIVE; the VPC CNI enforces network policies."""
+        addons = dict(ctx.output(self.id, "managed_addons", {}) or {})
+        aws = _aws(ctx)
+        checks = []
+        for name in sorted(addons):
+            addon = aws.eks_addon(cluster, name) or {}
+            checks.append(
+                Check(
+                    f"EKS add-on {name} ACTIVE",
+                    addon.get("status") == "ACTIVE",
+                    observed=addon.get("status", "absent"),
+                    expected="ACTIVE",
+                    detail=str(addon.get("addonVersion", "")),
+                )
+            )
+            if name == "vpc-cni":
+                config = json.loads(addon.get("configurationValues") or "{}")
+                checks.append(
+                    Check(
+                        "VPC CNI enforces network policies",
+                        str(config.get("enableNetworkPolicy", "")).lower() == "true",
+                        observed=config.get("enableNetworkPolicy", "unset"),
+                        expected="true",
+                        detail="vpc-cni configurationValues.enableNetworkPolicy",
+                    )
+                )
+        return checks
+
+
+def irsa_trust(document: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """The web-identity trust of an IAM trust policy: the federated providers, and the ``<issuer>:sub`` /
+    ``<issuer>:aud`` values required by StringEquals, over its Allow statements for sts:AssumeRoleWithWebIdentity."""
+
+    def as_list(value: Any) -> list[str]:
+        return [str(v) for v in value] if isinstance(value, list) else ([] if value is None else [str(value)])
+
+    found: dict[str, list[str]] = {"providers": [], "subjects": [], "audiences": []}
+    statements = (document or {}).get("Statement", [])
+    for st in statements if isinstance(statements, list) else [statements]:
+        if st.get("Effect") != "Allow" or "sts:AssumeRoleWithWebIdentity" not in as_list(st.get("Action")):
+            continue
+        found["providers"] += as_list((st.get("Principal") or {}).get("Federated"))
+        for key, values in ((st.get("Condition") or {}).get("StringEquals") or {}).items():
+            if key.endswith(":sub"):
+                found["subjects"] += as_list(values)
+            elif key.endswith(":aud"):
+                found["audiences"] += as_list(values)
+    return found

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from .._backup import backup_checks, backup_staleness, reusable, take_backup
+from .._backup import backup_checks, backup_staleness, reusable, take_backup, take_or_retake
 from ._common import MB, pg
 
 
@@ -73,7 +73,7 @@ class PgBackup(Step):
             Change(
                 "create",
                 str(path),
-                f"re-take ({why}): pg_dump -Fc of {source.endpoint} (database {size / MB:.0f} MB, "
+                f"{take_or_retake(why)}: pg_dump -Fc of {source.endpoint} (database {size / MB:.0f} MB, "
                 f"PostgreSQL {source.server_version()})",
             )
         )

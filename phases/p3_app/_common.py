@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from pydantic import Field
 
@@ -52,6 +52,13 @@ MANAGED_TAG = {"managed-by": "bpmigrate"}
 
 
 AWS_RETRY = RetryPolicy(attempts=3, wait_initial=2.0, wait_max=20.0)
+
+
+class AppStep:
+    """Mixin of every phase-3 step: the phase number and the retry policy for AWS/Kubernetes API blips."""
+
+    phase: ClassVar[int] = PHASE
+    retry: ClassVar[RetryPolicy] = AWS_RETRY
 
 
 class AppSettings(StepSettings):
@@ -126,13 +133,6 @@ def write_json_atomic(path: Path, data: Any) -> None:
 def record_artifact(ctx: StepContext, kind: str, path: Path) -> None:
     blob = path.read_bytes()
     ctx.artifact(kind, path, hashlib.sha256(blob).hexdigest(), len(blob))
-
-
-def text_table(rows: list[tuple[str, str]], headers: tuple[str, str] = ("metric", "value")) -> str:
-    width = max(len(headers[0]), *(len(r[0]) for r in rows)) if rows else len(headers[0])
-    lines = [f"{headers[0]:<{width}}  {headers[1]}", f"{'-' * width}  {'-' * max(len(headers[1]), 8)}"]
-    lines += [f"{k:<{width}}  {v}" for k, v in rows]
-    return "\n".join(lines)
 
 
 def container_images(doc: Mapping[str, Any]) -> list[str]:

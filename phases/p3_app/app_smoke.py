@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from pydantic import Field
+
 from migrate.errors import AdapterError, ConfigError, StepFailed
-from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 from ._common import PHASE, endpoints, http, namespace
 
@@ -23,6 +26,17 @@ class AppSmoke(Step):
     depends_on = ("k8s-deploy",)
     reversibility = Reversibility.REVERSIBLE
 
+    class Settings(StepSettings):
+        endpoints: dict[str, str] = Field(default_factory=dict, description="service -> base URL")
+        health_path: str = Field("/health", description="GET <endpoint><health_path> must answer 2xx")
+        health_paths: dict[str, str] = Field(default_factory=dict, description="per-service health path")
+        checks: list[dict[str, Any]] = Field(
+            default_factory=list,
+            description="extra checks: {name, url | service + path, method, json, expect_status, expect_contains}",
+        )
+        timeout: float = Field(10, gt=0, description="seconds per request")
+        namespace: str | None = Field(None, description="shown in the fix command (default: kube.namespace)")
+
     def skip_reason(self, ctx: StepContext) -> str | None:
         if endpoints(ctx):
             return None
@@ -33,8 +47,8 @@ class AppSmoke(Step):
 
     def checks(self, ctx: StepContext) -> list[dict[str, Any]]:
         eps = endpoints(ctx)
-        default_path = str(ctx.setting("health_path", "/health"))
-        paths = ctx.setting("health_paths", {}) or {}
+        s = ctx.typed(self.Settings)
+        default_path, paths = s.health_path, s.health_paths
         out: list[dict[str, Any]] = [
             {
                 "name": f"{svc} health",
@@ -44,7 +58,7 @@ class AppSmoke(Step):
             }
             for svc, url in eps.items()
         ]
-        for i, extra in enumerate(ctx.setting("checks", []) or []):
+        for i, extra in enumerate(s.checks):
             url = extra.get("url") or f"{eps.get(str(extra.get('service')), '')}{extra.get('path', '/')}"
             if "://" not in url:
                 raise ConfigError(
@@ -66,7 +80,7 @@ class AppSmoke(Step):
 
     def run(self, ctx: StepContext, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         adapter = http(ctx, [c["url"] for c in checks])
-        timeout = float(ctx.setting("timeout", 10))
+        timeout = ctx.typed(self.Settings).timeout
         results = []
         for check in checks:
             entry: dict[str, Any] = {"name": check["name"], "url": check["url"], "method": check["method"]}
@@ -88,9 +102,6 @@ class AppSmoke(Step):
         return results
 
     def plan(self, ctx: StepContext) -> PlanResult:
-        reason = self.skip_reason(ctx)
-        if reason:
-            return PlanResult(skip_reason=reason)
         checks = self.checks(ctx)
         http(ctx, [c["url"] for c in checks])  # refuses non-configured targets at plan time already
         return PlanResult(
@@ -121,3 +132,10 @@ class AppSmoke(Step):
 
     def rollback(self, ctx: StepContext) -> None:
         ctx.log("app-smoke changes nothing: nothing to roll back")
+
+    def summary(self, outputs: Mapping[str, Any]) -> str:
+        checks = outputs.get("checks") or []
+        if not checks:
+            return ""
+        slowest = max((float(c.get("elapsed_ms") or 0) for c in checks), default=0.0)
+        return f"{sum(1 for c in checks if c.get('ok'))}/{len(checks)} checks pass · slowest {slowest:.0f} ms"

@@ -9,11 +9,11 @@ from pydantic import Field
 
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
 
-from ._common import AWS_RETRY, MANAGED_TAG, PHASE, AppSettings, aws_app
+from ._common import MANAGED_TAG, AppSettings, AppStep, aws_app
 from ._common import repo_names as _repo_names
 
 
-class EcrRepos(Step):
+class EcrRepos(AppStep, Step):
     """ECR repositories, one per service, with scan-on-push and a lifecycle policy.
 
     Creates (or adopts) `<prefix>/<service>` for frontend, api-gateway, intent-classifier, technique-selector and
@@ -25,8 +25,6 @@ class EcrRepos(Step):
     """
 
     id = "ecr-repos"
-    retry = AWS_RETRY
-    phase = PHASE
     depends_on = ()
     reversibility = Reversibility.COMPENSABLE
 

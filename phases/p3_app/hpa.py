@@ -11,10 +11,10 @@ from pydantic import Field
 from migrate.step import Check, Outputs, PlanResult, Reversibility, StepContext
 
 from .._kube_step import ManifestStep, ref, user_manifests, verify_manifests
-from ._common import AWS_RETRY, HPA_FILE, PHASE, ManifestsDirSettings, base_values, render
+from ._common import HPA_FILE, AppStep, ManifestsDirSettings, base_values, render
 
 
-class Hpa(ManifestStep):
+class Hpa(AppStep, ManifestStep):
     """HorizontalPodAutoscalers (autoscaling/v2, CPU 70 %, 2..10 replicas) that read metrics.
 
     Applies templates/k8s/app/30-hpa.yaml (or the HorizontalPodAutoscalers of `manifests_dir`); verify requires every
@@ -23,8 +23,6 @@ class Hpa(ManifestStep):
     """
 
     id = "hpa"
-    retry = AWS_RETRY
-    phase = PHASE
     depends_on = ("k8s-deploy",)
     reversibility = Reversibility.REVERSIBLE
 

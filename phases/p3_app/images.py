@@ -13,10 +13,10 @@ from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibil
 
 if TYPE_CHECKING:
     from migrate.adapters.builder import Builder
-from ._common import AWS_RETRY, PHASE, AppSettings, aws_app, repo_names, services
+from ._common import AppSettings, AppStep, aws_app, repo_names, services
 
 
-class Images(Step):
+class Images(AppStep, Step):
     """Service images in ECR: build and push them, or take already-pushed tags from the configuration.
 
     With a working container builder (a docker engine that answers `docker info`, or buildah) and `source_dir`
@@ -28,8 +28,6 @@ class Images(Step):
     """
 
     id = "images"
-    retry = AWS_RETRY
-    phase = PHASE
     depends_on = ("ecr-repos",)
     reversibility = Reversibility.COMPENSABLE
 
@@ -37,7 +35,9 @@ class Images(Step):
         tag: str | None = Field(None, description="image tag for every service (sandbox default: sandbox)")
         tags: dict[str, str] = Field(default_factory=dict, description="image tag per service (wins over tag)")
         source_dir: str | None = Field(None, description="with a builder: build <source_dir>/<context> and push")
-        contexts: dict[str, str] = Field(default_factory=dict, description="build context per service (default: its name)")
+        contexts: dict[str, str] = Field(
+            default_factory=dict, description="build context per service (default: its name)"
+        )
         build: bool = Field(True, description="build when a builder and source_dir are available")
 
     def builder(self, ctx: StepContext) -> Builder:

@@ -13,12 +13,12 @@ from migrate.errors import AdapterError, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, StepContext
 
 from .._kube_step import ManifestStep, plan_manifests, verify_manifests
-from ._common import AWS_RETRY, INGRESS_FILE, MANAGED_TAG, PHASE, AppSettings, aws_app, base_values, namespace, render
+from ._common import INGRESS_FILE, MANAGED_TAG, AppSettings, AppStep, aws_app, base_values, namespace, render
 
 INGRESS_NAME = "betterprompts"
 
 
-class Ingress(ManifestStep):
+class Ingress(AppStep, ManifestStep):
     """ALB Ingress for api.<domain> with an ACM certificate requested and validated through the API.
 
     Requests (or reuses) a DNS-validated ACM certificate for the host, writes the validation CNAMEs into Route53
@@ -30,8 +30,6 @@ class Ingress(ManifestStep):
     """
 
     id = "ingress"
-    retry = AWS_RETRY
-    phase = PHASE
     depends_on = ("k8s-deploy",)
     reversibility = Reversibility.COMPENSABLE
     rollback_mode = "delete"

@@ -16,12 +16,11 @@ from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibil
 
 from .._kube_step import ManifestStep, digest, plan_manifests, ref, verify_manifests
 from ._common import (
-    AWS_RETRY,
     CONFIG_FILES,
     DEFAULT_COMPOSE,
     MANAGED_TAG,
-    PHASE,
     AppSettings,
+    AppStep,
     aws_app,
     base_values,
     namespace,
@@ -30,7 +29,7 @@ from ._common import (
 )
 
 
-class K8sConfig(ManifestStep):
+class K8sConfig(AppStep, ManifestStep):
     """Namespace, ConfigMaps, and Kubernetes Secrets whose values come from AWS Secrets Manager.
 
     Reads the Compose file (`compose_file`), moves every plaintext credential it carries into Secrets Manager FIRST
@@ -42,8 +41,6 @@ class K8sConfig(ManifestStep):
     """
 
     id = "k8s-config"
-    retry = AWS_RETRY
-    phase = PHASE
     depends_on = ("rds", "elasticache")
     reversibility = Reversibility.COMPENSABLE
     rollback_mode = "delete"  # never keep Secret contents on disk
@@ -278,7 +275,9 @@ class K8sConfig(ManifestStep):
         ns = namespace(ctx)
         checks = [Check(f"namespace {ns}", kube.get("v1", "Namespace", ns) is not None, None, "exists")]
         if not unknown:
-            checks.extend(verify_manifests(ctx, [d for d in render(ctx, CONFIG_FILES, values) if d["kind"] != "Namespace"]))
+            checks.extend(
+                verify_manifests(ctx, [d for d in render(ctx, CONFIG_FILES, values) if d["kind"] != "Namespace"])
+            )
         creds = self.credentials(ctx)
         stored = self.stored(ctx, creds)
         for svc, found in creds.items():

@@ -22,9 +22,8 @@ from .._kube_step import (
     verify_manifests,
 )
 from ._common import (
-    AWS_RETRY,
-    PHASE,
     WORKLOAD_FILES,
+    AppStep,
     ManifestsDirSettings,
     base_values,
     container_images,
@@ -36,7 +35,7 @@ from ._common import (
 )
 
 
-class K8sDeploy(ManifestStep):
+class K8sDeploy(AppStep, ManifestStep):
     """Deployments and Services for every service, rolled out with a timeout; rollback = the quick rollback.
 
     Renders templates/k8s/app/2*.yaml with the image references recorded by `images` and the namespace (or applies
@@ -47,8 +46,6 @@ class K8sDeploy(ManifestStep):
     """
 
     id = "k8s-deploy"
-    retry = AWS_RETRY
-    phase = PHASE
     depends_on = ("images", "k8s-config")
     reversibility = Reversibility.REVERSIBLE
     delete_without_point = False  # the live app may predate bpmigrate: never delete it without a recorded point

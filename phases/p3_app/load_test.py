@@ -24,14 +24,14 @@ WORKER_TEMPLATE = "k8s/load/locust-workers.yaml"
 class LoadTest(Step):
     """API load gate: the target request rate held for a set time, open model, on Locust.
 
-    Locust (a master and N worker processes, or workers as a Kubernetes Job with ``runner = "kubernetes"``) sends the
-    configured request mix (default: the BetterPrompts API's enhance and classify paths, and /health) at
-    ``target_rps`` for ``duration_s``, whatever the latency; latency counts from each request's intended send time, so
-    a stall shows in p95/p99. The gate fails when the achieved rate is below 95 % of the target, when the generator
-    fell behind its schedule (reported as the generator's saturation, not the service's), when p95 >= ``p95_ms``
-    (200) or the error rate >= ``max_error_rate`` (0.1 %). Production's target is 10,000 req/s (migrate.toml). The
-    summary, Locust's stats and its HTML report are recorded as artifacts. Verify re-reads the recorded gate and
-    probes the API briefly.
+    Locust (a master and N worker processes, or workers as a Kubernetes Job with runner = "kubernetes") sends the
+    request mix (default: the BetterPrompts API's enhance and classify paths, and /health) at target_rps for
+    duration_s, whatever the latency; latency counts from each request's intended send time, so a stall shows in
+    p95/p99. The gate fails when the achieved rate is below 95 % of the target, when the generator fell behind its
+    schedule (reported as the generator's saturation, not the service's), or when p95 / error rate reach the
+    thresholds. Rate and thresholds default to [targets] (10,000 req/s, p95 < 200 ms, errors < 0.1 %). The summary,
+    Locust's stats and its HTML report are recorded as artifacts. Verify re-reads the recorded gate and probes
+    /health briefly.
     """
 
     id = "load-test"
@@ -83,7 +83,7 @@ class LoadTest(Step):
         if self.hosts(ctx):
             return None
         return (
-            "no load-test target configured: set [steps.load-test] hosts = "
+            "no load-test endpoint configured: set [steps.load-test] hosts = "
             f'["https://api.{ctx.env.domain}"] in migrate.toml (or apply app-smoke with an api-gateway endpoint)'
         )
 

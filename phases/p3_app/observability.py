@@ -34,8 +34,12 @@ class ObservabilityStep(Step):
     retry = RetryPolicy(attempts=3)
 
     class Settings(StepSettings):
-        subscribers: list[str] = Field(default_factory=list, description="alert topic subscribers (emails or ARNs/URLs)")
-        alb_arn_suffix: str | None = Field(None, description="ALB CloudWatch dimension app/<name>/<id> (default: from ingress)")
+        subscribers: list[str] = Field(
+            default_factory=list, description="alert topic subscribers (emails or ARNs/URLs)"
+        )
+        alb_arn_suffix: str | None = Field(
+            None, description="ALB CloudWatch dimension app/<name>/<id> (default: from ingress)"
+        )
         target_group_arn_suffix: str | None = Field(None, description="target group dimension for HealthyHostCount")
         max_5xx_per_minute: float = Field(10, ge=0, description="ALB target 5xx responses per minute that alarm")
         rds_cpu_pct: float = Field(80, gt=0, le=100, description="RDS CPU utilisation that alarms")
@@ -68,34 +72,95 @@ class ObservabilityStep(Step):
         if alb:
             lb = (("LoadBalancer", alb),)
             specs += [
-                AlarmSpec(f"{p}api-p95", "AWS/ApplicationELB", "TargetResponseTime", targets.api_p95_ms / 1000, statistic="p95",
-                          dimensions=lb, description=f"API p95 above {targets.api_p95_ms:g} ms (plan criterion)"),
-                AlarmSpec(f"{p}api-5xx", "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", s.max_5xx_per_minute, statistic="Sum",
-                          dimensions=lb, description="target 5xx responses per minute"),
+                AlarmSpec(
+                    f"{p}api-p95",
+                    "AWS/ApplicationELB",
+                    "TargetResponseTime",
+                    targets.api_p95_ms / 1000,
+                    statistic="p95",
+                    dimensions=lb,
+                    description=f"API p95 above {targets.api_p95_ms:g} ms (plan criterion)",
+                ),
+                AlarmSpec(
+                    f"{p}api-5xx",
+                    "AWS/ApplicationELB",
+                    "HTTPCode_Target_5XX_Count",
+                    s.max_5xx_per_minute,
+                    statistic="Sum",
+                    dimensions=lb,
+                    description="target 5xx responses per minute",
+                ),
             ]
             if s.target_group_arn_suffix:
-                specs.append(AlarmSpec(f"{p}healthy-hosts", "AWS/ApplicationELB", "HealthyHostCount", 1, "LessThanThreshold",
-                                       "Minimum", dimensions=(*lb, ("TargetGroup", s.target_group_arn_suffix)),
-                                       description="no healthy target behind the load balancer"))
+                specs.append(
+                    AlarmSpec(
+                        f"{p}healthy-hosts",
+                        "AWS/ApplicationELB",
+                        "HealthyHostCount",
+                        1,
+                        "LessThanThreshold",
+                        "Minimum",
+                        dimensions=(*lb, ("TargetGroup", s.target_group_arn_suffix)),
+                        description="no healthy target behind the load balancer",
+                    )
+                )
         instance = ctx.output("rds", "instance_id", None)
         if instance:
             db = (("DBInstanceIdentifier", str(instance)),)
             specs += [
-                AlarmSpec(f"{p}rds-cpu", "AWS/RDS", "CPUUtilization", s.rds_cpu_pct, dimensions=db, description="RDS CPU"),
-                AlarmSpec(f"{p}rds-free-storage", "AWS/RDS", "FreeStorageSpace", s.rds_free_storage_gib * 2**30, "LessThanThreshold",
-                          "Minimum", dimensions=db, description="RDS free storage"),
-                AlarmSpec(f"{p}rds-connections", "AWS/RDS", "DatabaseConnections", s.rds_max_connections, statistic="Maximum",
-                          dimensions=db, description="RDS connections"),
-                AlarmSpec(f"{p}rds-replica-lag", "AWS/RDS", "ReplicaLag", s.rds_replica_lag_s, statistic="Maximum",
-                          dimensions=db, description="RDS replica/replication lag"),
+                AlarmSpec(
+                    f"{p}rds-cpu", "AWS/RDS", "CPUUtilization", s.rds_cpu_pct, dimensions=db, description="RDS CPU"
+                ),
+                AlarmSpec(
+                    f"{p}rds-free-storage",
+                    "AWS/RDS",
+                    "FreeStorageSpace",
+                    s.rds_free_storage_gib * 2**30,
+                    "LessThanThreshold",
+                    "Minimum",
+                    dimensions=db,
+                    description="RDS free storage",
+                ),
+                AlarmSpec(
+                    f"{p}rds-connections",
+                    "AWS/RDS",
+                    "DatabaseConnections",
+                    s.rds_max_connections,
+                    statistic="Maximum",
+                    dimensions=db,
+                    description="RDS connections",
+                ),
+                AlarmSpec(
+                    f"{p}rds-replica-lag",
+                    "AWS/RDS",
+                    "ReplicaLag",
+                    s.rds_replica_lag_s,
+                    statistic="Maximum",
+                    dimensions=db,
+                    description="RDS replica/replication lag",
+                ),
             ]
         for member in members:
             node = (("CacheClusterId", member),)
             specs += [
-                AlarmSpec(f"{p}redis-memory-{member}", "AWS/ElastiCache", "DatabaseMemoryUsagePercentage", s.redis_memory_pct,
-                          statistic="Maximum", dimensions=node, description="ElastiCache memory"),
-                AlarmSpec(f"{p}redis-evictions-{member}", "AWS/ElastiCache", "Evictions", 0, statistic="Sum",
-                          dimensions=node, description="ElastiCache evictions"),
+                AlarmSpec(
+                    f"{p}redis-memory-{member}",
+                    "AWS/ElastiCache",
+                    "DatabaseMemoryUsagePercentage",
+                    s.redis_memory_pct,
+                    statistic="Maximum",
+                    dimensions=node,
+                    description="ElastiCache memory",
+                ),
+                AlarmSpec(
+                    f"{p}redis-evictions-{member}",
+                    "AWS/ElastiCache",
+                    "Evictions",
+                    0,
+                    statistic="Sum",
+                    dimensions=node,
+                    description="ElastiCache evictions",
+                ),
             ]
         return specs
 
@@ -123,7 +188,9 @@ class ObservabilityStep(Step):
         result = PlanResult(data={"alarms": sorted(s.name for s in specs)})
         for spec in specs:
             action = "update" if spec.name in existing else "create"
-            result.changes.append(Change(action, f"alarm {spec.name}", f"{spec.metric} {spec.statistic} vs {spec.threshold:g}"))
+            result.changes.append(
+                Change(action, f"alarm {spec.name}", f"{spec.metric} {spec.statistic} vs {spec.threshold:g}")
+            )
         topic = f"{self.prefix(ctx)}alerts"
         if obs.topic_arn(topic) is None:
             result.changes.append(Change("create", f"SNS topic {topic}"))
@@ -145,10 +212,17 @@ class ObservabilityStep(Step):
         for spec in specs:
             obs.put_alarm(spec, topic)
         widgets = [
-            {"type": "metric", "width": 12, "height": 6,
-             "properties": {"title": spec.description or spec.name, "region": ctx.env.aws.region,
-                            "metrics": [[spec.namespace, spec.metric, *[x for d in spec.dimensions for x in d]]],
-                            "stat": spec.statistic}}
+            {
+                "type": "metric",
+                "width": 12,
+                "height": 6,
+                "properties": {
+                    "title": spec.description or spec.name,
+                    "region": ctx.env.aws.region,
+                    "metrics": [[spec.namespace, spec.metric, *[x for d in spec.dimensions for x in d]]],
+                    "stat": spec.statistic,
+                },
+            }
             for spec in specs
         ]
         obs.put_dashboard(f"{prefix}cutover", widgets)
@@ -172,20 +246,41 @@ class ObservabilityStep(Step):
         live = {a.name: a for a in obs.alarms(prefix)}
         topic = obs.topic_arn(f"{prefix}alerts")
         checks = [
-            Check("every SLO alarm exists", set(wanted) <= set(live), sorted(set(wanted) - set(live)) or "all", "none missing"),
-            Check("alarms notify the alert topic", bool(topic) and all(topic in live[n].actions for n in wanted if n in live),
-                  topic or "no topic", "every alarm's action"),
-            Check("alarm thresholds as configured",
-                  all(live[n].threshold == spec.threshold for n, spec in wanted.items() if n in live),
-                  {n: live[n].threshold for n in wanted if n in live}, {n: spec.threshold for n, spec in wanted.items()}),
+            Check(
+                "every SLO alarm exists",
+                set(wanted) <= set(live),
+                sorted(set(wanted) - set(live)) or "all",
+                "none missing",
+            ),
+            Check(
+                "alarms notify the alert topic",
+                bool(topic) and all(topic in live[n].actions for n in wanted if n in live),
+                topic or "no topic",
+                "every alarm's action",
+            ),
+            Check(
+                "alarm thresholds as configured",
+                all(live[n].threshold == spec.threshold for n, spec in wanted.items() if n in live),
+                {n: live[n].threshold for n in wanted if n in live},
+                {n: spec.threshold for n, spec in wanted.items()},
+            ),
             Check("cutover dashboard exists", obs.dashboard_exists(f"{prefix}cutover"), f"{prefix}cutover", "present"),
         ]
         for group in self._log_groups(ctx):
             days = obs.log_group_retention(group)
-            checks.append(Check(f"log group {group} retention", days == s.log_retention_days, days, s.log_retention_days))
+            checks.append(
+                Check(f"log group {group} retention", days == s.log_retention_days, days, s.log_retention_days)
+            )
         if s.subscribers and topic:
             endpoints = {sub.get("Endpoint") for sub in obs.subscriptions(topic)}
-            checks.append(Check("alert subscribers", set(s.subscribers) <= endpoints, sorted(e for e in endpoints if e), s.subscribers))
+            checks.append(
+                Check(
+                    "alert subscribers",
+                    set(s.subscribers) <= endpoints,
+                    sorted(e for e in endpoints if e),
+                    s.subscribers,
+                )
+            )
         return checks
 
     def rollback(self, ctx: StepContext) -> None:

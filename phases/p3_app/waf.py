@@ -43,6 +43,16 @@ class Waf(TerraformModuleStep):
         rate = rules.get("rate-limit", {}).get("Statement", {}).get("RateBasedStatement", {})
         return [
             Check("web ACL exists (REGIONAL)", bool(acl), acl.get("Name"), name),
-            Check("AWS managed common rule set", "AWSManagedRulesCommonRuleSet" in managed, managed, "AWSManagedRulesCommonRuleSet"),
-            Check("per-IP rate limit blocks", bool(rate) and rate.get("AggregateKeyType") == "IP", rate or "absent", "rate-based, by IP"),
+            Check(
+                "AWS managed common rule set",
+                "AWSManagedRulesCommonRuleSet" in managed,
+                managed,
+                "AWSManagedRulesCommonRuleSet",
+            ),
+            Check(
+                "per-IP rate limit blocks",
+                bool(rate) and rate.get("AggregateKeyType") == "IP",
+                rate or "absent",
+                "rate-based, by IP",
+            ),
         ]

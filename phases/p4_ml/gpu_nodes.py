@@ -53,13 +53,9 @@ class GpuNodes(_Ml):
                 )
             )
         elif not any(_gpu_count(n) for n in nodes):
-            result.findings.append(
-                Finding(
-                    "info",
-                    f"the {len(nodes)} GPU node(s) report no allocatable {GPU_RESOURCE} yet",
-                    "expected before the NVIDIA device plugin runs: the nvidia-plugin step installs it",
-                )
-            )
+            why = "expected before the NVIDIA device plugin runs: the nvidia-plugin step installs it"
+            no_gpus = f"the {len(nodes)} GPU node(s) report no allocatable {GPU_RESOURCE} yet"
+            result.findings.append(Finding("info", no_gpus, why))
         return result
 
     def apply(self, ctx: StepContext) -> Outputs:

@@ -100,13 +100,7 @@ class MlConfig(_Ml):
         ns, cm_name, deploy = self._target(ctx)
         desired = self._desired(ctx)
         kube = _kube(ctx)
-        cm = kube.get("v1", "ConfigMap", cm_name, ns)
-        if cm is None:
-            raise StepFailed(
-                f"ConfigMap {ns}/{cm_name} does not exist",
-                "the app configuration is not deployed",
-                f"bpmigrate apply --step k8s-config --env {ctx.env_name}",
-            )
+        cm = self._require(ctx, "v1", "ConfigMap", cm_name, "k8s-config")
         previous = (ctx.checkpoints.get("previous") or {}).get("values")
         if previous is None:
             previous = ctx.upstream.get(self.id, {}).get("previous")
@@ -128,17 +122,23 @@ class MlConfig(_Ml):
             "previous_stamp": prev_stamp,
         }
 
+    def _require(self, ctx: StepContext, api: str, kind: str, name: str, by_step: str) -> dict[str, Any]:
+        """The live object, or StepFailed naming the step that deploys it."""
+        ns = _namespace(ctx)
+        live = _kube(ctx).get(api, kind, name, ns)
+        if live is None:
+            raise StepFailed(
+                f"{kind} {ns}/{name} does not exist",
+                f"the app is not deployed (step {by_step} creates it)",
+                f"bpmigrate apply --step {by_step} --env {ctx.env_name}",
+            )
+        return live
+
     def _restart(self, ctx: StepContext, stamp: str | None) -> None:
         """Roll the Deployment by stamping a digest on its pod template (same stamp: no new rollout; None: remove)."""
         ns, _, deploy = self._target(ctx)
         kube = _kube(ctx)
-        live = kube.get("apps/v1", "Deployment", deploy, ns)
-        if live is None:
-            raise StepFailed(
-                f"Deployment {ns}/{deploy} does not exist",
-                "the intent classifier is not deployed",
-                f"bpmigrate apply --step k8s-deploy --env {ctx.env_name}",
-            )
+        live = self._require(ctx, "apps/v1", "Deployment", deploy, "k8s-deploy")
         annotations = ((live.get("spec") or {}).get("template") or {}).get("metadata", {}).get("annotations") or {}
         if annotations.get(RESTART_ANNOTATION) != stamp:
             ctx.intent("deployment-restart", deployment=f"{ns}/{deploy}", stamp=stamp)

@@ -23,13 +23,13 @@ DEFAULT_PAYLOAD = {"text": "Summarise the quarterly report in three bullet point
 class MlPerf(_Ml):
     """Inference latency gate: the classifier, driven as users drive it, holds the target rate with p95 < 500 ms.
 
-    Locust sends ``target_rps`` classification requests per second (open model: arrivals whatever the latency,
-    latency from each request's intended send time) for ``duration_s`` to the classifier endpoint users reach:
-    ``url`` (e.g. the API's ``/api/v1/classify``), or TorchServe's ``POST /predictions/<model>``. Every failed or
-    timed-out call counts as a failure and keeps its latency in the sample. The gate fails below 95 % of the rate,
-    when the generator fell behind (its own saturation, named as such), at p95 >= ``p95_ms`` (500) or an error rate
-    >= ``max_error_rate`` (0.1 %). With serving = "sagemaker" set ``url`` to the HTTP endpoint in front of the
-    SageMaker model (bpmigrate does not measure the bare InvokeEndpoint API: users never call it).
+    Locust sends target_rps classification requests per second (open model: arrivals whatever the latency, latency
+    from each request's intended send time) for duration_s to the classifier endpoint users reach: url (e.g. the
+    API's /api/v1/classify), or TorchServe's POST /predictions/<model>. Every failed or timed-out call counts as a
+    failure and keeps its latency in the sample. The gate fails below 95 % of the rate, when the generator fell
+    behind (its own saturation, named as such), or when p95 / error rate reach the thresholds ([targets] ml_p95_ms
+    and error_rate: 500 ms, 0.1 %). With serving = "sagemaker" set url to the HTTP endpoint in front of the model
+    (users never call the bare InvokeEndpoint API, so neither does the gate).
     """
 
     id = "ml-perf"

@@ -41,7 +41,9 @@ class Models(_Ml):
         initial_workers: int = Field(1, ge=1, description="TorchServe workers per registered model")
         url_expiry_s: int = Field(3600, gt=0, description="presigned S3 URL lifetime for registration")
         register_timeout: float = Field(600, gt=0, description="seconds for a registration to finish")
-        sagemaker_name: str | None = Field(None, description="SageMaker base name (default betterprompts-<env>-<model>)")
+        sagemaker_name: str | None = Field(
+            None, description="SageMaker base name (default betterprompts-<env>-<model>)"
+        )
         sagemaker_role_arn: str | None = Field(None, description="SageMaker execution role ARN")
         sagemaker_image: str = Field(
             "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.3.0-gpu-py311",
@@ -208,7 +210,9 @@ class Models(_Ml):
             ctx.intent("torchserve-register", model=model["name"], uri=model["uri"])
             s = ctx.typed(self.Settings)
             url = ml.presign_get(bucket, model["key"], s.url_expiry_s)
-            client.register(url, model_name=model["name"], initial_workers=s.initial_workers, timeout=s.register_timeout)
+            client.register(
+                url, model_name=model["name"], initial_workers=s.initial_workers, timeout=s.register_timeout
+            )
             ctx.checkpoints.put(f"registered:{model['name']}", {"uri": model["uri"]})
         now = {m.get("modelName") for m in client.list_models()}
         missing = [m["name"] for m in models if m["name"] not in now]

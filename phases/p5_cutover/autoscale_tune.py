@@ -41,9 +41,9 @@ class AutoscaleTune(ManifestStep):
 
     id = "autoscale-tune"
     title = "HPA thresholds and VPA recommendations"
+    reversibility = Reversibility.REVERSIBLE
     phase = 5
     depends_on = ("hpa",)
-    reversibility = Reversibility.REVERSIBLE
 
     class Settings(StepSettings):
         hpa: dict[str, HpaBounds] = Field(default_factory=dict, description="per service (or default): min/max/cpu")

@@ -34,7 +34,9 @@ class CostControls(ManifestStep):
     rollback_mode = "delete"
 
     class Settings(StepSettings):
-        monthly_target_usd: float = Field(5000, gt=0, description="AWS Budgets monthly cost budget (USD)")
+        monthly_target_usd: float | None = Field(
+            None, gt=0, description="AWS Budgets monthly cost budget, USD (default: [targets] monthly_budget_usd)"
+        )
         alert_threshold_pct: float = Field(80, gt=0, description="alert when actual spend passes this % of it")
         alert_emails: list[str] = Field(default_factory=list, description="budget alert e-mail subscribers")
         alert_sns_topic_arn: str | None = Field(None, description="budget alert SNS topic")
@@ -59,14 +61,14 @@ class CostControls(ManifestStep):
             return user_manifests(ctx, s.manifests_dir)
         values = s.model_dump(exclude={"namespace", "manifests_dir", "budget_name", "alert_emails"})
         values.update(namespace=s.namespace or ctx.env.kube.namespace, env_name=ctx.env_name, region=ctx.env.aws.region)
-        values["monthly_target_usd"] = f"{s.monthly_target_usd:g}"
+        values["monthly_target_usd"] = f"{self.budget_spec(ctx)['amount_usd']:g}"
         return [doc for name in TEMPLATES for doc in render_templates(ctx, name, values)]
 
     def budget_spec(self, ctx: StepContext) -> dict[str, Any]:
         s = ctx.typed(self.Settings)
         return {
             "name": s.budget_name or f"betterprompts-{ctx.env_name}-monthly",
-            "amount_usd": s.monthly_target_usd,
+            "amount_usd": s.monthly_target_usd or ctx.targets.monthly_budget_usd,
             "threshold_pct": s.alert_threshold_pct,
             "emails": list(s.alert_emails),
             "sns_topic_arn": s.alert_sns_topic_arn,

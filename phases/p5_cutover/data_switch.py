@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import Field
@@ -202,17 +203,16 @@ class DataSwitch(Step):
         ctx.checkpoints.put("fencing", {"at": out["maintenance_started_at"]})
         timings: dict[str, float] = {}
         t0 = time.monotonic()
+        pool = ThreadPoolExecutor(max_workers=2)
         try:
             writers.on()
             timings["maintenance_on_s"] = time.monotonic() - t0
+            sequences = None
             if sync is not None:
-                t = time.monotonic()
                 out["fence_lsn"] = fence = sync.fence_lsn()
-                timings["catchup_s"] = sync.wait_confirmed(fence, s.catchup_timeout_s)
-                t = time.monotonic()
+                timings["catchup_s"] = sync.wait_confirmed(fence, s.catchup_timeout_s, poll=0.01)
                 ctx.intent("set-sequences", target=sync.target.endpoint)
-                out["sequences_set"] = sync.carry_sequences()
-                timings["sequences_s"] = time.monotonic() - t
+                sequences = pool.submit(sync.carry_sequences)  # beside the validation: both only read the source
             if dms:
                 t = time.monotonic()
                 out["dms"] = _dms_fence(ctx, s.catchup_timeout_s)
@@ -231,6 +231,8 @@ class DataSwitch(Step):
                 t = time.monotonic()
                 self._validate(ctx, s.validation, sync or _pgsync(ctx))
                 timings["validate_s"] = time.monotonic() - t
+            if sequences is not None:
+                out["sequences_set"] = sequences.result()
         except Exception as exc:
             errors = writers.off_quietly()
             downtime = time.monotonic() - t0
@@ -243,6 +245,8 @@ class DataSwitch(Step):
                 f"fix the cause, check `bpmigrate verify --step pg-sync --env {ctx.env_name}`, then re-run "
                 f"`bpmigrate apply --step data-switch --env {ctx.env_name}`",
             ) from exc
+        finally:
+            pool.shutdown(wait=True)
         out["timings"] = timings
         return out
 
@@ -254,18 +258,18 @@ class DataSwitch(Step):
             sync = _pgsync(ctx, pg_out.get("name"))
             t = time.monotonic()
             ctx.intent("detach-stream", name=sync.name)
-            out["detached"] = sync.teardown(timeout=s.slot_drop_timeout_s) or out.get("detached", [])
-            timings["detach_s"] = time.monotonic() - t
-            if s.reverse:
-                t = time.monotonic()
+            if s.reverse:  # started beside the detach: the writers are fenced, nothing flows either way
                 rev = sync.reverse()
-                tables = list(pg_out.get("tables") or [])
-                if not tables:
-                    tables = [f"{ti.schema}.{ti.name}" for ti in sync.source.tables()]
+                tables = list(pg_out.get("tables") or []) or [f"{ti.schema}.{ti.name}" for ti in sync.source.tables()]
                 conninfo = rev.publisher_conninfo(s.reverse_publisher_host or None, s.reverse_publisher_port or None)
                 ctx.intent("start-reverse-stream", name=rev.name, publisher=rev.source.endpoint)
-                out["reverse"] = {"name": rev.name, "tables": tables, "started": rev.start_stream(tables, conninfo)}
-                timings["reverse_s"] = time.monotonic() - t
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    reverse = pool.submit(rev.start_stream, tables, conninfo)
+                    out["detached"] = sync.teardown(timeout=s.slot_drop_timeout_s) or out.get("detached", [])
+                    out["reverse"] = {"name": rev.name, "tables": tables, "started": reverse.result()}
+            else:
+                out["detached"] = sync.teardown(timeout=s.slot_drop_timeout_s) or out.get("detached", [])
+            timings["detach_and_reverse_s"] = time.monotonic() - t
         if pg_out.get("driver") == "aws-dms":
             ctx.intent("dms-stop-task")
             out["dms_stopped"] = _dms(ctx).stop(timeout=s.catchup_timeout_s)

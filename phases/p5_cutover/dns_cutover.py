@@ -12,6 +12,7 @@ from pydantic import Field
 from migrate.errors import ConfigError, FenceRefused, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
+from .._alarms import alarm_check
 from .._traffic import Slo, judge, sample
 from ._common import PHASE, Clock, iso
 
@@ -176,6 +177,11 @@ class DnsCutover(Step):
                 if breach:
                     entry["breach"] = "; ".join(breach)
                 out.append(entry)
+        alarms = alarm_check(ctx)  # the SLO alarms of the observability step count as a breach too
+        if not alarms.ok:
+            out.append(
+                {"via": "alarms", "url": "cloudwatch", "ok": False, "breach": f"{alarms.observed} {alarms.detail}"}
+            )
         return out
 
     def soak(self, ctx: StepContext, cfg: Any, weight: int) -> dict[str, Any]:

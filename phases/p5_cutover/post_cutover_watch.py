@@ -12,6 +12,7 @@ from pydantic import Field
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
+from .._alarms import alarm_check
 from .._traffic import Slo, judge, sample
 from ._common import PHASE, Clock, iso
 
@@ -101,6 +102,9 @@ class PostCutoverWatch(Step):
                 t["p95_ms"] = max(float(t["p95_ms"]), float(entry.get("p95_ms") or 0))
                 t["p99_ms"] = max(float(t["p99_ms"]), float(entry.get("p99_ms") or 0))
                 breaches += [f"{url}: {b}" for b in judge(entry, slo)]
+            alarms = alarm_check(ctx)
+            if not alarms.ok:
+                breaches.append(f"SLO alarm in ALARM: {alarms.observed} {alarms.detail}")
             state["rounds"] += 1
             state["streak"] = state["streak"] + 1 if breaches else 0
             state["last_breach"] = breaches or state.get("last_breach")

@@ -11,6 +11,7 @@ from pydantic import Field
 from migrate.errors import BpmError, VerifyFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
+from .._alarms import alarm_check
 from .._sync import _pgsync
 from ._common import PHASE, Clock, app_namespaces, iso, kube_unreachable, parse_ts
 
@@ -38,7 +39,8 @@ class PreCutoverCheck(Step):
       that are still being written; with no continuous sync (stop-the-world path) ``data-validate`` is re-run;
     * services healthy — each ``health_urls`` entry answers 2xx/3xx; with a cluster, every Deployment in the app
       namespaces has all replicas available; ``app-smoke``'s checks re-run, ``smoke_urls`` answer as expected;
-    * load-test gate recorded within ``load_test_max_age_h`` hours and passed.
+    * load-test gate recorded within ``load_test_max_age_h`` hours and passed;
+    * no SLO alarm of the ``observability`` step in ALARM.
 
     Read-only: apply records the checklist result; rollback is a no-op.
     """
@@ -73,6 +75,7 @@ class PreCutoverCheck(Step):
         checks.extend(self._health(ctx, s))
         checks.extend(self._smoke(ctx, s))
         checks.append(self._load_gate(ctx, s))
+        checks.append(alarm_check(ctx))
         return checks
 
     def _data(self, ctx: StepContext, s: Any) -> list[Check]:

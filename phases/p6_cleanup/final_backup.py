@@ -11,7 +11,7 @@ from pydantic import Field
 from migrate.errors import AdapterError
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from .._backup import backup_checks, backup_staleness, reusable, take_backup
+from .._backup import backup_checks, backup_staleness, reusable, take_backup, take_or_retake
 from ._common import PHASE, files
 
 
@@ -76,7 +76,7 @@ class FinalBackup(Step):
                 Change(
                     "create",
                     str(self.path(ctx)),
-                    f"re-take ({why}): pg_dump -Fc of {source.endpoint} ({source.database_size() / 2**20:.0f} MB)",
+                    f"{take_or_retake(why)}: pg_dump -Fc of {source.endpoint} ({source.database_size() / 2**20:.0f} MB)",
                 )
             )
         redis = self._redis(ctx)

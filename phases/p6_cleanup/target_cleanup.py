@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -24,11 +23,12 @@ class TargetCleanup(Step):
 
     Runs once the final backup is verified, i.e. after post-cutover-watch: the rollback window is closed and no step
     needs the restore, copy or sync state any more. Apply ends what data-switch left running for that window — the
-    reverse stream (``bpm_…_rev``: subscription on the source, slot and publication on the target) and the Redis
-    reverse follower — then drops the schema ``_bpmigrate`` from both sides. A forward stream (``bpm_…``) or another
-    live process marked as this environment's bpmigrate means a step still runs: plan blocks naming each with the
-    command that ends it. Verify proves every absence on both sides and on this host. Rollback has nothing to
-    restore (the schema held only progress records; the rollback window was already closed).
+    reverse stream (``bpm_…_rev``: subscription on the source, slot and publication on the target), a forward stream
+    still there after the switch, the Redis reverse follower — then drops the schema ``_bpmigrate`` from both sides.
+    A forward stream before data-switch ran, or another live process marked as this environment's bpmigrate, means
+    a step still runs: plan blocks naming each with the command that ends it. Verify proves every absence on both
+    sides and on this host. Rollback has nothing to restore (the schema held only progress records; the rollback
+    window was already closed).
     """
 
     id = "target-cleanup"
@@ -47,21 +47,33 @@ class TargetCleanup(Step):
         return f"dropped {', '.join(dropped)}" if dropped else "nothing to drop · nothing left"
 
     def _sides(self, ctx: StepContext) -> dict[str, Any]:
-        return {role: ctx.adapters.postgres(role) for role in ("source", "target") if role in ctx.env.postgres}
+        sides: dict[str, Any] = {r: ctx.adapters.postgres(r) for r in ("source", "target") if r in ctx.env.postgres}
+        target = sides.get("target")
+        if target is not None and target.needs_address and ctx.upstream.get("rds", {}).get("endpoint"):
+            rds = ctx.upstream["rds"]
+            sides["target"] = target.with_address(str(rds["endpoint"]), int(rds.get("port") or target.port))
+        return sides
 
-    def _reverse_streams(self, ctx: StepContext) -> list[str]:
-        """Names of the reverse streams (target -> source) still configured on either side."""
+    def _streams(self, ctx: StepContext) -> list[str]:
+        """Names of the streams apply ends: the reverse ones (target -> source, kept for the rollback window), and
+        forward ones too once data-switch has run (the switch detaches them; one still there is garbage)."""
         leftovers = ctx.adapters.get("leftovers")
         names: set[str] = set()
         for db in self._sides(ctx).values():
             if not db.needs_address:
                 found = leftovers.database(db)
-                names |= {n for kind in _KINDS for n in found[kind] if n.endswith(_REVERSE)}
+                names |= {n for kind in _KINDS for n in found[kind] if self._ends(ctx, n)}
         return sorted(names)
 
-    def _reverse_follower(self, ctx: StepContext) -> Path | None:
-        workdir = ctx.state_dir / ctx.env_name / REVERSE_FOLLOWER_DIR
-        return workdir if workdir.is_dir() and any(workdir.iterdir()) else None
+    @staticmethod
+    def _ends(ctx: StepContext, name: str) -> bool:
+        return name.endswith(_REVERSE) or bool(ctx.upstream.get("data-switch"))
+
+    def _reverse_follower(self, ctx: StepContext) -> int | None:
+        """The pid of the Redis reverse follower data-switch started, while it runs."""
+        from migrate.adapters.redis_sync import follower_pid
+
+        return follower_pid(ctx.state_dir / ctx.env_name / REVERSE_FOLLOWER_DIR)
 
     def _blockers(self, ctx: StepContext, *, after_reverse: bool = False) -> list[Finding]:
         out: list[Finding] = []
@@ -72,14 +84,14 @@ class TargetCleanup(Step):
             found = leftovers.database(db)
             for kind in _KINDS:
                 for name in found[kind]:
-                    if name.endswith(_REVERSE) and not after_reverse:
+                    if self._ends(ctx, name) and not after_reverse:
                         continue  # ended by apply (the rollback window is closed)
                     out.append(
                         Finding(
                             "block",
                             f"{kind[:-1]} {name} is still on the {role} ({db.endpoint}): a stream is still running",
-                            f"bpmigrate rollback --step pg-sync --env {ctx.env_name} (forward), or end the reverse "
-                            "stream with the cutover's rollback window closing; then plan again",
+                            f"bpmigrate --env {ctx.env_name} apply --step "
+                            f"{self.id if self._ends(ctx, name) else 'data-switch'} --yes",
                         )
                     )
         if ctx.typed(self.Settings).check_processes and (after_reverse or self._reverse_follower(ctx) is None):
@@ -88,7 +100,7 @@ class TargetCleanup(Step):
                     Finding(
                         "block",
                         f"bpmigrate process {proc['pid']} of {ctx.env_name} is still alive: {proc['command'][:80]}",
-                        f"bpmigrate rollback --step redis-sync --env {ctx.env_name} (or stop pid {proc['pid']})",
+                        f"kill {proc['pid']}",
                     )
                 )
         return out
@@ -101,11 +113,9 @@ class TargetCleanup(Step):
                 result.unknown.append(f"{role} address (rds endpoint output)")
             elif leftovers.database(db)["schema"]:
                 result.changes.append(Change("delete", f"schema _bpmigrate on the {role}", db.endpoint))
-        for name in self._reverse_streams(ctx):
+        for name in self._streams(ctx):
             result.changes.append(
-                Change(
-                    "delete", f"reverse stream {name}", "subscription, slot, publication: the rollback window closed"
-                )
+                Change("delete", f"stream {name}", "subscription, slot, publication: the rollback window closed")
             )
         if self._reverse_follower(ctx) is not None:
             result.changes.append(
@@ -123,17 +133,19 @@ class TargetCleanup(Step):
         leftovers = ctx.adapters.get("leftovers")
         dropped: list[str] = []
         sides = self._sides(ctx)
-        for name in self._reverse_streams(ctx):
+        for name in self._streams(ctx):
             from migrate.adapters.pgsync import PgSync
 
-            ctx.intent("end-reverse-stream", name=name)
-            dropped += PgSync(sides["target"], sides["source"], name).teardown()
+            ctx.intent("end-stream", name=name)
+            reverse = name.endswith(_REVERSE)
+            publisher, subscriber = sides["target" if reverse else "source"], sides["source" if reverse else "target"]
+            dropped += PgSync(publisher, subscriber, name).teardown()
         if self._reverse_follower(ctx) is not None:
             redis_reverse_stop(ctx)
             dropped.append("Redis reverse follower")
         left = self._blockers(ctx, after_reverse=True)
         if left:
-            raise StepFailed(left[0].message, "it is still there after the reverse stream was ended", left[0].fix)
+            raise StepFailed(left[0].message, "it is still there after the streams were ended", left[0].fix)
         for role, db in self._sides(ctx).items():
             ctx.intent("drop-internal-schema", side=role, endpoint=db.endpoint)
             if leftovers.drop_internal_schema(db):

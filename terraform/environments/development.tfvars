@@ -1,6 +1,6 @@
 # Development: half-size, cheapest safe choices (single NAT, spot application nodes, no standby database).
+# The region is the environment's aws.region in migrate.toml (bpmigrate passes -var aws_region=...).
 environment = "development"
-aws_region  = "us-west-2"
 vpc_cidr    = "10.10.0.0/16"
 
 single_nat_gateway = true
@@ -25,7 +25,5 @@ redis_node_type               = "cache.t4g.small"
 redis_cluster_mode_enabled    = false
 redis_replicas_per_shard      = 0
 redis_snapshot_retention_days = 0
-
-ecr_force_delete = true
 
 tags = { CostCenter = "betterprompts-dev" }

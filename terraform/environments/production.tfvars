@@ -1,7 +1,6 @@
 # Production: the architecture document's sizing. On-demand application baseline plus a spot group for
 # non-critical workloads; Multi-AZ RDS with deletion protection (both also enforced in main.tf for production).
 environment = "production"
-aws_region  = "us-west-2"
 vpc_cidr    = "10.0.0.0/16"
 
 single_nat_gateway = false
@@ -32,7 +31,5 @@ redis_cluster_mode_enabled    = true
 redis_num_shards              = 3
 redis_replicas_per_shard      = 1
 redis_snapshot_retention_days = 7
-
-ecr_force_delete = false
 
 tags = { CostCenter = "betterprompts-prod" }

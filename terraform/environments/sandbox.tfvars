@@ -1,12 +1,12 @@
 # The local rehearsal (`bpmigrate --env sandbox`): the development shape, applied to the sandbox's moto server.
-# bpmigrate passes aws_endpoint_url (the moto endpoint) on the command line; the modules are the production ones.
-# Only two settings differ from development, both because moto does not round-trip them (the provider would see a
-# change on every plan, so "apply again = no change" could not hold):
+# bpmigrate passes aws_endpoint_url (the moto endpoint) and aws_region (the environment's aws.region) on the command
+# line; the modules are the production ones. Three settings differ from development, all because of moto:
 #   - moto's DescribeDBParameters omits each parameter's Source, so the provider drops the "user" parameters on
-#     refresh: the parameter group is still created, without parameters;
-#   - moto does not record Performance Insights on DB instances.
+#     refresh (a change on every plan, so "apply again = no change" could not hold): the parameter group is still
+#     created, without parameters;
+#   - moto does not record Performance Insights on DB instances (the same);
+#   - moto's EKS has no add-on API (CreateAddon): no EKS managed add-ons; the IRSA roles are created all the same.
 environment = "sandbox"
-aws_region  = "us-east-1"
 vpc_cidr    = "10.99.0.0/16"
 
 single_nat_gateway = true
@@ -29,11 +29,11 @@ rds_backup_retention_days        = 1
 rds_performance_insights_enabled = false
 rds_parameters                   = {}
 
+eks_managed_addons = false
+
 redis_node_type               = "cache.t4g.small"
 redis_cluster_mode_enabled    = false
 redis_replicas_per_shard      = 0
 redis_snapshot_retention_days = 0
-
-ecr_force_delete = true
 
 tags = { CostCenter = "betterprompts-sandbox" }

@@ -1,6 +1,5 @@
 # Staging: production shape (cluster-mode Redis, NAT per AZ) at smaller sizes; spot for application nodes.
 environment = "staging"
-aws_region  = "us-west-2"
 vpc_cidr    = "10.20.0.0/16"
 
 single_nat_gateway = false
@@ -26,7 +25,5 @@ redis_cluster_mode_enabled    = true
 redis_num_shards              = 2
 redis_replicas_per_shard      = 1
 redis_snapshot_retention_days = 3
-
-ecr_force_delete = false
 
 tags = { CostCenter = "betterprompts-staging" }

@@ -27,6 +27,8 @@ module "eks" {
   vpc_id             = module.vpc.vpc_id
   private_subnet_ids = module.vpc.private_subnet_ids
   cluster_version    = var.eks_cluster_version
+  account_id         = var.aws_account_id
+  app_namespace      = var.kubernetes_namespace
 }
 
 module "rds" {
@@ -45,14 +47,6 @@ module "elasticache" {
   subnet_ids = module.vpc.private_subnet_ids
   host       = var.redis_target_host
   port       = var.redis_target_port
-}
-
-module "ecr" {
-  source     = "./modules/ecr"
-  name       = var.project
-  services   = var.ecr_services
-  region     = var.aws_region
-  account_id = var.aws_account_id
 }
 
 module "waf" {

@@ -31,6 +31,14 @@ output "eks_node_groups" {
   value = module.eks.node_group_names
 }
 
+output "eks_irsa_role_arns" {
+  value = module.eks.irsa_role_arns
+}
+
+output "eks_managed_addons" {
+  value = module.eks.managed_addons
+}
+
 output "rds_endpoint" {
   value = module.rds.endpoint
 }
@@ -57,10 +65,6 @@ output "elasticache_port" {
 
 output "elasticache_replication_group_id" {
   value = module.elasticache.replication_group_id
-}
-
-output "ecr_repository_urls" {
-  value = module.ecr.repository_urls
 }
 
 output "waf_web_acl_arn" {

@@ -67,7 +67,7 @@ variable "eks_cluster_version" {
   default = "1.30"
 }
 
-variable "ecr_services" {
-  type    = list(string)
-  default = ["frontend", "api-gateway", "intent-classifier", "prompt-generator", "technique-selector", "torchserve"]
+variable "kubernetes_namespace" {
+  type    = string
+  default = "betterprompts"
 }

@@ -32,3 +32,18 @@ output "node_group_names" {
   description = "Node group names by key."
   value       = { for k, g in aws_eks_node_group.this : k => g.node_group_name }
 }
+
+output "irsa_role_arns" {
+  description = "IRSA role ARN by add-on (aws-load-balancer-controller, cluster-autoscaler, cost-monitor, ebs-csi-driver)."
+  value       = { for addon, role in aws_iam_role.irsa : addon => role.arn }
+}
+
+output "irsa_service_accounts" {
+  description = "The service account (namespace/name) each IRSA role trusts, by add-on."
+  value       = { for addon, spec in local.irsa : addon => "${spec.namespace}/${spec.service_account}" }
+}
+
+output "managed_addons" {
+  description = "EKS managed add-ons installed, name -> version (empty when var.managed_addons is false)."
+  value       = { for name, addon in aws_eks_addon.this : name => addon.addon_version }
+}

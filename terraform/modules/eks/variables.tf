@@ -53,3 +53,21 @@ variable "node_groups" {
     taints         = list(object({ key = string, value = string, effect = string }))
   }))
 }
+
+variable "app_namespace" {
+  description = "Kubernetes namespace of the application (the cost monitor's service account lives there)."
+  type        = string
+  default     = "betterprompts"
+}
+
+variable "managed_addons" {
+  description = "Install vpc-cni (network policy on), kube-proxy, coredns, metrics-server and aws-ebs-csi-driver as EKS managed add-ons. false where the EKS API has no add-ons (an emulator)."
+  type        = bool
+  default     = true
+}
+
+variable "managed_addon_versions" {
+  description = "Pinned add-on versions by add-on name (e.g. { vpc-cni = \"v1.19.2-eksbuild.1\" }); an add-on not named here gets EKS's default version for the cluster's Kubernetes version."
+  type        = map(string)
+  default     = {}
+}

@@ -101,8 +101,10 @@ def bench_status(runs: int, tmp: Path, extra_attempts: int, phases_dir: Path) ->
     subprocess.run([sys.executable, "-m", "migrate.cli", "apply", "--phase", "1", "--yes"], cwd=project, env=env, capture_output=True, check=True)
     rehearsal = rehearsal_project(tmp, extra_attempts, phases_dir)
     bpm = [sys.executable, "-m", "migrate.cli"]
-    for where in (project, rehearsal):  # warm-up: bytecode written, files in the page cache
-        subprocess.run([*bpm, "status"], cwd=where, env=env, capture_output=True, check=False)
+    for where, args in ((project, ["status"]), (rehearsal, ["--env", "sandbox", "status"])):  # warm-up: bytecode, page cache
+        warm = subprocess.run([*bpm, *args], cwd=where, env=env, capture_output=True, text=True, check=False)
+        if warm.returncode != 0:
+            raise SystemExit(f"`bpmigrate {' '.join(args)}` failed in {where}: {warm.stderr or warm.stdout}")
     return {
         "python_pass": _median_wall([sys.executable, "-c", "pass"], runs, project, env),
         "status_small": _median_wall([*bpm, "status"], runs, project, env),

@@ -88,7 +88,7 @@ class App:
 
 def serve_maintenance(app: App) -> tuple[ThreadingHTTPServer, dict[str, Any]]:
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if self.path == "/on":
                 app.paused.set()
                 app.idle.wait(10)

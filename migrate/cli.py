@@ -6,6 +6,7 @@ This module is the one error boundary: BpmError -> one red block + its documente
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -54,13 +55,15 @@ T = TypeVar("T")
 @app.callback()
 def _global(
     env: str | None = typer.Option(
-        None, "--env", "-e", envvar="BPMIGRATE_ENV", help="Environment (default: $BPMIGRATE_ENV, else project.default_env)."
+        None, "--env", "-e", help="Environment (default: $BPMIGRATE_ENV, else project.default_env in migrate.toml)."
     ),
     config: str | None = typer.Option(None, "--config", "-c", help="Path to migrate.toml."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output (read commands and results)."),
     traceback: bool = typer.Option(False, "--traceback", help="Show Python tracebacks for errors."),
 ) -> None:
-    _opts.env, _opts.config, _opts.json, _opts.traceback = env, config, json_out, traceback
+    # $BPMIGRATE_ENV is read here, not as the option's envvar: `bpmigrate sandbox …` keeps its own default (sandbox)
+    _opts.env = env or os.environ.get("BPMIGRATE_ENV") or None
+    _opts.config, _opts.json, _opts.traceback = config, json_out, traceback
 
 
 # -- helpers -------------------------------------------------------------------------------------------------

@@ -292,6 +292,7 @@ class Engine:
             self.reporter.message(
                 "note", f"adopted pid {child.pid} left running by run {child.marker.run_id} (registered long-lived child)"
             )
+            self.ledger.audit("child_adopted", child.to_dict(), run_id=self.run_id)
         if not orphans:
             return []
         shown = ", ".join(f"pid {o.pid} ({o.command.split(' ')[0].rsplit('/', 1)[-1]})" for o in orphans[:6])
@@ -466,6 +467,13 @@ class Engine:
 
     # -- apply ---------------------------------------------------------------------------------------------
     def apply(self, steps: list[type[Step]], *, confirm: Confirm, assume_yes: bool) -> RunResult:
+        """Apply the selected steps in order, verifying each.
+
+        ``assume_yes``: lazily — each step is planned (or a plan recorded less than ``plan_reuse_seconds`` ago is
+        reused when the step proves its inputs unchanged), shown and recorded right before its own apply, so a run
+        killed anywhere keeps every step before it. Otherwise every plan is shown first and confirmed once; each is
+        still recorded right before its apply, which applies it only while it is current (else re-plans and refuses
+        a plan that changed)."""
         result = RunResult()
         states = self._states()
         todo = [s for s in steps if states.get(s.id, State.PENDING) != State.VERIFIED or s.id in self.refresh]
@@ -949,6 +957,6 @@ def _origin(exc: BaseException) -> str:
     where = f" in {short(frames[step_i])}"
     if below:
         where += f", inside the adapter call {short(below[0])}"
-        if below[-1] is not below[0]:
+        if (below[-1].filename, below[-1].lineno) != (below[0].filename, below[0].lineno):
             where += f" -> {short(below[-1])}"
     return where

@@ -228,9 +228,8 @@ def _step_row(step: type[Step], data: _Reading, env_name: str, warnings: list[st
 
 def _phase(number: int, name: str, steps: list[type[Step]], rows: list[dict[str, Any]]) -> dict[str, Any]:
     remaining = [r for r in rows if r["state"] not in DONE]
-    unknown = [r for r in remaining if r["estimate_seconds"] is None]
-    downtime_steps = [r for s, r in zip(steps, rows, strict=True) if s.causes_downtime]
-    known = [r["estimate_seconds"] for r in downtime_steps if r["estimate_seconds"] is not None]
+    known = [r["estimate_seconds"] for r in remaining if r["estimate_seconds"] is not None]
+    downtime = [r["estimate_seconds"] for s, r in zip(steps, rows, strict=True) if s.causes_downtime]
     return {
         "number": number,
         "name": name,
@@ -238,12 +237,13 @@ def _phase(number: int, name: str, steps: list[type[Step]], rows: list[dict[str,
         "done": len(rows) - len(remaining),
         "total": len(rows),
         "elapsed_seconds": sum(r["apply_duration"] or 0.0 for r in rows),
-        # of what remains, from rehearsal history: None when nothing remains or nothing is known
-        "eta_seconds": sum(r["estimate_seconds"] for r in remaining if r["estimate_seconds"] is not None) if remaining and len(unknown) < len(remaining) else None,
-        "eta_unknown_steps": len(unknown),
-        "estimate_seconds": (sum(r["estimate_seconds"] for r in remaining) if not unknown else None) if remaining else 0.0,
-        "downtime_seconds": (sum(known) if len(known) == len(downtime_steps) else None) if downtime_steps else 0.0,
-        "downtime_steps": [r["id"] for r in downtime_steps],
+        # what remains, from rehearsal history: None when nothing remains or none of it was ever rehearsed
+        "eta_seconds": sum(known) if known else None,
+        "eta_unknown_steps": len(remaining) - len(known),
+        # 0.1.0's field: the whole remainder, or None when part of it has no estimate
+        "estimate_seconds": sum(known) if len(known) == len(remaining) else None,
+        "downtime_seconds": (sum(downtime) if None not in downtime else None) if downtime else 0.0,
+        "downtime_steps": [s.id for s in steps if s.causes_downtime],
     }
 
 

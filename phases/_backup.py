@@ -100,6 +100,14 @@ def backup_checks(source: PostgresAdapter, path: Path, sha: str, size: int, iden
     ]
 
 
+def human_size(n: int) -> str:
+    """1.2 GB / 21.9 MB / 84 KB / 512 B."""
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}" if unit != "KB" else f"{n / size:.0f} KB"
+    return f"{n} B"
+
+
 def take_or_retake(why: str) -> str:
     """How a plan says it: "take" the first time, "re-take (why)" otherwise."""
     return "take" if why == "no backup yet" else f"re-take ({why})"

@@ -3,12 +3,15 @@ the HTTP adapter's probe otherwise) and the decision rule a stage or a watch rou
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from migrate.errors import BpmError
 from migrate.step import StepContext
+
+from ._alarms import alarm_check
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,77 @@ def judge(entry: dict[str, Any], slo: Slo) -> list[str]:
     if float(entry.get("p95_ms") or 0) > slo.max_p95_ms:
         bad.append(f"p95 {float(entry['p95_ms']):.1f} ms > {slo.max_p95_ms:g} ms")
     return bad
+
+
+@dataclass(frozen=True)
+class Sampling:
+    requests: int
+    rps: float
+    timeout_s: float
+    concurrency: int
+    using: str  # load | http
+
+
+def sample_round(
+    ctx: StepContext, targets: list[tuple[str, str]], slo: Slo, how: Sampling, *, label: str
+) -> list[dict[str, Any]]:
+    """One sample per (via, url), each judged; a firing SLO alarm (observability step) is a breach too."""
+    out = []
+    for via, url in targets:
+        entry = sample(
+            ctx,
+            url,
+            requests=how.requests,
+            rps=how.rps,
+            timeout_s=how.timeout_s,
+            concurrency=how.concurrency,
+            using=how.using,
+            label=f"{label}-{via}",
+        )
+        entry["via"] = via
+        breach = judge(entry, slo)
+        entry["ok"] = not breach
+        if breach:
+            entry["breach"] = "; ".join(breach)
+        out.append(entry)
+    alarms = alarm_check(ctx)
+    if not alarms.ok:
+        out.append({"via": "alarms", "url": "cloudwatch", "ok": False, "breach": f"{alarms.observed} {alarms.detail}"})
+    return out
+
+
+def soak(
+    ctx: StepContext,
+    clock: Any,
+    soak_s: float,
+    interval_s: float,
+    round_fn: Callable[[], list[dict[str, Any]]],
+    label: str,
+) -> dict[str, Any]:
+    """Rounds until ``soak_s`` is over (at least one); stops at the first breaching round. The evidence."""
+    start = clock.now()
+    rounds: list[list[dict[str, Any]]] = []
+    while True:
+        results = round_fn()
+        rounds.append(results)
+        shown = ", ".join(
+            f"{r['via']} {r['url']} n={r.get('count')} {'ok' if r['ok'] else r['breach']}" for r in results
+        )
+        ctx.log(f"{label}: round {len(rounds)}: {shown}")
+        if not all(r["ok"] for r in results):
+            break
+        remaining = start + soak_s - clock.now()
+        if remaining <= 0:
+            break
+        clock.sleep(min(interval_s, remaining))
+    flat = [r for rnd in rounds for r in rnd]
+    return {
+        "ok": all(r["ok"] for r in flat),
+        "rounds": len(rounds),
+        "soak_s": round(clock.now() - start, 3),
+        "requests": sum(int(r.get("count") or 0) for r in flat),
+        "worst_error_rate": max((float(r.get("error_rate") or 0) for r in flat), default=0.0),
+        "worst_p95_ms": max((float(r.get("p95_ms") or 0) for r in flat), default=0.0),
+        "last_round": rounds[-1],
+        "breach": next((f"{r['via']} {r['url']}: {r['breach']}" for r in flat if r.get("breach")), None),
+    }

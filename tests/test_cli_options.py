@@ -288,3 +288,20 @@ def test_show_lists_the_step_settings(monkeypatch: pytest.MonkeyPatch, capsys: p
     outcome, out, _ = _run(["show", "data-switch", "--env", "sandbox"], capsys)
     assert outcome == "exit 0" and "settings (key: type = value" in out
     assert all(key in out for key in rows)
+
+
+def test_sandbox_commands_keep_their_default_under_bpmigrate_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from migrate.sandbox import cli as sandbox_cli
+
+    seen: list[str] = []
+
+    def resolve(ctx: Any, config: str | None, env: str | None, json_out: bool) -> tuple[str | None, str, bool]:
+        seen.append(ctx.find_root().params.get("env") or "")
+        return config, env or "sandbox", json_out
+
+    monkeypatch.setattr(sandbox_cli, "_resolve", resolve)
+    monkeypatch.setenv("BPMIGRATE_ENV", "production")
+    CliRunner().invoke(cli.app, ["sandbox", "status"])
+    assert seen == [""]  # the root --env stays unset: the sandbox commands default to their sandbox

@@ -85,3 +85,28 @@ def test_kill_9_inside_data_switch_and_dns_cutover_then_resume(stack: Stack, tmp
     assert writer.log.by_backend.get("new.betterprompts.test", 0) > 0
     checks = step_class("data-switch")().verify(step_context(json.loads((work / "data-switch.job.json").read_text())))
     assert all(c.ok for c in checks), checks
+    # decommission: refused while the reverse stream runs, unless it is stopped on purpose; then the old stack's
+    # process is stopped (the sandbox's Compose stand-in)
+    from phases.p6_cleanup.decommission import Decommission
+
+    backup = tmp_path / "final.dump"
+    backup.write_bytes(b"PGDMP final")
+    sha = __import__("hashlib").sha256(backup.read_bytes()).hexdigest()
+    dec_up = {
+        "final-backup": {"path": str(backup), "sha256": sha},
+        "dns-cutover": _dns_out,
+        "post-cutover-watch": {"ends_ts": 1_700_000_000.0, "ends_at": "2023-11-14T22:13:20+00:00", "clean": True},
+        "pg-sync": pg_out,
+        "data-switch": ds_out,
+    }
+    old = {"kind": "process", "config_file": str(stack.config_file("app-old"))}
+    keep = make_context(work / "dec", env, "decommission", settings={"old_stack": old}, upstream=dec_up)
+    failed = [c.name for c in Decommission().preconditions(keep) if not c.ok]
+    assert failed == ["reverse stream stopped on purpose"]
+    stop = make_context(
+        work / "dec", env, "decommission", settings={"old_stack": old, "reverse_stream": "stop"}, upstream=dec_up
+    )
+    out = Decommission().apply(stop)
+    assert out["method"] == "process" and out["pid"] == stack.pids["app-old"] and out["reverse_stream_stopped"]
+    assert all(c.ok for c in Decommission().verify(stop))
+    assert stack.src.query("SELECT count(*) FROM pg_subscription")[0][0] == 0  # the reverse stream is gone

@@ -35,7 +35,8 @@ def _real_module_service_accounts() -> dict[str, str]:
     """add-on -> namespace:name, as terraform/modules/eks/irsa.tf binds each role (var.app_namespace = the app's)."""
     text = IRSA_TF.read_text()
     found = re.findall(
-        r'"([a-z-]+)" = \{\s*namespace\s*=\s*("kube-system"|var\.app_namespace)\s*service_account\s*=\s*"([^"]+)"', text
+        r'"([a-z-]+)"\s*=\s*\{\s*namespace\s*=\s*("kube-system"|var\.app_namespace),?\s*service_account\s*=\s*"([^"]+)"',
+        text,
     )
     return {
         addon: ("{namespace}" if ns == "var.app_namespace" else ns.strip('"')) + f":{sa}" for addon, ns, sa in found

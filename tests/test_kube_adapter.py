@@ -151,6 +151,36 @@ def test_diff_reports_create_unchanged_update(kube: KubeAdapter) -> None:
     assert live is not None and live["data"] == {"a": "1"}  # the dry run changed nothing
 
 
+def test_plan_names_the_changed_fields_but_never_a_secret_value(kube: KubeAdapter) -> None:
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "bp"}, "data": {"k": "b2xk"}}
+    kube.apply([deployment("web", replicas=2), secret])
+    changed = {**secret, "data": {"k": "bmV3LXZhbHVl"}}
+    [(action, ref, detail), (s_action, _, s_detail)] = kube.plan([deployment("web", replicas=4), changed])
+    assert (action, ref) == ("update", "Deployment/bp/web") and "spec.replicas: 2 -> 4" in detail
+    assert s_action == "update" and "bmV3" not in s_detail and "b2xk" not in s_detail
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("db.example.com:5433", ("db.example.com", 5433)),
+        ("db.example.com", ("db.example.com", 5432)),
+        ("[2001:db8::1]:6380", ("2001:db8::1", 6380)),
+        ("[2001:db8::1]", ("2001:db8::1", 5432)),
+        ("2001:db8::1", ("2001:db8::1", 5432)),  # a bare IPv6 address is not split at its last colon
+        ("fe80::1", ("fe80::1", 5432)),
+        ("10.0.0.5:x", ("10.0.0.5:x", 5432)),
+        ("", ("", 5432)),
+    ],
+)
+def test_split_host_port_is_ipv6_correct(value: str, expected: tuple[str, int]) -> None:
+    from migrate.adapters.hostport import join_host_port, split_host_port
+
+    assert split_host_port(value, 5432) == expected
+    for host in ("db.example.com", "10.0.0.5", "2001:db8::1"):
+        assert split_host_port(join_host_port(host, 6379), 1) == (host, 6379)  # round trip
+
+
 # -- reads, patch, delete, scale ----------------------------------------------------------------------------------
 def test_list_with_label_selector_get_and_delete(kube: KubeAdapter) -> None:
     kube.apply([deployment("a"), deployment("b", labels={"app": "b", "tier": "web"})])

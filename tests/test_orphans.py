@@ -191,6 +191,7 @@ def test_next_mutating_command_cleans_orphans_records_them_and_adopts_registered
         assert _gone(stray), "the orphan was not stopped"
         assert orphans.start_ticks(keep) == key[1], "the registered child must be adopted, not stopped"
         assert orphans.start_ticks(other) is not None, "another environment's orphan is not ours to stop"
+        assert [e["pid"] for e in _ledger_events(project, "child_adopted")] == [keep]
         events = _ledger_events(project, "orphan_cleaned")
         assert len(events) == 1 and [p["pid"] for p in events[0]["processes"]] == [stray]
         assert "orphaned process" in done.stdout + done.stderr and f"adopted pid {keep}" in done.stdout + done.stderr

@@ -415,16 +415,26 @@ def test_cluster_addons_apply_wait_verify_rollback(moto_server: Any, kube_api: K
     ctx = make_context(tmp_path, env, step.id, settings=settings, plan=plan)
     out = step.apply(ctx)
     assert len(out["workloads"]) == 3
-    assert [a for a, _ in ctx.recorded_intents] == ["record-previous-manifests", "kube-apply"]
+    assert [a for a, _ in ctx.recorded_intents] == [
+        "create-webhook-tls-secret",
+        "record-previous-manifests",
+        "kube-apply",
+    ]
     ds = kube_api.get_object("apps/v1", "Deployment", "cluster-autoscaler", "kube-system")
     image = ds["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image.endswith(":v1.30.2")  # the table's version for the double's Kubernetes 1.30
+    tls = kube_api.get_object("v1", "Secret", "aws-load-balancer-tls", "kube-system")  # the webhook certificate
+    assert (
+        tls is not None and tls["type"] == "kubernetes.io/tls" and {"tls.crt", "tls.key", "ca.crt"} <= set(tls["data"])
+    )
+    assert not any("PRIVATE KEY" in json.dumps(details) for _, details in ctx.recorded_intents)
     assert not _failed(step.verify(make_context(tmp_path, env, step.id, settings=settings)))
     # apply again converges (server-side apply)
     step.apply(make_context(tmp_path, env, step.id, settings=settings))
 
     step.rollback(make_context(tmp_path, env, step.id, settings=settings))
     assert kube_api.get_object("apps/v1", "Deployment", "metrics-server", "kube-system") is None
+    assert kube_api.get_object("v1", "Secret", "aws-load-balancer-tls", "kube-system") is None
     assert _failed(step.verify(make_context(tmp_path, env, step.id, settings=settings)))
 
 
@@ -542,7 +552,74 @@ def test_typed_settings_and_summaries_of_the_phase1_aws_steps(tmp_path: Path) ->
     )
     assert TfStateBackend().summary({"bucket": "b", "state_key": "k", "lock_table": "t"}) == "s3://b/k · lock table t"
     assert "2 node group(s)" in Eks().summary({"cluster_name": "c", "node_groups": {"gpu": "g", "system": "s"}})
-    assert SsoCheck().summary({"instance_arn": "arn:aws:sso:::instance/ssoins-1", "status": "ACTIVE"}).endswith(
-        "ssoins-1"
+    assert (
+        SsoCheck().summary({"instance_arn": "arn:aws:sso:::instance/ssoins-1", "status": "ACTIVE"}).endswith("ssoins-1")
     )
     assert Kubeconfig().summary({"context": "c", "kubeconfig": "/k"}) == "context c in /k"
+
+
+def test_cluster_addons_pick_versions_from_the_cluster_version(
+    moto_server: Any, kube_api: KubeApiDouble, tmp_path: Path
+) -> None:
+    from migrate.errors import ConfigError
+
+    env = _kube_env(moto_server, kube_api)
+    settings = {"values": ADDON_VALUES, "rollout_timeout": 5}
+    kube_api.set_version("1.33.2")
+    plan = ClusterAddons().plan(make_context(tmp_path, env, "cluster-addons", settings=settings))
+    assert plan.data["addon_versions"]["cluster_autoscaler"] == "v1.33.0" and not plan.blocking
+    ClusterAddons().apply(make_context(tmp_path, env, "cluster-addons", settings=settings))
+    ds = kube_api.get_object("apps/v1", "Deployment", "cluster-autoscaler", "kube-system")
+    assert ds is not None and ds["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":v1.33.0")
+    kube_api.set_version("1.29.8")  # not in templates/k8s/versions.toml: refused, naming the supported ones
+    with pytest.raises(ConfigError, match=r"1\.29.*1\.30, 1\.31, 1\.32, 1\.33"):
+        ClusterAddons().plan(make_context(tmp_path, env, "cluster-addons", settings=settings))
+    pinned = {**settings, "kubernetes_version": "1.31"}
+    plan = ClusterAddons().plan(make_context(tmp_path, env, "cluster-addons", settings=pinned))
+    assert plan.data["addon_versions"]["cluster_autoscaler"] == "v1.31.0"
+
+
+def test_cluster_smoke_forces_a_node_scale_up_and_sees_it_fall_back(
+    moto_server: Any, kube_api: KubeApiDouble, tmp_path: Path
+) -> None:
+    """A stand-in for the Cluster Autoscaler (a thread) adds a node when the smoke Deployment asks for more CPU than
+    the two nodes have, and removes it once the Deployment is gone."""
+    import threading
+    import time
+
+    from migrate.adapters.kube import KubeAdapter
+
+    for name in ("app-1", "app-2"):
+        kube_api.add_node(name, {"node_group": "application"}, {"cpu": "2", "memory": "8Gi"})
+    autoscaler = KubeAdapter(kube_api.kubeconfig_path)
+    asked: dict[str, Any] = {}
+
+    def stand_in_autoscaler() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not asked:
+            dep = kube_api.get_object("apps/v1", "Deployment", "nginx-smoke", "bpmigrate-smoke") or {}
+            pod = ((dep.get("spec") or {}).get("template") or {}).get("spec") or {}
+            cpu = pod.get("containers", [{}])[0].get("resources", {}).get("requests", {}).get("cpu")
+            if cpu and cpu != "10m":
+                asked.update(replicas=dep["spec"]["replicas"], cpu=cpu)
+                kube_api.add_node("app-3", {"node_group": "application"}, {"cpu": "2", "memory": "8Gi"})
+            time.sleep(0.1)
+        while time.monotonic() < deadline and kube_api.get_object(
+            "apps/v1", "Deployment", "nginx-smoke", "bpmigrate-smoke"
+        ):
+            time.sleep(0.1)
+        autoscaler.delete("v1", "Node", "app-3")
+
+    thread = threading.Thread(target=stand_in_autoscaler, daemon=True)
+    thread.start()
+    env = _kube_env(moto_server, kube_api)
+    settings = {"scale_steps": [2], "scale_up_timeout": 30, "scale_down_timeout": 30}
+    out = ClusterSmoke().apply(make_context(tmp_path, env, "cluster-smoke", settings=settings))
+    thread.join(5)
+    assert asked == {"replicas": 3, "cpu": "1200m"}  # 60 % of a node each: one per node, one more than fit
+    assert out["nodes"]["before"] == 2 and out["nodes"]["peak"] == 3 and out["nodes"]["after"] == 2
+    checks = ClusterSmoke().verify(
+        make_context(tmp_path, env, "cluster-smoke", settings=settings, upstream={"cluster-smoke": out})
+    )
+    assert all(c.ok for c in checks), checks
+    assert any(c.name == "node count rose under load and fell back" for c in checks)

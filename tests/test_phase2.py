@@ -207,7 +207,7 @@ def test_pg_backup_is_bound_to_its_source_and_ledger(
     out = backup.apply(make_context(tmp_path, env, "pg-backup"))
     meta = json.loads(Path(out["path"] + ".json").read_text())
     assert meta["identity"]["database"] == src.dbname and meta["identity"]["system_identifier"]
-    assert out["identity"]["lsn"] and out["reused"] is False and "MB" in backup.summary(out)
+    assert out["identity"]["lsn"] and out["reused"] is False and "sha256" in backup.summary(out)
 
     # same ledger, same source, no write since: reused (plan says so, apply does it)
     ctx = make_context(tmp_path, env, "pg-backup", upstream={"pg-backup": out})

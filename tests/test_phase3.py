@@ -607,6 +607,22 @@ def test_hpa_verify_requires_metrics(tmp_path: Path, kube: KubeApiDouble) -> Non
     assert kube.objects("HorizontalPodAutoscaler") == []
 
 
+def create_alb(moto: Any) -> tuple[str, str]:
+    """An ALB in moto (what the Load Balancer Controller creates): (DNS name, canonical hosted zone id)."""
+    kw = {"region_name": "us-east-1", "endpoint_url": moto.endpoint_url}
+    ec2 = boto3.client("ec2", aws_access_key_id="t", aws_secret_access_key="t", **kw)
+    vpc = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.99.{i}.0/24", AvailabilityZone=f"us-east-1{az}")["Subnet"][
+            "SubnetId"
+        ]
+        for i, az in ((1, "a"), (2, "b"))
+    ]
+    elb = boto3.client("elbv2", aws_access_key_id="t", aws_secret_access_key="t", **kw)
+    lb = elb.create_load_balancer(Name="k8s-betterpr-betterpr", Subnets=subnets, Type="application")["LoadBalancers"][0]
+    return str(lb["DNSName"]), str(lb["CanonicalHostedZoneId"])
+
+
 def test_ingress_with_acm_certificate(tmp_path: Path, moto_reset: Any, kube: KubeApiDouble) -> None:
     env = make_env(moto_reset, kube)
     step = Ingress()
@@ -616,12 +632,13 @@ def test_ingress_with_acm_certificate(tmp_path: Path, moto_reset: Any, kube: Kub
     with pytest.raises(StepFailed, match="no ALB address") as err:
         step.apply(make_context(tmp_path, env, step.id, settings={"alb_timeout": 0.5}))
     assert "describe ingress betterprompts" in err.value.next_cmd
-    alb = "k8s-betterpr-betterpr-0123456789-1234567890.us-east-1.elb.amazonaws.com"
+    alb, zone = create_alb(moto_reset)
     kube.set_ingress_hostname(alb)  # the controller provisions the ALB and writes its address
     ctx = make_context(tmp_path, env, step.id)
     out = step.apply(ctx)
     assert out["certificate_status"] == "ISSUED" and out["host"] == "api.betterprompts.test"
     assert out["alb_dns_name"] == out["alb_hostname"] == alb  # what dns-cutover reads
+    assert out["alb_zone_id"] == zone  # for a Route53 alias record to the ALB
     assert any("ACM validation record" in line for line in ctx.recorded_logs)
     ing = kube.get_object("networking.k8s.io/v1", "Ingress", "betterprompts", NS)
     assert ing is not None
@@ -689,8 +706,6 @@ def test_app_smoke_passes_and_fails(tmp_path: Path) -> None:
         assert [c.name for c in failed(step.verify(make_context(tmp_path, env, step.id, settings=settings)))] == [
             "api-gateway health"
         ]
-
-
 
 
 # -- bring your own manifests; the schema check in plan ----------------------------------------------------------------

@@ -172,6 +172,7 @@ def test_decommission_preconditions_and_manual_gate(moto_reset: Any, tmp_path: P
     upstream = {
         "final-backup": {"path": str(backup), "sha256": sha},
         "dns-cutover": {"zone_id": zone, "record": name, "record_type": "CNAME", "old_set_id": "old-stack"},
+        "post-cutover-watch": {"ends_ts": 1_700_000_000.0, "ends_at": "2023-11-14T22:13:20+00:00", "clean": True},
     }
     step = Decommission()
     assert step.destructive and step.gate and step.reversibility.value == "one-way"
@@ -378,7 +379,7 @@ def test_perf_review_unmeasured_fails_outside_a_sandbox(tmp_path: Path, project:
 
 def test_decommission_skips_in_a_sandbox_without_cutover(tmp_path: Path) -> None:
     step = Decommission()
-    assert "no old Compose stack" in (step.skip_reason(ctx(tmp_path, env_with(), "decommission")) or "")
+    assert "no old stack to stop" in (step.skip_reason(ctx(tmp_path, env_with(), "decommission")) or "")
     aws = EnvConfig(name="production", kind="aws")
     assert step.skip_reason(ctx(tmp_path, aws, "decommission")) is None
 

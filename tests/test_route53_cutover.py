@@ -494,7 +494,7 @@ def test_a_stage_needs_the_minimum_sample(
     moto_reset: Any, tmp_path: Path, health_server: HealthServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """20 healthy probes are not evidence: a stage whose sample is smaller than min_sample reverts."""
-    import phases.p5_cutover.dns_cutover as mod
+    import phases._traffic as mod
 
     env = sandbox_env(moto_reset.endpoint_url)
     zone_id = seed_zone(env, ttl=1)

@@ -94,7 +94,10 @@ def test_real_plan_pages_document_the_rollback_procedures(tmp_path: Path) -> Non
     graph = load_graph(root / "phases")
     export_runbooks(list(graph.steps), tmp_path, graph.phases)
     cutover = (tmp_path / "phase-5-cutover.md").read_text()
-    assert "## `dns-cutover`" in cutover and "wait out the OLD TTL" in cutover
+    dns = graph.get("dns-cutover")
+    assert "## `dns-cutover`" in cutover
+    assert md_text(dns.describe().splitlines()[-1].strip()) in cutover  # the step's own documentation
+    assert md_text((dns.rollback.__doc__ or "").strip().splitlines()[0]) in cutover  # and its rollback notes
     rb = (tmp_path / "rollback.md").read_text()
     assert "DNS rollback to the old stack" in rb and "rollback --phase cutover" in rb
     assert "DB rollback" in rb and "rollback --to pre-cutover-check --force-past-fence" in rb

@@ -251,7 +251,17 @@ def test_up_status_seed_down_through_the_cli(project: Path) -> None:
     assert up["state"] == "up" and not up["already_up"]
     endpoints = json.loads((project / "state/sandbox/endpoints.json").read_text())
     pids = endpoints["sandbox"]["pids"]
-    assert set(pids) == {"moto", "pg-source", "pg-target", "redis-source", "redis-target"}
+    assert set(pids) == {
+        "moto",
+        "pg-source",
+        "pg-target",
+        "redis-source",
+        "redis-target",
+        "app-old",
+        "app-new",
+        "router",
+    }
+    assert endpoints["steps"]["data-switch"]["fences"][0]["kind"] == "process"  # the stand-ins, as steps see them
     assert all(ls.is_alive(pid) for pid in pids.values())
     assert endpoints["postgres"]["source"]["port"] != endpoints["postgres"]["target"]["port"]
     assert endpoints["redis"]["source"]["dbs"] == [0, 1, 2]

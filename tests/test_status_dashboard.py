@@ -186,3 +186,18 @@ def test_watch_updates_while_another_process_applies(tmp_path: Path) -> None:
     assert "· touch-a" in snapshots[0] and "pending" in snapshots[0]
     assert re.search(r"✓ touch-a\s+\d", snapshots[-1])
     assert "transition" in snapshots[-1]  # the last events
+
+
+def test_status_imports_no_orm_nor_cloud_clients(tmp_path: Path) -> None:
+    """`status` stays within its budget by reading SQLite with the stdlib: no SQLAlchemy, boto3, kubernetes, psycopg."""
+    project = make_project(tmp_path)
+    assert run_cli(project, "apply", "--step", "touch-a", "--yes").returncode == 0
+    probe = (
+        "import sys\nfrom migrate import cli\ntry:\n    cli.main(['status'])\nexcept SystemExit as exc:\n    assert not exc.code\n"
+        "heavy = ('sqlalchemy', 'boto3', 'botocore', 'kubernetes', 'psycopg', 'redis', 'httpx')\n"
+        "print('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & set(heavy)))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], cwd=project, env={**os.environ, "PYTHONPATH": str(REPO)},
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout, r.stdout[-300:]

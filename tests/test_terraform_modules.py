@@ -247,13 +247,14 @@ def _workdir(tmp: Path, **kw: Any) -> TfWorkdir:
 
 @pytest.fixture(scope="module")
 def env_plans(
-    tmp_path_factory: pytest.TempPathFactory, moto_server: Any
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, moto_server: Any
 ) -> Iterator[dict[str, Future[dict[str, Any]]]]:
     """``terraform plan`` + ``show -json`` of the whole root for each environment, started in the background.
 
     The plans are CPU-bound (the AWS provider's schema load) while the apply test mostly sleeps in the provider's RDS
     waiters, so the apply test requests this fixture first and the two overlap. Plans only read data sources from
-    moto (-refresh=false, no state): a moto reset by another test does not disturb them."""
+    moto (-refresh=false, no state): a moto reset by another test does not disturb them. Only the environments
+    of the selected tests are planned (``-k development`` plans one: each plan costs 1–2 min of CPU here)."""
 
     def plan(env: str, tmp: Path) -> dict[str, Any]:
         wd = _workdir(tmp)
@@ -268,7 +269,15 @@ def env_plans(
         return result
 
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tf-plan")
-    futures = {env: pool.submit(plan, env, tmp_path_factory.mktemp(f"tf-plan-{env}")) for env in ENVIRONMENTS}
+    params = [
+        getattr(getattr(item, "callspec", None), "params", {})
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    ]
+    selected = {p["env"] for p in params if "env" in p}
+    futures = {
+        env: pool.submit(plan, env, tmp_path_factory.mktemp(f"tf-plan-{env}")) for env in ENVIRONMENTS if env in selected
+    }
     yield futures
     pool.shutdown(wait=True, cancel_futures=True)
 

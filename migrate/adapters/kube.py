@@ -407,6 +407,22 @@ class KubeAdapter:
     def nodes(self, label_selector: str | None = None) -> DocList:
         return self.list("v1", "Node", None, label_selector)
 
+    def wait_node_count(self, done: Any, timeout: float, *, what: str) -> int:
+        """Poll the node count until ``done(count)``; StepFailed naming ``what`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            count = len(self.nodes())
+            if done(count):
+                return count
+            if time.monotonic() >= deadline:
+                raise StepFailed(
+                    f"{what}: still {count} node(s) after {timeout:g}s",
+                    "the Cluster Autoscaler did not resize the node groups: is it running (cluster-addons), can it "
+                    "reach AWS (its IRSA role), do the node groups carry its auto-discovery tags and allow the size?",
+                    "kubectl -n kube-system logs deploy/cluster-autoscaler; fix the cause and re-run the step",
+                )
+            time.sleep(min(max(self.poll_interval, 0.2) * 4, 10.0, max(0.0, deadline - time.monotonic())))
+
     def rollout_state(self, kind: str, name: str, namespace: str) -> tuple[bool, str]:
         """(done, what is still pending) — the same rules as ``kubectl rollout status``."""
         if kind not in _WORKLOADS:
@@ -498,6 +514,23 @@ def _comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in _BOOKKEEPING}
     out["metadata"] = meta
     return out
+
+
+def cpu_millis(quantity: Any) -> int:
+    """A Kubernetes CPU quantity (``2``, ``1930m``, ``0.5``) in millicores (0 when unreadable)."""
+    text = str(quantity or "0").strip()
+    try:
+        return int(text[:-1]) if text.endswith("m") else int(float(text) * 1000)
+    except ValueError:
+        return 0
+
+
+def overflow_request(nodes: list[Mapping[str, Any]]) -> tuple[int, int]:
+    """(replicas, millicores per pod) that the given nodes cannot all run: each pod takes 60 % of the largest node's
+    allocatable CPU, so at most one fits per node, and there is one pod more than fit in total."""
+    per_node = [cpu_millis(((n.get("status") or {}).get("allocatable") or {}).get("cpu")) for n in nodes]
+    per_pod = max(1, max(per_node, default=0) * 6 // 10)
+    return sum(c // per_pod for c in per_node) + 1, per_pod
 
 
 def is_workload(doc: Mapping[str, Any]) -> bool:

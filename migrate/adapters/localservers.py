@@ -797,6 +797,24 @@ def _free_bus_port(port: int) -> int:
             return candidate
 
 
+def _require_redis_7() -> None:
+    """The launcher uses ``cluster-port`` and ``CLUSTER ADDSLOTSRANGE`` (Redis 7.0+)."""
+    import re
+
+    from migrate.adapters import proc as proc_mod
+
+    done = proc_mod.run([redis_binary(), "--version"], timeout=30, marker=None, check=False, service="redis-server")
+    found = re.search(r"v=(\d+)\.", done.stdout)
+    if found and int(found.group(1)) < 7:
+        raise AdapterError(
+            f"a local Redis Cluster needs redis-server 7.0 or newer (found {found.group(0)[2:]}…)",
+            "the launcher sets each node's cluster-bus port and assigns slots with CLUSTER ADDSLOTSRANGE",
+            "install Redis 7 (Debian bookworm: apt-get install redis-server), or rehearse a single node: "
+            "[environments.sandbox] sandbox = { redis_topology = \"single\" }",
+            service="redis",
+        )
+
+
 def _bindable(port: int) -> bool:
     """Free for a server that sets SO_REUSEADDR, as redis-server does (a just-closed bus port lingers in TIME_WAIT)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -915,6 +933,7 @@ def start_redis_cluster(
     fresh cluster is created (``fresh`` says which)."""
     import json
 
+    _require_redis_7()
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     stop_redis_cluster(data_dir)  # leftovers of a crashed start

@@ -256,8 +256,11 @@ class PgSync:
         """Tables of the publication, or None when it does not exist."""
         if not self.source.query("SELECT 1 FROM pg_publication WHERE pubname = %s", [self.publication]):
             return None
+        # the tables as added (a partitioned parent, not its leaves as pg_publication_tables lists them)
         rows = self.source.query(
-            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = %s ORDER BY 1",
+            "SELECT n.nspname || '.' || c.relname FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid "
+            "JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE p.pubname = %s ORDER BY 1",
             [self.publication],
         )
         return [str(r[0]) for r in rows]
@@ -672,12 +675,20 @@ class PgSync:
         """Drift on what replication has confirmed, while the source keeps taking writes.
 
         Per table with an integer key: in one source snapshot, the max key M and the rows with key <= M, plus the
-        WAL position L of that snapshot; once the subscription confirmed L, the target's rows with key <= M. A
-        concurrent update/delete of an old row can still move one side: a difference is measured again (up to
-        ``attempts`` times) and only one that persists is reported as drift."""
+        WAL position L of that snapshot; once the subscription confirmed L, the target's rows with key <= M; then
+        the source's rows with key <= M again. New rows get keys above M, so below M only deletes (or updates)
+        move the count, and the target — somewhere between L and now — must lie between the two source counts:
+        ``ok`` when it does. A miss is measured again (up to ``attempts``); one that persists is drift."""
         keyed = {t.qualified: t for t in tables if t.key and t.key_type in ("smallint", "integer", "bigint")}
         result: dict[str, dict[str, Any]] = {}
         pending = dict(keyed)
+
+        def count(conn: Any, t: TableInfo, upto: int | None) -> int:
+            key, rel = qident(str(t.key)), qident(t.schema, t.name)
+            if upto is None:
+                return int(conn.execute(f"SELECT count(*) FROM {rel}").fetchone()[0])
+            return int(conn.execute(f"SELECT count(*) FROM {rel} WHERE {key} <= %s", [upto]).fetchone()[0])
+
         for attempt in range(1, attempts + 1):
             bounds: dict[str, tuple[int | None, int]] = {}
             with self.source.session(autocommit=False) as conn:
@@ -686,22 +697,30 @@ class PgSync:
                 assert row is not None
                 lsn = str(row[0])
                 for name, t in pending.items():
-                    key, rel = qident(str(t.key)), qident(t.schema, t.name)
-                    got = conn.execute(f"SELECT max({key}), count(*) FROM {rel}").fetchone()
-                    assert got is not None
-                    bounds[name] = (None if got[0] is None else int(got[0]), int(got[1]))
+                    got = conn.execute(f"SELECT max({qident(str(t.key))}) FROM {qident(t.schema, t.name)}").fetchone()
+                    upto = None if got is None or got[0] is None else int(got[0])
+                    bounds[name] = (upto, count(conn, t, upto))
                 conn.rollback()
             self.wait_confirmed(lsn, timeout)
+            with self.target.session() as conn:
+                target_rows = {name: count(conn, t, bounds[name][0]) for name, t in pending.items()}
+            with self.source.session() as conn:
+                after_rows = {name: count(conn, t, bounds[name][0]) for name, t in pending.items()}
             still: dict[str, TableInfo] = {}
             for name, t in pending.items():
-                upto, src_rows = bounds[name]
-                key, rel = qident(str(t.key)), qident(t.schema, t.name)
-                if upto is None:
-                    dst_rows = int(self.target.query(f"SELECT count(*) FROM {rel}")[0][0])
-                else:
-                    dst_rows = int(self.target.query(f"SELECT count(*) FROM {rel} WHERE {key} <= %s", [upto])[0][0])
-                result[name] = {"upto": upto, "source": src_rows, "target": dst_rows, "lsn": lsn, "attempts": attempt}
-                if src_rows != dst_rows:
+                upto, before = bounds[name]
+                dst, after = target_rows[name], after_rows[name]
+                ok = min(before, after) <= dst <= max(before, after)
+                result[name] = {
+                    "upto": upto,
+                    "source_before": before,
+                    "target": dst,
+                    "source_after": after,
+                    "lsn": lsn,
+                    "attempts": attempt,
+                    "ok": ok,
+                }
+                if not ok:
                     still[name] = t
             if not still:
                 break

@@ -24,10 +24,12 @@ def _translate(exc: BaseException, what: str, endpoint: str) -> AdapterError:
     import redis
 
     message = redact(str(exc).strip() or type(exc).__name__)
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)):
+    # a cluster that cannot be reached, has a slot uncovered or is failing over: also worth a retry
+    cluster = (redis.exceptions.ClusterDownError, redis.exceptions.RedisClusterException)
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, *cluster)):
         return TransientError(
             f"{what} on Redis {endpoint} failed: {message}",
-            "the server is unreachable, loading or timed out",
+            "the server is unreachable, loading or timed out (a cluster: down, failing over or a slot not served)",
             "check the server (`bpmigrate sandbox status` in the sandbox) and re-run the same command (it resumes)",
             service="redis",
         )
@@ -193,20 +195,17 @@ class RedisAdapter:
         return list(by_slot.values())
 
     def call(self, fn: Callable[[], T], what: str = "command") -> T:
-        import redis
-
-        try:
+        with self.translated(what):
             return fn()
-        except redis.RedisError as exc:
-            raise _translate(exc, what, self.endpoint) from None
 
     @contextmanager
     def translated(self, what: str) -> Iterator[None]:
+        """redis-py errors (a cluster's too: RedisClusterException is not a RedisError) as our AdapterError."""
         import redis
 
         try:
             yield
-        except redis.RedisError as exc:
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise _translate(exc, what, self.endpoint) from None
 
     def close(self) -> None:
@@ -345,8 +344,13 @@ class RedisAdapter:
             if cursor == 0:
                 return
 
+    @staticmethod
+    def glob(prefix: bytes) -> bytes:
+        """The SCAN MATCH pattern of every key starting with ``prefix``."""
+        return _glob_escape(prefix) + b"*"
+
     def count_matching(self, db: int, prefix: bytes) -> int:
-        return sum(len(b) for b in self.scan_all(db, 1000, match=_glob_escape(prefix) + b"*"))
+        return sum(len(b) for b in self.scan_all(db, 1000, match=self.glob(prefix)))
 
     def random_keys(self, db: int, n: int) -> list[bytes]:
         """Up to n distinct keys drawn by RANDOMKEY (pipelined; on a cluster from every primary, in proportion

@@ -434,8 +434,6 @@ class Follower:
             self.target.delete_many(target_db, deletes)
 
     def reconcile(self) -> None:
-        from migrate.adapters.redis import _glob_escape
-
         count = 0
         for db in self.source_dbs:
             for keys in self.source.scan_all(db, 1000):
@@ -444,7 +442,7 @@ class Follower:
                 if self.stop.is_set():
                     return
         for route in self.routes:  # target keys of this route whose source key is gone: deleted
-            match = _glob_escape(route.prefix) + b"*" if route.prefix else None
+            match = self.target.glob(route.prefix) if route.prefix else None
             for tkeys in self.target.scan_all(route.target_db, 1000, match=match):
                 mine = [k for k in tkeys if target_owner(self.routes, route.target_db, k) is route]
                 skeys = [route.source_key(k) for k in mine]

@@ -148,6 +148,7 @@ def step_settings(data_dir: Path, ports: dict[str, int], domain: str) -> dict[st
         },
         "post-cutover-watch": {"window_s": 5.0, "interval_s": 1.0},
         "decommission": {
-            "old_stack": {"kind": "process", "config_file": str((data_dir / "app-old" / "config.json").resolve())}
+            "old_stack": {"kind": "process", "config_file": str((data_dir / "app-old" / "config.json").resolve())},
+            "reverse_stream": "stop",  # the rehearsal ends the way back on purpose (production keeps "keep")
         },
     }

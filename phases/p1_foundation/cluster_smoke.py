@@ -31,6 +31,12 @@ class ClusterSmoke(Step):
         image: str = Field("nginx:1.27-alpine", description="the smoke test's container image")
         scale_steps: list[int] = Field([3, 10], description="replica counts to scale through, in order")
         rollout_timeout: float = Field(300, gt=0, description="seconds for each scale step to become ready")
+        scale_up: bool = Field(
+            True,
+            description="then request more CPU than the nodes have: the autoscaler must add a node, then remove it",
+        )
+        scale_up_timeout: float = Field(900, gt=0, description="seconds for the Cluster Autoscaler to add a node")
+        scale_down_timeout: float = Field(1800, gt=0, description="seconds for the node count to fall back")
 
     def skip_reason(self, ctx: StepContext) -> str | None:
         return kube_unreachable(ctx)
@@ -38,7 +44,7 @@ class ClusterSmoke(Step):
     def _ns(self, ctx: StepContext) -> str:
         return ctx.typed(self.Settings).namespace
 
-    def _docs(self, ctx: StepContext) -> list[dict[str, Any]]:
+    def _docs(self, ctx: StepContext, replicas: int = 1, cpu: str = "10m") -> list[dict[str, Any]]:
         ns = self._ns(ctx)
         labels = {"app": "nginx-smoke", "app.kubernetes.io/managed-by": "bpmigrate"}
         return [
@@ -48,7 +54,7 @@ class ClusterSmoke(Step):
                 "kind": "Deployment",
                 "metadata": {"name": "nginx-smoke", "namespace": ns, "labels": labels},
                 "spec": {
-                    "replicas": 1,
+                    "replicas": replicas,
                     "selector": {"matchLabels": {"app": "nginx-smoke"}},
                     "template": {
                         "metadata": {"labels": labels},
@@ -59,7 +65,7 @@ class ClusterSmoke(Step):
                                     "image": ctx.typed(self.Settings).image,
                                     "ports": [{"containerPort": 80}],
                                     "readinessProbe": {"httpGet": {"path": "/", "port": 80}},
-                                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                                    "resources": {"requests": {"cpu": cpu, "memory": "16Mi"}},
                                 }
                             ]
                         },
@@ -75,7 +81,9 @@ class ClusterSmoke(Step):
                 Change(
                     "run",
                     f"Deployment {self._ns(ctx)}/nginx-smoke",
-                    f"deploy, scale to {' then '.join(map(str, steps))}, check readiness, delete",
+                    f"deploy, scale to {' then '.join(map(str, steps))}, check readiness, "
+                    + ("force a node scale-up and back, " if ctx.typed(self.Settings).scale_up else "")
+                    + "delete",
                 )
             ]
         )
@@ -106,8 +114,32 @@ class ClusterSmoke(Step):
                 )
             reached.append(ready)
             ctx.log(f"smoke: {ready}/{replicas} replicas ready")
+        nodes = self._scale_up(ctx) if ctx.typed(self.Settings).scale_up else {}
         self._cleanup(ctx)
-        return {"namespace": ns, "replicas_ready": reached, "cleaned_up": True}
+        if nodes.get("before") is not None:
+            s = ctx.typed(self.Settings)
+            after = kube.wait_node_count(lambda n: n <= nodes["before"], s.scale_down_timeout, what="node scale-down")
+            nodes["after"] = after
+            ctx.log(f"smoke: node count back to {after}")
+        return {"namespace": ns, "replicas_ready": reached, "cleaned_up": True, "nodes": nodes}
+
+    def _scale_up(self, ctx: StepContext) -> dict[str, Any]:
+        """Request more CPU than the nodes have, so the Cluster Autoscaler must add a node: (before, peak)."""
+        from migrate.adapters.kube import overflow_request
+
+        kube: KubeAdapter = ctx.adapters.kube()
+        nodes = kube.nodes()
+        if not nodes:
+            ctx.log("smoke: no nodes visible to this identity: the node scale-up test is skipped")
+            return {"skipped": "no nodes visible"}
+        replicas, millis = overflow_request(nodes)
+        ctx.intent("smoke-scale-up", replicas=replicas, cpu=f"{millis}m", nodes_before=len(nodes))
+        kube.apply(self._docs(ctx, replicas=replicas, cpu=f"{millis}m"))
+        s = ctx.typed(self.Settings)
+        peak = kube.wait_node_count(lambda n: n > len(nodes), s.scale_up_timeout, what="node scale-up")
+        kube.wait_rollout("Deployment", "nginx-smoke", self._ns(ctx), s.scale_up_timeout)
+        ctx.log(f"smoke: {replicas} pods of {millis}m CPU made the autoscaler grow the cluster {len(nodes)} -> {peak}")
+        return {"before": len(nodes), "peak": peak, "replicas": replicas, "cpu_millis": millis}
 
     def _cleanup(self, ctx: StepContext) -> None:
         kube: KubeAdapter = ctx.adapters.kube()
@@ -132,6 +164,13 @@ class ClusterSmoke(Step):
         if reached:
             checks.append(
                 Check("replicas became ready at each scale step", reached == want, observed=reached, expected=want)
+            )
+        nodes = ctx.upstream.get(self.id, {}).get("nodes") or {}
+        if nodes.get("before") is not None:
+            rose = nodes["peak"] > nodes["before"] >= nodes.get("after", nodes["peak"])
+            seen = f"{nodes['before']} -> {nodes['peak']} -> {nodes.get('after')}"
+            checks.append(
+                Check("node count rose under load and fell back", rose, seen, "before < peak, after <= before")
             )
         return checks
 

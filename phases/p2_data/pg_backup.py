@@ -10,7 +10,7 @@ from pydantic import Field
 
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from .._backup import backup_checks, backup_staleness, reusable, take_backup, take_or_retake
+from .._backup import backup_checks, backup_staleness, human_size, reusable, take_backup, take_or_retake
 from ._common import MB, pg
 
 
@@ -50,8 +50,8 @@ class PgBackup(Step):
         how = "reused" if outputs.get("reused") else "taken"
         ident = outputs.get("identity") or {}
         return (
-            f"{int(outputs.get('size') or 0) / MB:.1f} MB · sha256 {str(outputs['sha256'])[:12]} · {how} at "
-            f"WAL {ident.get('lsn', '?')}"
+            f"{human_size(int(outputs.get('size') or 0))} · sha256 {str(outputs['sha256'])[:12]} · {how} · "
+            f"source at WAL {ident.get('lsn', '?')}"
         )
 
     def _path(self, ctx: StepContext) -> Path:

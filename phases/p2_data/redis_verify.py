@@ -80,7 +80,8 @@ class RedisVerify(Step):
                             f"db {r.source_db}: key {k!r} TTL {ta} ms on the source vs {tb} ms on the target"
                         )
             # the other direction: keys on the target (under this DB's mapping) must exist on the source
-            tkeys = [k for k in self._sample(target, r.target_db, sample) if target_owner(routes_, r.target_db, k) is r]
+            drawn = self._sample(target, r.target_db, sample, r.prefix)
+            tkeys = [k for k in drawn if target_owner(routes_, r.target_db, k) is r]
             orig = [k[len(r.prefix) :] for k in tkeys]
             back += len(orig)
             for k, present in zip(orig, source.exists_many(r.source_db, orig), strict=True):
@@ -101,9 +102,11 @@ class RedisVerify(Step):
         }
 
     @staticmethod
-    def _sample(adapter: RedisAdapter, db: int, n: int) -> list[bytes]:
+    def _sample(adapter: RedisAdapter, db: int, n: int, prefix: bytes = b"") -> list[bytes]:
+        """n keys drawn at random (every primary of a cluster in proportion), or all (n = 0; only those under
+        ``prefix``: a SCAN MATCH)."""
         if n <= 0:
-            return [k for b in adapter.scan_all(db) for k in b]
+            return [k for b in adapter.scan_all(db, match=adapter.glob(prefix) if prefix else None) for k in b]
         return adapter.random_keys(db, n)
 
     def verify(self, ctx: StepContext) -> list[Check]:

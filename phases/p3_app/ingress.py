@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from migrate.errors import AdapterError, StepFailed
+from migrate.errors import AdapterError, BpmError, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, StepContext
 
 from .._kube_step import ManifestStep, plan_manifests, verify_manifests
@@ -114,6 +114,16 @@ class Ingress(AppStep, ManifestStep):
             time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
         return address
 
+    def alb_zone_id(self, ctx: StepContext, address: str) -> str | None:
+        """The ALB's canonical hosted zone (what a Route53 alias record to it names), from ELBv2; None if unknown."""
+        try:
+            found = ctx.adapters.aws().call("elbv2", "describe_load_balancers").get("LoadBalancers") or []
+        except BpmError as exc:
+            ctx.log(f"ALB hosted zone not read ({exc.what}): dns-cutover needs new_alias_zone_id for an alias record")
+            return None
+        lbs = [lb for lb in found if str(lb.get("DNSName", "")).lower() == address.lower()]
+        return str(lbs[0]["CanonicalHostedZoneId"]) if lbs else None
+
     def apply(self, ctx: StepContext) -> Outputs:
         arn, status = self.certificate(ctx)
         out = self.apply_manifests(ctx, self.docs(ctx, arn))
@@ -127,6 +137,7 @@ class Ingress(AppStep, ManifestStep):
             "applied": out["applied"],
             "alb_hostname": address,
             "alb_dns_name": address,
+            "alb_zone_id": self.alb_zone_id(ctx, address),
         }
 
     def verify(self, ctx: StepContext) -> list[Check]:

@@ -12,8 +12,7 @@ from pydantic import Field
 from migrate.errors import ConfigError, FenceRefused, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from .._alarms import alarm_check
-from .._traffic import Slo, judge, sample
+from .._traffic import Sampling, Slo, sample_round, soak
 from ._common import PHASE, Clock, iso
 
 if TYPE_CHECKING:
@@ -76,7 +75,6 @@ class DnsCutover(Step):
         min_sample: int = Field(1000, ge=1, description="requests per URL a stage's decision needs")
         sample_with: str = Field("load", pattern="^(load|http)$", description="load generator or HTTP probe")
         sample_rps: float = Field(200, gt=0, description="arrival rate of a sample (load generator)")
-        probe_requests: int = Field(0, ge=0, description="unused (samples are min_sample requests)")
         probe_concurrency: int = Field(8, ge=1, description="concurrency of the HTTP probe")
         probe_timeout_s: float = Field(5, gt=0, description="per request")
         max_error_rate: float = Field(0.01, ge=0, description="a breach reverts all traffic to the old stack")
@@ -157,63 +155,21 @@ class DnsCutover(Step):
 
     # -- evidence --------------------------------------------------------------------------------------------------
     def _round(self, ctx: StepContext, cfg: Any, weight: int) -> list[dict[str, Any]]:
+        targets = [("direct", u) for u in cfg.direct_urls] + [("record", u) for u in cfg.record_urls]
         slo = Slo(cfg.min_sample, cfg.max_error_rate, cfg.max_p95_ms)
-        out = []
-        for via, urls in (("direct", cfg.direct_urls), ("record", cfg.record_urls)):
-            for url in urls:
-                entry = sample(
-                    ctx,
-                    url,
-                    requests=cfg.min_sample,
-                    rps=cfg.sample_rps,
-                    timeout_s=cfg.probe_timeout_s,
-                    concurrency=cfg.probe_concurrency,
-                    using=cfg.sample_with,
-                    label=f"dns-{weight}-{via}",
-                )
-                entry["via"] = via
-                breach = judge(entry, slo)
-                entry["ok"] = not breach
-                if breach:
-                    entry["breach"] = "; ".join(breach)
-                out.append(entry)
-        alarms = alarm_check(ctx)  # the SLO alarms of the observability step count as a breach too
-        if not alarms.ok:
-            out.append(
-                {"via": "alarms", "url": "cloudwatch", "ok": False, "breach": f"{alarms.observed} {alarms.detail}"}
-            )
-        return out
+        how = Sampling(cfg.min_sample, cfg.sample_rps, cfg.probe_timeout_s, cfg.probe_concurrency, cfg.sample_with)
+        return sample_round(ctx, targets, slo, how, label=f"dns-{weight}")
 
     def soak(self, ctx: StepContext, cfg: Any, weight: int) -> dict[str, Any]:
         """Sample rounds until the soak time is over (at least one); stop at the first breach."""
-        start = self.clock.now()
-        rounds: list[list[dict[str, Any]]] = []
-        while True:
-            results = self._round(ctx, cfg, weight)
-            rounds.append(results)
-            ctx.log(
-                f"dns-cutover {weight}%: round {len(rounds)}: "
-                + ", ".join(
-                    f"{r['via']} {r['url']} n={r.get('count')} {'ok' if r['ok'] else r['breach']}" for r in results
-                )
-            )
-            if not all(r["ok"] for r in results):
-                break
-            remaining = start + cfg.soak_s - self.clock.now()
-            if remaining <= 0:
-                break
-            self.clock.sleep(min(cfg.probe_interval_s, remaining))
-        flat = [r for rnd in rounds for r in rnd]
-        return {
-            "ok": all(r["ok"] for r in flat),
-            "rounds": len(rounds),
-            "soak_s": round(self.clock.now() - start, 3),
-            "requests": sum(int(r.get("count") or 0) for r in flat),
-            "worst_error_rate": max((float(r.get("error_rate") or 0) for r in flat), default=0.0),
-            "worst_p95_ms": max((float(r.get("p95_ms") or 0) for r in flat), default=0.0),
-            "last_round": rounds[-1],
-            "breach": next((f"{r['via']} {r['url']}: {r['breach']}" for r in flat if r.get("breach")), None),
-        }
+        return soak(
+            ctx,
+            self.clock,
+            cfg.soak_s,
+            cfg.probe_interval_s,
+            lambda: self._round(ctx, cfg, weight),
+            f"dns-cutover {weight}%",
+        )
 
     # -- the contract --------------------------------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> PlanResult:

@@ -12,8 +12,7 @@ from pydantic import Field
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from .._alarms import alarm_check
-from .._traffic import Slo, judge, sample
+from .._traffic import Sampling, Slo, sample_round
 from ._common import PHASE, Clock, iso
 
 
@@ -83,28 +82,16 @@ class PostCutoverWatch(Step):
             ctx.log(f"post-cutover-watch: resuming the window ({max(0.0, left):,.0f}s left)")
         state = ctx.checkpoints.get("totals") or {"rounds": 0, "per_url": {}, "streak": 0}
         slo = Slo(s.sample_requests, s.max_error_rate, s.max_p95_ms)
+        how = Sampling(s.sample_requests, s.sample_rps, s.probe_timeout_s, s.probe_concurrency, s.sample_with)
         while True:
-            breaches = []
-            for url in urls:
-                entry = sample(
-                    ctx,
-                    url,
-                    requests=s.sample_requests,
-                    rps=s.sample_rps,
-                    timeout_s=s.probe_timeout_s,
-                    concurrency=s.probe_concurrency,
-                    using=s.sample_with,
-                    label="watch",
-                )
-                t = state["per_url"].setdefault(url, {"count": 0, "errors": 0, "p95_ms": 0.0, "p99_ms": 0.0})
+            results = sample_round(ctx, [("watch", u) for u in urls], slo, how, label="watch")
+            breaches = [f"{r['url']}: {r['breach']}" for r in results if not r["ok"]]
+            for entry in (r for r in results if r["via"] != "alarms"):
+                t = state["per_url"].setdefault(entry["url"], {"count": 0, "errors": 0, "p95_ms": 0.0, "p99_ms": 0.0})
                 t["count"] += int(entry.get("count") or 0)
                 t["errors"] += int(entry.get("errors") or 0) + (s.sample_requests if entry.get("error") else 0)
                 t["p95_ms"] = max(float(t["p95_ms"]), float(entry.get("p95_ms") or 0))
                 t["p99_ms"] = max(float(t["p99_ms"]), float(entry.get("p99_ms") or 0))
-                breaches += [f"{url}: {b}" for b in judge(entry, slo)]
-            alarms = alarm_check(ctx)
-            if not alarms.ok:
-                breaches.append(f"SLO alarm in ALARM: {alarms.observed} {alarms.detail}")
             state["rounds"] += 1
             state["streak"] = state["streak"] + 1 if breaches else 0
             state["last_breach"] = breaches or state.get("last_breach")

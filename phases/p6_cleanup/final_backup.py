@@ -11,7 +11,7 @@ from pydantic import Field
 from migrate.errors import AdapterError
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from .._backup import backup_checks, backup_staleness, reusable, take_backup, take_or_retake
+from .._backup import backup_checks, backup_staleness, human_size, reusable, take_backup, take_or_retake
 from ._common import PHASE, files
 
 
@@ -45,10 +45,10 @@ class FinalBackup(Step):
     def summary(self, outputs: Mapping[str, Any]) -> str:
         if not outputs.get("sha256"):
             return ""
-        text = f"dump {int(outputs.get('size') or 0) / 2**20:.1f} MB"
+        text = f"dump {human_size(int(outputs.get('size') or 0))}"
         rdb = outputs.get("redis") or {}
         if rdb:
-            text += f" · RDB {int(rdb.get('size') or 0) / 2**20:.1f} MB, {sum(rdb.get('keys', {}).values()):,} keys"
+            text += f" · RDB {human_size(int(rdb.get('size') or 0))}, {sum(rdb.get('keys', {}).values()):,} keys"
         return text + (" · reused" if outputs.get("reused") else "")
 
     def path(self, ctx: StepContext) -> Path:

@@ -5,34 +5,24 @@ locals {
   oidc_issuer = replace(aws_iam_openid_connect_provider.this.url, "https://", "")
 
   # add-on -> the service account its pods run as (templates/k8s/addons, templates/k8s/cutover/cost-monitoring.yaml,
-  # the EKS aws-ebs-csi-driver add-on) and its permissions: a policy document (a customer-managed policy is created)
-  # or an AWS managed policy.
+  # the EKS aws-ebs-csi-driver add-on)
   irsa = {
-    "aws-load-balancer-controller" = {
-      namespace       = "kube-system"
-      service_account = "aws-load-balancer-controller"
-      # the controller's published IAM policy (docs/install/iam_policy.json of the release in templates/k8s/versions.toml)
-      policy         = replace(jsonencode(jsondecode(file("${path.module}/policies/aws-load-balancer-controller.json"))), "arn:aws:", "arn:${data.aws_partition.current.partition}:")
-      managed_policy = null
-    }
-    "cluster-autoscaler" = {
-      namespace       = "kube-system"
-      service_account = "cluster-autoscaler"
-      policy          = data.aws_iam_policy_document.cluster_autoscaler.json
-      managed_policy  = null
-    }
-    "cost-monitor" = {
-      namespace       = var.app_namespace
-      service_account = "cost-monitor"
-      policy          = data.aws_iam_policy_document.cost_monitor.json
-      managed_policy  = null
-    }
-    "ebs-csi-driver" = {
-      namespace       = "kube-system"
-      service_account = "ebs-csi-controller-sa"
-      policy          = null
-      managed_policy  = "${local.policy_prefix}/service-role/AmazonEBSCSIDriverPolicy"
-    }
+    "aws-load-balancer-controller" = { namespace = "kube-system", service_account = "aws-load-balancer-controller" }
+    "cluster-autoscaler"           = { namespace = "kube-system", service_account = "cluster-autoscaler" }
+    "cost-monitor"                 = { namespace = var.app_namespace, service_account = "cost-monitor" }
+    "ebs-csi-driver"               = { namespace = "kube-system", service_account = "ebs-csi-controller-sa" }
+  }
+
+  # their permissions: a policy document (created as a customer-managed policy) or an AWS managed policy. The keys
+  # are static (never derived from resources or data sources) so that `terraform import` can evaluate for_each.
+  irsa_policies = {
+    # the controller's published IAM policy (docs/install/iam_policy.json of the release in templates/k8s/versions.toml)
+    "aws-load-balancer-controller" = replace(jsonencode(jsondecode(file("${path.module}/policies/aws-load-balancer-controller.json"))), "arn:aws:", "arn:${data.aws_partition.current.partition}:")
+    "cluster-autoscaler"           = data.aws_iam_policy_document.cluster_autoscaler.json
+    "cost-monitor"                 = data.aws_iam_policy_document.cost_monitor.json
+  }
+  irsa_managed_policies = {
+    "ebs-csi-driver" = "service-role/AmazonEBSCSIDriverPolicy"
   }
 }
 
@@ -67,25 +57,25 @@ resource "aws_iam_role" "irsa" {
 }
 
 resource "aws_iam_policy" "irsa" {
-  for_each = { for addon, spec in local.irsa : addon => spec if spec.policy != null }
+  for_each = local.irsa_policies
 
   name        = "${var.cluster_name}-${each.key}"
   description = "Permissions of ${each.key} in ${var.cluster_name} (IRSA)"
-  policy      = each.value.policy
+  policy      = each.value
 }
 
 resource "aws_iam_role_policy_attachment" "irsa" {
-  for_each = { for addon, spec in local.irsa : addon => spec if spec.policy != null }
+  for_each = local.irsa_policies
 
   role       = aws_iam_role.irsa[each.key].name
   policy_arn = aws_iam_policy.irsa[each.key].arn
 }
 
 resource "aws_iam_role_policy_attachment" "irsa_managed" {
-  for_each = { for addon, spec in local.irsa : addon => spec if spec.managed_policy != null }
+  for_each = local.irsa_managed_policies
 
   role       = aws_iam_role.irsa[each.key].name
-  policy_arn = each.value.managed_policy
+  policy_arn = "${local.policy_prefix}/${each.value}"
 }
 
 # Cluster Autoscaler on AWS (cluster-autoscaler/cloudprovider/aws/README.md, "Full Cluster Autoscaler Features

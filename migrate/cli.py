@@ -750,6 +750,14 @@ def hoist_global_options(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _run(argv)
+    except BrokenPipeError:  # `bpmigrate status --json | head`: the reader left; no traceback about it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
+
+
+def _run(argv: list[str] | None) -> None:
     click_error, abort = _click_exceptions()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -765,6 +773,8 @@ def main(argv: list[str] | None = None) -> None:
     except click_error as exc:
         exc.show()  # type: ignore[attr-defined]
         sys.exit(2)
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # last-resort boundary (re-raised with --traceback): never a raw traceback by default
         if _opts.traceback:
             raise

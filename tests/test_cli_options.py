@@ -34,6 +34,8 @@ COMMANDS: list[tuple[str, ...]] = [
     ("unlock",),
     ("doctor",),
     ("ledger", "check"),
+    ("ledger", "restore"),
+    ("report", "compliance"),
     ("ledger", "migrate", "--to", "sqlite:///{project}/copy.db", "--yes"),
     ("runbook", "export", "--out", "{project}/runbooks"),
 ]
@@ -92,6 +94,21 @@ def test_global_option_before_or_after_any_command(
             assert cli._opts.env == "other"
             assert not (Path.cwd() / "state" / "test.db").exists(), "the option was ignored: the default env's ledger was written"
     assert results[0] == results[1]
+
+
+def test_the_matrix_covers_every_command() -> None:
+    """A new command joins COMMANDS (the sandbox's own commands define --env/--config/--json themselves)."""
+    import typer.main
+
+    def paths(command: Any, prefix: tuple[str, ...]) -> set[tuple[str, ...]]:
+        subs = getattr(command, "commands", None)
+        if subs is None:
+            return {prefix}
+        return {p for name, sub in subs.items() for p in paths(sub, (*prefix, name))}
+
+    every = {p for p in paths(typer.main.get_command(cli.app), ()) if p[0] != "sandbox"}
+    covered = {tuple(a for a in c if not a.startswith("-"))[: len(p)] for c in COMMANDS for p in every}
+    assert every <= covered, f"not in COMMANDS: {sorted(every - covered)}"
 
 
 def test_bpmigrate_env_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

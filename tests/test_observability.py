@@ -95,7 +95,7 @@ def test_observability_alarms_on_the_plan_criteria(moto_reset: Any, tmp_path: Pa
 
 
 def test_alarm_gate_fails_while_an_alarm_fires(moto_reset: Any, tmp_path: Path) -> None:
-    env, upstream, out = _observability(moto_reset, tmp_path)
+    env, _upstream, out = _observability(moto_reset, tmp_path)
     gate_upstream = {"observability": {"alarm_prefix": out["alarm_prefix"]}}
     ctx = make_context(tmp_path, env, "pre-cutover-check", upstream=gate_upstream)
     assert alarm_check(ctx).ok

@@ -760,15 +760,18 @@ def test_provider_plugin_left_by_a_killed_terraform_is_found_by_its_marker_and_s
         deadline = time.monotonic() + 120
         while plugin is None and time.monotonic() < deadline and parent.poll() is None:
             mine = [p for p in orphans.marked_processes() if p.marker.pid == parent.pid]
-            # the plugin of a `terraform plan` (not of the short `show`/`output` that follow it)
-            if any(" plan " in p.command for p in mine if p.pid == p.pgid):
-                plugin = next((p for p in mine if "terraform-provider-aws" in p.command), None)
-            time.sleep(0.02)
+            plans = [p for p in mine if p.pid == p.pgid and " plan " in p.command]
+            candidate = next((p for p in mine if "terraform-provider-aws" in p.command and plans), None)
+            if candidate is None:
+                time.sleep(0.02)
+                continue
+            time.sleep(2.0)  # past go-plugin's handshake (a plugin whose client dies during it exits by itself)
+            alive = [p for p in [candidate, *plans] if orphans.start_ticks(p.pid) == p.start_ticks]
+            if len(alive) == 1 + len(plans):  # the same plan still runs, inside its provider: now
+                for pid in [parent.pid, *[p.pid for p in plans]]:
+                    os.kill(pid, signal.SIGKILL)  # bpmigrate and terraform at once: no signal reaches the plugin
+                plugin = candidate
         assert plugin is not None, "terraform-provider-aws never started"
-        time.sleep(2.0)  # past go-plugin's handshake (a plugin whose client dies during it exits by itself)
-        leaders = [p.pid for p in orphans.marked_processes() if p.marker.pid == parent.pid and p.pid == p.pgid]
-        for pid in [parent.pid, *leaders]:
-            os.kill(pid, signal.SIGKILL)  # bpmigrate and terraform at once: no parent-death signal reaches the plugin
         parent.wait()
         time.sleep(1.0)
         assert orphans.start_ticks(plugin.pid) == plugin.start_ticks, "the plugin should outlive its terraform"

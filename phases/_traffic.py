@@ -122,8 +122,9 @@ def sample_round(
         if breach:
             entry["breach"] = "; ".join(breach)
         out.append(entry)
-    alarms = alarm_check(ctx)
-    if not alarms.ok:
+    watched = ctx.allowed_upstream is None or "observability" in ctx.allowed_upstream  # a plan without the step
+    alarms = alarm_check(ctx) if watched else None
+    if alarms is not None and not alarms.ok:
         out.append({"via": "alarms", "url": "cloudwatch", "ok": False, "breach": f"{alarms.observed} {alarms.detail}"})
     return out
 

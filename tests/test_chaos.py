@@ -84,6 +84,12 @@ def _cli(project: Path, *args: str, timeout: float = 300) -> subprocess.Complete
     )
 
 
+def _settled(project: Path) -> int:
+    done = _cli(project, "--json", "status")
+    steps = [s for ph in json.loads(done.stdout)["phases"] for s in ph["steps"]]
+    return sum(1 for s in steps if s["state"] in ("verified", "skipped"))
+
+
 def _children_of(pid: int) -> list[orphans.MarkedProcess]:
     return [p for p in orphans.marked_processes() if p.marker.pid == pid]
 
@@ -144,6 +150,7 @@ def test_apply_killed_anywhere_converges_without_a_human(servers_root: Path) -> 
     cfg = config.load(project / "migrate.toml")
     scope = ledger_scope(cfg.ledger_url("sandbox"))
     kills: list[str] = []
+    settled: list[int] = []  # steps verified or skipped after each kill
     try:
         os.environ["BPMIGRATE_SANDBOX_TERRAFORM"] = "stand-in"
         try:
@@ -202,6 +209,10 @@ def test_apply_killed_anywhere_converges_without_a_human(servers_root: Path) -> 
             while (left := [p for p in _children_of(bpm.pid) if not _is_follower(p)]) and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert not left, f"seed {seed}: children of a killed bpmigrate ({what}) still run: {left}"
+            settled.append(_settled(project))
+
+        # progress survives interruption: every interrupted run kept what the runs before it had settled
+        assert settled == sorted(settled) and settled[-1] > 0, (settled, kills)
 
         final = _cli(project, "apply", "--all", "--yes", timeout=400)
         context = f"seed {seed}, kills: {kills}\n{final.stdout[-4000:]}\n{final.stderr[-3000:]}"
@@ -249,7 +260,7 @@ def test_apply_killed_anywhere_converges_without_a_human(servers_root: Path) -> 
         redone = [o for o in json.loads(again.stdout).get("outcomes", []) if o["state"] != "skipped"]
         assert not redone, redone
         assert cleaned >= 1, f"the frozen Terraform was not cleaned as an orphan: {context}"
-        print(f"chaos seed {seed}: kills {kills}; orphan_cleaned events: {cleaned}")
+        print(f"chaos seed {seed}: kills {kills}; settled after each: {settled}; orphan_cleaned events: {cleaned}")
     finally:
         for p in orphans.marked_processes():  # the follower (and anything a failed assertion left)
             if p.marker.scope == scope:

@@ -85,6 +85,15 @@ def test_kill_9_inside_data_switch_and_dns_cutover_then_resume(stack: Stack, tmp
     assert writer.log.by_backend.get("new.betterprompts.test", 0) > 0
     checks = step_class("data-switch")().verify(step_context(json.loads((work / "data-switch.job.json").read_text())))
     assert all(c.ok for c in checks), checks
+    # db-rollback-point's way back while the reverse stream runs: nothing restored, data-switch's rollback named
+    from phases.p5_cutover.db_rollback_point import DbRollbackPoint
+
+    rbp = make_context(work / "rbp", env, "db-rollback-point", upstream={"pg-sync": pg_out})
+    rbp.checkpoints.put("point", {"instant": 1_700_000_000.0, "rds_instance_id": "bp-db", "backup_path": None})
+    rbp.force_past_fence = True
+    DbRollbackPoint().rollback(rbp)
+    assert any("rollback --step data-switch" in line for line in rbp.recorded_logs)
+    assert "rds-point-in-time-restore" not in [a for a, _ in rbp.recorded_intents]
     # decommission: refused while the reverse stream runs, unless it is stopped on purpose; then the old stack's
     # process is stopped (the sandbox's Compose stand-in)
     from phases.p6_cleanup.decommission import Decommission

@@ -428,7 +428,28 @@ def test_cluster_addons_apply_wait_verify_rollback(moto_server: Any, kube_api: K
         tls is not None and tls["type"] == "kubernetes.io/tls" and {"tls.crt", "tls.key", "ca.crt"} <= set(tls["data"])
     )
     assert not any("PRIVATE KEY" in json.dumps(details) for _, details in ctx.recorded_intents)
+    # no controller has taken its leader lease yet (none runs: the double has no kubelet): verify says so
+    not_leading = {c.name for c in _failed(step.verify(make_context(tmp_path, env, step.id, settings=settings)))}
+    assert not_leading == {
+        "aws-load-balancer-controller holds its leader lease",
+        "cluster-autoscaler holds its leader lease",
+    }
+    _controllers_lead(kube_api)
     assert not _failed(step.verify(make_context(tmp_path, env, step.id, settings=settings)))
+    # a controller whose IRSA role is missing reports credential errors: verify fails naming it
+    kube_api.put_object(
+        {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": "ca.1", "namespace": "kube-system"},
+            "involvedObject": {"kind": "Pod", "name": "cluster-autoscaler-5d8f-abcde", "namespace": "kube-system"},
+            "reason": "Failed",
+            "message": "WebIdentityErr: failed to retrieve credentials: AccessDenied: Not authorized to perform "
+            "sts:AssumeRoleWithWebIdentity",
+        }
+    )
+    [denied] = _failed(step.verify(make_context(tmp_path, env, step.id, settings=settings)))
+    assert denied.name == "cluster-autoscaler reports no AWS credential errors" and "IRSA" in denied.detail
     # apply again converges (server-side apply)
     step.apply(make_context(tmp_path, env, step.id, settings=settings))
 
@@ -436,6 +457,22 @@ def test_cluster_addons_apply_wait_verify_rollback(moto_server: Any, kube_api: K
     assert kube_api.get_object("apps/v1", "Deployment", "metrics-server", "kube-system") is None
     assert kube_api.get_object("v1", "Secret", "aws-load-balancer-tls", "kube-system") is None
     assert _failed(step.verify(make_context(tmp_path, env, step.id, settings=settings)))
+
+
+def _controllers_lead(kube_api: KubeApiDouble) -> None:
+    """What the running controllers do: take and renew their leader-election Leases."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for name in ("aws-load-balancer-controller-leader", "cluster-autoscaler"):
+        kube_api.put_object(
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": name, "namespace": "kube-system"},
+                "spec": {"holderIdentity": f"{name}-pod", "leaseDurationSeconds": 15, "renewTime": now},
+            }
+        )
 
 
 def test_cluster_addons_rollout_timeout_names_the_pod_reason(
@@ -449,6 +486,7 @@ def test_cluster_addons_rollout_timeout_names_the_pod_reason(
     with pytest.raises(StepFailed) as info:
         ClusterAddons().apply(make_context(tmp_path, env, "cluster-addons", settings=settings))
     assert "ImagePullBackOff" in str(info.value)
+    _controllers_lead(kube_api)
     failed = _failed(ClusterAddons().verify(make_context(tmp_path, env, "cluster-addons", settings=settings)))
     assert [c.name for c in failed] == ["Deployment/kube-system/cluster-autoscaler rolled out"]
 
@@ -623,3 +661,19 @@ def test_cluster_smoke_forces_a_node_scale_up_and_sees_it_fall_back(
     )
     assert all(c.ok for c in checks), checks
     assert any(c.name == "node count rose under load and fell back" for c in checks)
+
+
+def test_cluster_addons_use_terraforms_irsa_roles_and_leave_managed_addons_to_eks(
+    moto_server: Any, kube_api: KubeApiDouble, tmp_path: Path
+) -> None:
+    env = _kube_env(moto_server, kube_api)
+    role = "arn:aws:iam::123456789012:role/team-lbc-irsa"
+    eks_out = {"irsa_role_arns": {"aws-load-balancer-controller": role}, "managed_addons": {"metrics-server": "v0.7.2"}}
+    ctx = make_context(tmp_path, env, "cluster-addons", settings={"values": ADDON_VALUES}, upstream={"eks": eks_out})
+    docs = ClusterAddons().manifests(ctx)
+    accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    assert accounts["aws-load-balancer-controller"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == role
+    # no output for the autoscaler: the name Terraform gives the role (<cluster>-cluster-autoscaler)
+    ca = accounts["cluster-autoscaler"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+    assert ca == "arn:aws:iam::123456789012:role/bp-cluster-autoscaler"
+    assert not any(d["metadata"]["name"] == "metrics-server" for d in docs)  # an EKS managed add-on here

@@ -16,6 +16,13 @@ ADDON_KEYS = ("cluster_autoscaler", "aws_load_balancer_controller", "metrics_ser
 #: the AWS Load Balancer Controller's webhook serving certificate (its pods mount it: they do not start without it)
 WEBHOOK_NS, WEBHOOK_SECRET = "kube-system", "aws-load-balancer-tls"
 WEBHOOK_SERVICE = "aws-load-balancer-webhook-service"
+#: controllers that call AWS -> their leader-election Lease (renewed only while the controller runs as leader)
+LEASES = {
+    "aws-load-balancer-controller": "aws-load-balancer-controller-leader",
+    "cluster-autoscaler": "cluster-autoscaler",
+}
+#: what a controller without working AWS credentials (IRSA) reports in its events
+CREDENTIAL_ERRORS = ("AccessDenied", "WebIdentityErr", "NoCredentialProviders", "UnauthorizedOperation", "ExpiredToken")
 
 
 class ClusterAddons(ManifestStep):
@@ -44,6 +51,9 @@ class ClusterAddons(ManifestStep):
         kubernetes_version: str | None = Field(
             None, description="pick add-on versions for this Kubernetes version (default: the cluster's)"
         )
+        lease_max_age_s: float = Field(
+            120, gt=0, description="verify: a controller's leader lease renewed this recently"
+        )
 
     def values(self, ctx: StepContext) -> dict[str, Any]:
         from migrate.adapters.manifests import addon_versions
@@ -62,10 +72,23 @@ class ClusterAddons(ManifestStep):
         values.update(s.values)
         if "account_id" not in values:
             values["account_id"] = ctx.env.aws.account_id or _aws(ctx).account_id()
+        # the IRSA roles Terraform created (module eks: eks_irsa_role_arns), else the name it gives them
+        roles = ctx.output("eks", "irsa_role_arns", None) or {}
+        for addon in LEASES:
+            default = f"arn:aws:iam::{values['account_id']}:role/{values['cluster_name']}-{addon}"
+            values.setdefault(f"{addon.replace('-', '_')}_role_arn", roles.get(addon) or default)
         return values
 
     def manifests(self, ctx: StepContext) -> list[dict[str, Any]]:
-        return render_templates(ctx, ctx.typed(self.Settings).manifests, self.values(ctx))
+        """The add-on templates, except those EKS runs as managed add-ons here (Terraform: eks_managed_addons)."""
+        from migrate.adapters.manifests import template_files
+
+        managed = set(ctx.output("eks", "managed_addons", None) or {})
+        folder = ctx.templates_dir / ctx.typed(self.Settings).manifests
+        values = self.values(ctx)
+        return [
+            doc for f in template_files(folder) if f.stem not in managed for doc in render_templates(ctx, f, values)
+        ]
 
     def plan(self, ctx: StepContext) -> PlanResult:
         result = super().plan(ctx)
@@ -114,6 +137,42 @@ class ClusterAddons(ManifestStep):
         valid = info["not_after"] is not None and info["not_after"] > datetime.datetime.now(datetime.UTC)
         ok = want in info["dns_names"] and valid
         checks.append(Check(f"Secret {WEBHOOK_NS}/{WEBHOOK_SECRET} serves {want}", ok, info["dns_names"], want))
+        return checks + self.aws_access_checks(ctx)
+
+    def aws_access_checks(self, ctx: StepContext) -> list[Check]:
+        """Each AWS-calling controller renews its leader lease (it runs) and reports no credential errors (IRSA)."""
+        import datetime
+
+        kube = ctx.adapters.kube()
+        max_age = ctx.typed(self.Settings).lease_max_age_s
+        now = datetime.datetime.now(datetime.UTC)
+        events = kube.list("v1", "Event", WEBHOOK_NS)
+        checks = []
+        for name, lease_name in LEASES.items():
+            lease = kube.get("coordination.k8s.io/v1", "Lease", lease_name, WEBHOOK_NS) or {}
+            renewed = str((lease.get("spec") or {}).get("renewTime") or "")
+            try:
+                age: float | None = (
+                    now - datetime.datetime.fromisoformat(renewed.replace("Z", "+00:00"))
+                ).total_seconds()
+            except ValueError:
+                age = None
+            seen = "no lease" if age is None else f"renewed {age:.0f}s ago"
+            ok = age is not None and age <= max_age
+            hint = (
+                "" if ok else f"kubectl -n {WEBHOOK_NS} logs deploy/{name} (a controller without AWS credentials exits)"
+            )
+            checks.append(Check(f"{name} holds its leader lease", ok, seen, f"renewed within {max_age:g}s", hint))
+            denied = [
+                str(e.get("message", ""))[:200]
+                for e in events
+                if str((e.get("involvedObject") or {}).get("name", "")).startswith(name)
+                and any(marker in str(e.get("message", "")) for marker in CREDENTIAL_ERRORS)
+            ]
+            why = "its IRSA role (eks.amazonaws.com/role-arn) is missing or lacks the AWS-published policy"
+            checks.append(
+                Check(f"{name} reports no AWS credential errors", not denied, denied[:3], [], why if denied else "")
+            )
         return checks
 
     def rollback(self, ctx: StepContext) -> None:

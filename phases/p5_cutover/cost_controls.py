@@ -29,7 +29,7 @@ class CostControls(ManifestStep):
     id = "cost-controls"
     title = "Cost controls: spot handler, quotas, cost monitoring, budget alert"
     phase = 5
-    depends_on = ("k8s-deploy",)
+    depends_on = ("k8s-deploy", "eks")  # eks: the cost monitor's IRSA role
     reversibility = Reversibility.REVERSIBLE
     rollback_mode = "delete"
 
@@ -52,7 +52,9 @@ class CostControls(ManifestStep):
             "public.ecr.aws/aws-ec2/aws-node-termination-handler:v1.22.0", description="spot handler image"
         )
         cost_monitor_image: str = Field("public.ecr.aws/aws-cli/aws-cli:2.15.0", description="cost monitor image")
-        cost_monitor_role_arn: str = Field("", description="IRSA role of the cost-monitor CronJob")
+        cost_monitor_role_arn: str | None = Field(
+            None, description="IRSA role of the cost-monitor CronJob (default: Terraform's eks_irsa_role_arns)"
+        )
         manifests_dir: str | None = Field(None, description="apply these YAML files instead of the bundled ones")
 
     def manifests(self, ctx: StepContext) -> list[dict[str, Any]]:
@@ -62,6 +64,8 @@ class CostControls(ManifestStep):
         values = s.model_dump(exclude={"namespace", "manifests_dir", "budget_name", "alert_emails"})
         values.update(namespace=s.namespace or ctx.env.kube.namespace, env_name=ctx.env_name, region=ctx.env.aws.region)
         values["monthly_target_usd"] = f"{self.budget_spec(ctx)['amount_usd']:g}"
+        roles = ctx.output("eks", "irsa_role_arns", None) or {}
+        values["cost_monitor_role_arn"] = s.cost_monitor_role_arn or roles.get("cost-monitor", "")
         return [doc for name in TEMPLATES for doc in render_templates(ctx, name, values)]
 
     def budget_spec(self, ctx: StepContext) -> dict[str, Any]:
@@ -156,5 +160,9 @@ class CostControls(ManifestStep):
         ctx.adapters.get("aws_cost").delete_budget(name)
 
     def summary(self, outputs: Mapping[str, Any]) -> str:
-        kube = "manifests skipped (no cluster)" if outputs.get("kube_skipped") else f"{len(outputs.get('applied') or [])} object(s)"
+        kube = (
+            "manifests skipped (no cluster)"
+            if outputs.get("kube_skipped")
+            else f"{len(outputs.get('applied') or [])} object(s)"
+        )
         return f"budget {outputs.get('budget')} {outputs.get('monthly_target_usd', 0):,.0f} USD/month · {kube}"

@@ -668,6 +668,7 @@ class KubeApiDouble:
             "Namespace": "namespaces",
             "Ingress": "ingresses",
             "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+            "NetworkPolicy": "networkpolicies",
         }.get(kind, kind.lower() + "s")
         return f"{api_version}/{plural}"
 

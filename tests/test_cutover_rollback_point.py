@@ -34,7 +34,7 @@ def test_without_a_reverse_stream_the_way_back_is_a_point_in_time_restore(moto_r
     assert "point-in-time restore of bp-db" in info.value.what and "--force-past-fence" in info.value.next_cmd
     ctx.force_past_fence = True
     DbRollbackPoint().rollback(ctx)
-    target = ctx.checkpoints.get("pitr")["target"]  # type: ignore[index]
+    target = ctx.checkpoints.get("pitr")["target"]
     assert target.startswith("bp-db-pitr-")
     ids = {d["DBInstanceIdentifier"] for d in rds.describe_db_instances()["DBInstances"]}
     assert {"bp-db", target} <= ids

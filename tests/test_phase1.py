@@ -594,6 +594,10 @@ def test_typed_settings_and_summaries_of_the_phase1_aws_steps(tmp_path: Path) ->
         SsoCheck().summary({"instance_arn": "arn:aws:sso:::instance/ssoins-1", "status": "ACTIVE"}).endswith("ssoins-1")
     )
     assert Kubeconfig().summary({"context": "c", "kubeconfig": "/k"}) == "context c in /k"
+    from phases.p2_data.rds import Rds
+
+    assert Rds().summary({"instance_id": "db-1", "endpoint": "h", "port": 5432}) == "db-1 · h:5432"
+    assert Rds().summary({}) == "? · ?:?"  # never a crash on missing outputs (a skipped or failed step)
 
 
 def test_cluster_addons_pick_versions_from_the_cluster_version(

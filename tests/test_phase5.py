@@ -236,6 +236,36 @@ def test_security_hardening_applies_policies_labels_and_refuses_bad_manifests(ku
     assert labels[PSA_LABEL] == "privileged" and labels["team"] == "prompts"
 
 
+def test_security_hardening_probe_pod_must_be_blocked(kube_api: Any, tmp_path: Path) -> None:
+    """verify's probe: a pod no allow rule selects runs `nc` to api-gateway:8080; exit 1 (blocked) passes. The
+    double has no kubelet: a thread writes the container's exit code as the kubelet would."""
+    import threading
+
+    env = env_with(kube=kube_api)
+    step = SecurityHardening()
+    c = ctx(tmp_path, env, "security-hardening", settings={"probe": True, "probe_timeout_s": 20})
+    c.templates_dir = _templates(tmp_path)
+
+    def kubelet(exit_code: int) -> None:
+        for _ in range(200):
+            if kube_api.get_object("v1", "Pod", "bpmigrate-netpol-probe", NS) is not None:
+                terminated = {"terminated": {"exitCode": exit_code, "reason": "Error" if exit_code else "Completed"}}
+                status = {"phase": "Failed", "containerStatuses": [{"name": "probe", "state": terminated}]}
+                kube_api.set_status("v1", "Pod", NS, "bpmigrate-netpol-probe", status)
+                return
+            time.sleep(0.05)
+
+    for exit_code, ok, seen in ((1, True, "blocked"), (0, False, "connected (not blocked)")):
+        thread = threading.Thread(target=kubelet, args=(exit_code,), daemon=True)
+        thread.start()
+        [probe] = [ch for ch in step.verify(c) if ch.name.startswith("a pod no policy allows")]
+        thread.join(5)
+        assert (probe.ok, probe.observed) == (ok, seen)
+        assert kube_api.get_object("v1", "Pod", "bpmigrate-netpol-probe", NS) is None  # cleaned up
+    pod_spec = next(r.body for r in kube_api.apply_requests() if r.path.endswith("/pods/bpmigrate-netpol-probe"))
+    assert "nc -z -w 3 api-gateway 8080" in json.dumps(pod_spec)
+
+
 # -- pre-cutover-check -----------------------------------------------------------------------------------------------
 class Reverifier:
     """Stands in for the engine's ctx.reverify: the data proof's verdict is controlled (and counted) by the test."""

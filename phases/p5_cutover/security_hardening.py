@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,9 @@ TEMPLATE = "k8s/cutover/network-policies.yaml"
 #: the VPC CNI's network-policy switch (EKS add-on configuration ``enableNetworkPolicy: "true"`` writes it)
 CNI_CONFIGMAP = ("kube-system", "amazon-vpc-cni")
 CNI_POLICY_KEY = "enable-network-policy-controller"
+#: verify's probe: a pod no allow rule selects must NOT reach api-gateway:8080 (exit 1 = blocked; 3 = no DNS)
+PROBE_POD = "bpmigrate-netpol-probe"
+PROBE_SCRIPT = "nslookup api-gateway >/dev/null 2>&1 || exit 3; nc -z -w 3 api-gateway 8080"
 
 
 class SecurityHardening(ManifestStep):
@@ -47,6 +51,12 @@ class SecurityHardening(ManifestStep):
     class Settings(StepSettings):
         namespaces: list[str] = Field(default_factory=list, description="app namespaces (default: the environment's)")
         vpc_cidr: str | None = Field(None, description="the VPC CIDR of the policies' ipBlocks (default: derived)")
+        probe: bool | None = Field(
+            None,
+            description="verify runs a short-lived pod that must fail to reach a denied port (default: not sandbox)",
+        )
+        probe_image: str = Field("busybox:1.36", description="image of the probe pod (needs sh, nslookup, nc)")
+        probe_timeout_s: float = Field(90, gt=0, description="seconds for the probe pod to finish")
 
     def namespaces(self, ctx: StepContext) -> list[str]:
         return ctx.typed(self.Settings).namespaces or [ctx.env.kube.namespace]
@@ -186,7 +196,45 @@ class SecurityHardening(ManifestStep):
             value = self.labels(ctx, ns).get(PSA_LABEL)
             checks.append(Check(f"Namespace/{ns} {PSA_LABEL}", value == "restricted", value, "restricted"))
         checks.append(self.enforcement(ctx))
+        probe = ctx.typed(self.Settings).probe
+        if probe or (probe is None and not ctx.is_sandbox):
+            checks.append(self.denied_probe(ctx))
         return checks
+
+    def denied_probe(self, ctx: StepContext) -> Check:
+        """Run a pod that no allow rule selects; its connection to api-gateway:8080 must be blocked."""
+        s = ctx.typed(self.Settings)
+        kube, ns = ctx.adapters.kube(), ctx.env.kube.namespace
+        restricted = {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        }
+        container = {
+            "name": "probe",
+            "image": s.probe_image,
+            "command": ["sh", "-c", PROBE_SCRIPT],
+            "resources": {"limits": {"cpu": "50m", "memory": "32Mi"}},
+            "securityContext": restricted,
+        }
+        pod_security = {"runAsNonRoot": True, "runAsUser": 65534, "seccompProfile": {"type": "RuntimeDefault"}}
+        meta = {"name": PROBE_POD, "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "bpmigrate"}}
+        spec = {"restartPolicy": "Never", "securityContext": pod_security, "containers": [container]}
+        ctx.intent("network-policy-probe", pod=f"{ns}/{PROBE_POD}")
+        kube.delete("v1", "Pod", PROBE_POD, ns)
+        kube.apply([{"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}])
+        deadline = time.monotonic() + s.probe_timeout_s
+        code: int | None = None
+        while code is None and time.monotonic() < deadline:
+            status = (kube.get("v1", "Pod", PROBE_POD, ns) or {}).get("status") or {}
+            for cs in status.get("containerStatuses") or []:
+                code = ((cs.get("state") or {}).get("terminated") or {}).get("exitCode", code)
+            if code is None:
+                time.sleep(1.0)
+        kube.delete("v1", "Pod", PROBE_POD, ns)
+        seen = {None: "did not finish", 0: "connected (not blocked)", 1: "blocked", 3: "no DNS answer"}.get(code, code)
+        why = "" if code == 1 else "with enforcement on, a pod no policy allows must not reach api-gateway:8080"
+        return Check("a pod no policy allows cannot reach api-gateway:8080", code == 1, seen, "blocked", why)
 
     def rollback(self, ctx: StepContext) -> None:
         """Delete the network policies; restore each namespace's previous enforce label."""

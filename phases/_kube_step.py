@@ -77,7 +77,7 @@ def user_manifests(ctx: StepContext, directory: str) -> list[Doc]:
 
 
 def cluster_version(ctx: StepContext) -> str:
-    """The cluster's Kubernetes minor version (``1.33``), or ``kubernetes_version`` of the environment's settings."""
+    """The cluster's Kubernetes minor version (``1.33``), from its ``/version``."""
     from migrate.adapters.manifests import minor_of
 
     return minor_of(ctx.adapters.kube().server_version())

@@ -639,6 +639,7 @@ def test_ingress_with_acm_certificate(tmp_path: Path, moto_reset: Any, kube: Kub
     assert out["certificate_status"] == "ISSUED" and out["host"] == "api.betterprompts.test"
     assert out["alb_dns_name"] == out["alb_hostname"] == alb  # what dns-cutover reads
     assert out["alb_zone_id"] == zone  # for a Route53 alias record to the ALB
+    assert str(out["alb_arn"]).startswith("arn:aws:elasticloadbalancing:")  # observability's ALB alarms
     assert any("ACM validation record" in line for line in ctx.recorded_logs)
     ing = kube.get_object("networking.k8s.io/v1", "Ingress", "betterprompts", NS)
     assert ing is not None

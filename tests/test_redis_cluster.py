@@ -166,9 +166,12 @@ def synced(tmp_path: Path, fresh_redis_cluster: LocalRedisCluster, redis_source:
     seed(src.client, per_db=10)
     env = env_for(redis_source, fresh_redis_cluster)
     out = RedisMigrate().apply(make_context(tmp_path, env, "redis-migrate", settings={"db_prefix": PREFIX}))
-    yield {"src": src, "dst": cluster_adapter(fresh_redis_cluster), "env": env, "up": {"redis-migrate": out}}
+    dst = cluster_adapter(fresh_redis_cluster)
+    yield {"src": src, "dst": dst, "env": env, "up": {"redis-migrate": out}}
     stop_follower(tmp_path / "state" / "sandbox" / "redis-sync")
+    stop_follower(tmp_path / "state" / "sandbox" / "redis-sync-reverse")
     src.client(0).config_set("notify-keyspace-events", "")
+    dst.config_set("notify-keyspace-events", "")
 
 
 def test_redis_sync_keeps_the_cluster_current_under_writes(tmp_path: Path, synced: dict[str, Any]) -> None:
@@ -207,6 +210,39 @@ def test_redis_sync_keeps_the_cluster_current_under_writes(tmp_path: Path, synce
     finally:
         step.rollback(make_context(tmp_path, env, "redis-sync", upstream={**up, "redis-sync": out}))
     assert src.config_get("notify-keyspace-events") == ""
+
+
+def test_data_switch_on_a_cluster_fences_then_carries_writes_back(tmp_path: Path, synced: dict[str, Any]) -> None:
+    """data-switch with a cluster target: the forward follower is fenced and stopped, then the way back runs from
+    the cluster (one subscription per primary) into the source DBs, prefixes removed; rollback fences it."""
+    from migrate.adapters.redis_sync import follower_status
+    from phases.p5_cutover.data_switch import DataSwitch
+
+    src, dst, env, up = synced["src"], synced["dst"], synced["env"], synced["up"]
+    out = RedisSyncStep().apply(make_context(tmp_path, env, "redis-sync", upstream=up))
+    pipe = src.client(1).pipeline(transaction=False)
+    for i in range(1000):
+        pipe.set(f"burst:{i}".encode(), b"y")
+    pipe.execute()
+    switch_up = {**up, "redis-sync": out}
+    sout = DataSwitch().apply(make_context(tmp_path, env, "data-switch", upstream=switch_up))
+    assert sout["redis_fence"]["token"] and dst.count_matching(0, b"sessions:burst:") == 1000
+    assert not follower_status(Path(out["workdir"]))["alive"]
+    reverse = tmp_path / "state" / env.name / "redis-sync-reverse"
+    try:
+        assert sout["redis_reverse"]["started"] and follower_status(reverse)["alive"]
+        c = dst.client(0)
+        for i in range(50):  # the app, after the switch, writes to the cluster
+            c.set(f"sessions:after:{i}".encode(), b"1")
+            c.set(f"bp:write:{i}".encode(), b"2")
+        c.delete(b"sessions:burst:7")
+        DataSwitch().rollback(make_context(tmp_path, env, "data-switch", upstream={**switch_up, "data-switch": sout}))
+        assert src.client(1).get(b"after:49") == b"1" and src.client(0).get(b"bp:write:0") == b"2"
+        assert not src.client(1).exists(b"burst:7") and src.client(1).exists(b"burst:8")
+        assert not follower_status(reverse)["alive"]
+        assert dst.config_get("notify-keyspace-events") == ""
+    finally:
+        stop_follower(reverse)
 
 
 def test_a_follower_from_the_cluster_back_to_the_source_strips_the_prefixes(

@@ -93,6 +93,7 @@ class RedisAdapter:
 
     # -- connections -------------------------------------------------------------------------------------------
     def _connect_kwargs(self) -> dict[str, Any]:
+        """redis-py connection options (the ONE place: clients, cluster nodes, probes, the follower's pub/sub)."""
         return {
             "host": self.host,
             "port": self.port,
@@ -149,9 +150,7 @@ class RedisAdapter:
         if self._cluster_enabled is None:
             import redis
 
-            probe = redis.Redis(
-                host=self.host, port=self.port, password=self._password, ssl=self.tls, socket_timeout=10
-            )
+            probe = redis.Redis(**{**self._connect_kwargs(), "socket_timeout": 10})
             try:
                 info = self.call(lambda: probe.info("cluster"), "INFO cluster")
                 self._cluster_enabled = bool(info.get("cluster_enabled"))

@@ -365,14 +365,8 @@ class Follower:
 
         host, port = self.nodes[index]
         while not self.stop.is_set():
-            client = redis.Redis(
-                host=host,
-                port=port,
-                password=os.environ.get(_PW_SOURCE),
-                ssl=self.source.tls,
-                socket_timeout=None,
-                socket_connect_timeout=10,
-            )
+            options = self.source._connect_kwargs()  # same adapter package: TLS/AUTH options in one place
+            client = redis.Redis(**{**options, "host": host, "port": port, "socket_timeout": None})
             pubsub = client.pubsub()
             try:
                 pubsub.psubscribe(*(f"__keyevent@{db}__:*" for db in self.source_dbs))

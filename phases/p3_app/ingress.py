@@ -114,15 +114,15 @@ class Ingress(AppStep, ManifestStep):
             time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
         return address
 
-    def alb_zone_id(self, ctx: StepContext, address: str) -> str | None:
-        """The ALB's canonical hosted zone (what a Route53 alias record to it names), from ELBv2; None if unknown."""
+    def alb_facts(self, ctx: StepContext, address: str) -> dict[str, str | None]:
+        """The ALB's ARN and canonical hosted zone (a Route53 alias names it), from ELBv2; None when unknown."""
         try:
             found = ctx.adapters.aws().call("elbv2", "describe_load_balancers").get("LoadBalancers") or []
         except BpmError as exc:
-            ctx.log(f"ALB hosted zone not read ({exc.what}): dns-cutover needs new_alias_zone_id for an alias record")
-            return None
-        lbs = [lb for lb in found if str(lb.get("DNSName", "")).lower() == address.lower()]
-        return str(lbs[0]["CanonicalHostedZoneId"]) if lbs else None
+            ctx.log(f"ALB not described ({exc.what}): dns-cutover needs new_alias_zone_id for an alias record")
+            found = []
+        lb: dict[str, Any] = next((x for x in found if str(x.get("DNSName", "")).lower() == address.lower()), {})
+        return {"alb_arn": lb.get("LoadBalancerArn"), "alb_zone_id": lb.get("CanonicalHostedZoneId")}
 
     def apply(self, ctx: StepContext) -> Outputs:
         arn, status = self.certificate(ctx)
@@ -137,7 +137,7 @@ class Ingress(AppStep, ManifestStep):
             "applied": out["applied"],
             "alb_hostname": address,
             "alb_dns_name": address,
-            "alb_zone_id": self.alb_zone_id(ctx, address),
+            **self.alb_facts(ctx, address),  # alb_arn (observability's alarms), alb_zone_id (Route53 alias)
         }
 
     def verify(self, ctx: StepContext) -> list[Check]:

@@ -435,4 +435,4 @@ class DnsCutover(Step):
         if not stages:
             return ""
         n = sum(int((s.get("probes") or {}).get("requests") or 0) for s in stages.values())
-        return f"{outputs.get('record')} → {outputs.get('new_target')} · stages {'/'.join(stages)} % · {n:,} requests sampled"
+        return f"{outputs.get('record')} → {outputs.get('new_target')} · stages {'/'.join(sorted(stages, key=int))} % · {n:,} requests sampled"

@@ -56,6 +56,7 @@ class PreCutoverCheck(Step):
         "app-smoke",
         "load-test",
         "security-hardening",
+        "observability",  # its SLO alarms gate the cutover
     )
     reversibility = Reversibility.REVERSIBLE
     clock: ClassVar[Clock] = Clock()

@@ -49,6 +49,7 @@ class RedisEndpoint(_Model):
     password_env: str | None = None
     password_secret: str | None = None
     tls: bool = False
+    tls_ca_file: str | None = None  # CA bundle that signs the server's certificate (default: the system's)
     cluster_mode: bool = False  # ElastiCache cluster mode: only DB 0 exists
     dbs: list[int] = Field(default_factory=lambda: [0, 1, 2])
 

@@ -50,6 +50,7 @@ class RedisAdapter:
         port: int,
         password: str | None = None,
         tls: bool = False,
+        tls_ca_file: str | None = None,
         cluster_mode: bool = False,
         dbs: Sequence[int] = (0, 1, 2),
     ) -> None:
@@ -58,6 +59,7 @@ class RedisAdapter:
         self.port = port
         self._password = password
         self.tls = tls
+        self.tls_ca_file = tls_ca_file  # CA bundle to verify the server (None: the system's, as for ElastiCache)
         self.cluster_mode = cluster_mode
         self.dbs = list(dbs)
         self._clients: dict[int, Any] = {}
@@ -87,6 +89,7 @@ class RedisAdapter:
             port=int(port or self.port),
             password=self._password,
             tls=self.tls,
+            tls_ca_file=self.tls_ca_file,
             cluster_mode=self.cluster_mode,
             dbs=self.dbs,
         )
@@ -94,7 +97,7 @@ class RedisAdapter:
     # -- connections -------------------------------------------------------------------------------------------
     def _connect_kwargs(self) -> dict[str, Any]:
         """redis-py connection options (the ONE place: clients, cluster nodes, probes, the follower's pub/sub)."""
-        return {
+        options: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
             "password": self._password,
@@ -102,6 +105,9 @@ class RedisAdapter:
             "socket_timeout": 60,
             "socket_connect_timeout": 10,
         }
+        if self.tls and self.tls_ca_file:
+            options["ssl_ca_certs"] = self.tls_ca_file
+        return options
 
     def client(self, db: int = 0) -> Any:
         """A client for logical DB ``db``: a slot-routing ``RedisCluster`` when the server is a Redis Cluster."""
@@ -278,7 +284,7 @@ class RedisAdapter:
         try:
             sock: Any = socket.create_connection((self.host, self.port), timeout=30)
             if self.tls:
-                sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
+                sock = ssl.create_default_context(cafile=self.tls_ca_file).wrap_socket(sock, server_hostname=self.host)
             sock.settimeout(timeout)
             reader = sock.makefile("rb")
             if self._password:
@@ -652,6 +658,7 @@ def from_config(env: EnvConfig, *, project_root: Path, state_dir: Path, role: st
         port=endpoint.port,
         password=password,
         tls=endpoint.tls,
+        tls_ca_file=endpoint.tls_ca_file,
         cluster_mode=endpoint.cluster_mode,
         dbs=endpoint.dbs,
     )

@@ -77,10 +77,17 @@ class FollowerSpec:
                 "host": source.host,
                 "port": source.port,
                 "tls": source.tls,
+                "tls_ca_file": source.tls_ca_file,
                 "dbs": list(source.dbs),
                 "cluster_mode": source.cluster_mode,
             },
-            target={"host": target.host, "port": target.port, "tls": target.tls, "cluster_mode": target.cluster_mode},
+            target={
+                "host": target.host,
+                "port": target.port,
+                "tls": target.tls,
+                "tls_ca_file": target.tls_ca_file,
+                "cluster_mode": target.cluster_mode,
+            },
             routes=[
                 {
                     "source_db": r.source_db,
@@ -280,6 +287,7 @@ class Follower:
             port=int(s["port"]),
             password=os.environ.get(_PW_SOURCE),
             tls=bool(s.get("tls")),
+            tls_ca_file=s.get("tls_ca_file"),
             dbs=s.get("dbs", [0, 1, 2]),
             cluster_mode=bool(s.get("cluster_mode")),
         )
@@ -289,6 +297,7 @@ class Follower:
             port=int(t["port"]),
             password=os.environ.get(_PW_TARGET),
             tls=bool(t.get("tls")),
+            tls_ca_file=t.get("tls_ca_file"),
             cluster_mode=bool(t.get("cluster_mode")),
         )
         self.routes = [

@@ -525,7 +525,7 @@ def cpu_millis(quantity: Any) -> int:
         return 0
 
 
-def overflow_request(nodes: list[Mapping[str, Any]]) -> tuple[int, int]:
+def overflow_request(nodes: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     """(replicas, millicores per pod) that the given nodes cannot all run: each pod takes 60 % of the largest node's
     allocatable CPU, so at most one fits per node, and there is one pod more than fit in total."""
     per_node = [cpu_millis(((n.get("status") or {}).get("allocatable") or {}).get("cpu")) for n in nodes]

@@ -371,6 +371,41 @@ def check_replication_slots(ctx: DoctorContext) -> list[Result]:
     return _guard("replication slots", run, blocking=False)
 
 
+MANIFEST_STEPS = ("k8s-deploy", "hpa", "autoscale-tune", "cost-controls")
+
+
+def check_manifests_dirs(ctx: DoctorContext) -> list[Result]:
+    """What a team's own manifests directory (``manifests_dir`` of the manifest steps) holds, by kind."""
+    import shutil
+    from collections import Counter
+    from pathlib import Path
+
+    from migrate.adapters.manifests import load_user_manifests
+
+    out: list[Result] = []
+    for step_id in MANIFEST_STEPS:
+        directory = ctx.config.step_settings(ctx.env.name, step_id).get("manifests_dir")
+        if not directory:
+            continue
+        name = f"{step_id} manifests_dir"
+        path = Path(str(directory)).expanduser()
+        path = path if path.is_absolute() else ctx.config.root / path
+
+        def run(path: Path = path, name: str = name) -> list[Result]:
+            kubectl = shutil.which("kubectl")
+
+            def kustomize(target: Path) -> str:
+                return str(ctx.adapters.proc().run([str(kubectl), "kustomize", str(target)], timeout=120).stdout)
+
+            docs = load_user_manifests(path, kustomize=kustomize if kubectl else None)
+            kinds = Counter(str(d.get("kind")) for d in docs)
+            detail = f"{path}: {len(docs)} manifest(s): " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+            return [Result(name, "ok" if docs else "warn", detail, "" if docs else f"put the YAML files in {path}")]
+
+        out.extend(_guard(name, run))
+    return out or [Result("manifests_dir", "skip", "no step uses a manifests directory: the bundled templates apply")]
+
+
 CHECKS: list[Check] = [
     check_terraform,
     check_pg_tools,
@@ -383,6 +418,7 @@ CHECKS: list[Check] = [
     check_redis_topology,
     check_disk,
     check_kube,
+    check_manifests_dirs,
     check_clock,
     check_replication_slots,
 ]

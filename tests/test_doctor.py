@@ -119,3 +119,28 @@ def test_every_check_runs_without_raising(ctx: DoctorContext) -> None:
     results = run_checks(ctx)
     assert len(results) >= len(CHECKS)
     assert {r.status for r in results} <= {"ok", "warn", "fail", "skip"}
+
+
+def test_doctor_reports_a_teams_own_manifests_directory(tmp_path: Path) -> None:
+    """Issue 20: `doctor` says what it found in a step's `manifests_dir` (kinds and counts), and fails on bad YAML."""
+    from migrate.adapters import Adapters
+    from migrate.config import load
+    from migrate.doctor import DoctorContext, check_manifests_dirs
+
+    manifests = tmp_path / "deploy"
+    manifests.mkdir()
+    (manifests / "api.yaml").write_text(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api}\n---\n"
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api}\n"
+    )
+    base = (Path(__file__).resolve().parent.parent / "migrate.toml").read_text()
+    config_path = tmp_path / "migrate.toml"
+    config_path.write_text(base + f'\n[environments.sandbox.steps.k8s-deploy]\nmanifests_dir = "{manifests}"\n')
+    cfg = load(str(config_path))
+    env = cfg.env("sandbox")
+    ctx = DoctorContext(cfg, env, Adapters(env, project_root=tmp_path, state_dir=tmp_path / "state"), {})
+    (result,) = check_manifests_dirs(ctx)
+    assert result.status == "ok" and "2 manifest(s): 1 Deployment, 1 Service" in result.detail
+    (manifests / "broken.yaml").write_text("kind: [unclosed\n")
+    (bad,) = check_manifests_dirs(ctx)
+    assert bad.status == "fail" and "not valid YAML" in bad.detail

@@ -239,8 +239,27 @@ class TerraformModuleStep(Step):
             return False
 
     def verify(self, ctx: StepContext) -> list[Check]:
-        """Subclasses verify against AWS with boto3; the base checks the Terraform state and outputs."""
-        return self.verify_terraform_state(ctx)
+        """Two proofs, neither through Terraform: on the stand-in root the Terraform state and outputs; on a real
+        root the S3 state object plus ``verify_resources`` (AWS read back with boto3). Then ``verify_service`` (the
+        server behind the resource answers) on both."""
+        if self.stand_in(ctx):
+            checks = self.verify_terraform_state(ctx)
+        else:
+            checks = self.verify_state_object(ctx) + self.verify_resources(ctx)
+        return checks + self.verify_service(ctx)
+
+    def verify_resources(self, ctx: StepContext) -> list[Check]:
+        """Subclasses read their resources back from AWS (real roots only)."""
+        return []
+
+    def verify_service(self, ctx: StepContext) -> list[Check]:
+        """Subclasses check the service behind the resource (a database that answers), on every root."""
+        return []
+
+    @staticmethod
+    def status_check(name: str, observed: Any, expected: str) -> Check:
+        """One AWS read-back: ``observed`` (a status, an engine) equals ``expected``."""
+        return Check(name, observed == expected, observed=observed, expected=expected)
 
     # -- helpers -----------------------------------------------------------------------------------------------
     def verify_state_object(self, ctx: StepContext) -> list[Check]:

@@ -64,9 +64,7 @@ class Eks(TerraformModuleStep):
             line += f" · {len(outputs['managed_addons'])} managed add-on(s)"
         return line
 
-    def verify(self, ctx: StepContext) -> list[Check]:
-        if self.stand_in(ctx):
-            return self.verify_terraform_state(ctx)
+    def verify_resources(self, ctx: StepContext) -> list[Check]:
         aws = _aws(ctx)
         name = str(ctx.output(self.id, "cluster_name"))
         expected_groups: dict[str, str] = dict(ctx.output(self.id, "node_groups", {}) or {})
@@ -77,7 +75,6 @@ class Eks(TerraformModuleStep):
         checks = [
             Check("EKS cluster ACTIVE", status == "ACTIVE", observed=status or "absent", expected="ACTIVE", detail=name)
         ]
-        checks += self.verify_state_object(ctx)
         groups = {ng["nodegroupName"]: ng for ng in aws.eks_nodegroups(name)} if cluster else {}
         for role in required:
             ng_name = expected_groups.get(role, role)

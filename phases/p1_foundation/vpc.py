@@ -29,9 +29,7 @@ class Vpc(TerraformModuleStep):
         private, public = list(outputs.get("private_subnet_ids") or []), list(outputs.get("public_subnet_ids") or [])
         return f"{outputs.get('vpc_id', '?')} · {len(private)} private + {len(public)} public subnet(s)"
 
-    def verify(self, ctx: StepContext) -> list[Check]:
-        if self.stand_in(ctx):
-            return self.verify_terraform_state(ctx)
+    def verify_resources(self, ctx: StepContext) -> list[Check]:
         aws = _aws(ctx)
         vpc_id = str(ctx.output(self.id, "vpc_id"))
         private = list(ctx.output(self.id, "private_subnet_ids"))
@@ -41,7 +39,6 @@ class Vpc(TerraformModuleStep):
         missing = [s for s in private + public if s not in found]
         azs = {s.get("AvailabilityZone") for s in aws.subnets(vpc_id) if s["SubnetId"] in private} if vpc else set()
         return [
-            *self.verify_state_object(ctx),
             Check(
                 "VPC exists", vpc is not None, observed=(vpc or {}).get("State"), expected="available", detail=vpc_id
             ),

@@ -30,23 +30,14 @@ class ElastiCache(_SandboxTargetStep):
         "replication_group_id": "elasticache_replication_group_id",
     }
 
-    def verify(self, ctx: StepContext) -> list[Check]:
+    def verify_resources(self, ctx: StepContext) -> list[Check]:
+        group = ctx.output(self.id, "replication_group_id")
+        found = ctx.adapters.aws().call("elasticache", "describe_replication_groups", ReplicationGroupId=group)
+        rg = (found.get("ReplicationGroups") or [{}])[0]
+        return [self.status_check("replication group available", rg.get("Status"), "available")]
+
+    def verify_service(self, ctx: StepContext) -> list[Check]:
         checks: list[Check] = []
-        if self.stand_in(ctx):
-            checks += self.verify_terraform_state(ctx)
-        else:
-            checks += self.verify_state_object(ctx)
-            group = ctx.output(self.id, "replication_group_id")
-            found = ctx.adapters.aws().call("elasticache", "describe_replication_groups", ReplicationGroupId=group)
-            rg = (found.get("ReplicationGroups") or [{}])[0]
-            checks.append(
-                Check(
-                    "replication group available",
-                    rg.get("Status") == "available",
-                    observed=rg.get("Status"),
-                    expected="available",
-                )
-            )
         target = rds(ctx, "target")
         reason = target.unreachable_reason()
         checks.append(Check("target Redis answers PING", reason is None, observed=reason or "ok", expected="ok"))

@@ -35,31 +35,14 @@ class Rds(_SandboxTargetStep):
     def summary(self, outputs: Mapping[str, Any]) -> str:
         return f"{outputs.get('instance_id', '?')} · {outputs.get('endpoint', '?')}:{outputs.get('port', '?')}"
 
-    def verify(self, ctx: StepContext) -> list[Check]:
-        checks: list[Check] = []
-        if self.stand_in(ctx):
-            checks += self.verify_terraform_state(ctx)
-        else:
-            checks += self.verify_state_object(ctx)
-            instance_id = ctx.output(self.id, "instance_id")
-            found = ctx.adapters.aws().call("rds", "describe_db_instances", DBInstanceIdentifier=instance_id)
-            inst = (found.get("DBInstances") or [{}])[0]
-            checks.append(
-                Check(
-                    "RDS instance available",
-                    inst.get("DBInstanceStatus") == "available",
-                    observed=inst.get("DBInstanceStatus"),
-                    expected="available",
-                )
-            )
-            checks.append(
-                Check(
-                    "engine postgres",
-                    inst.get("Engine") == "postgres",
-                    observed=inst.get("Engine"),
-                    expected="postgres",
-                )
-            )
+    def verify_resources(self, ctx: StepContext) -> list[Check]:
+        found = ctx.adapters.aws().call("rds", "describe_db_instances", DBInstanceIdentifier=ctx.output(self.id, "instance_id"))
+        inst = (found.get("DBInstances") or [{}])[0]
+        return [
+            self.status_check("RDS instance available", inst.get("DBInstanceStatus"), "available"),
+            self.status_check("engine postgres", inst.get("Engine"), "postgres"),
+        ]
+
+    def verify_service(self, ctx: StepContext) -> list[Check]:
         reason = pg(ctx, "target").unreachable_reason()
-        checks.append(Check("target PostgreSQL answers", reason is None, observed=reason or "ok", expected="ok"))
-        return checks
+        return [Check("target PostgreSQL answers", reason is None, observed=reason or "ok", expected="ok")]

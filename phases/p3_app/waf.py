@@ -28,9 +28,7 @@ class Waf(TerraformModuleStep):
         arn = str(outputs.get("web_acl_arn", "?"))
         return f"web ACL {arn.rsplit('/', 2)[-2] if arn.count('/') >= 2 else arn}"
 
-    def verify(self, ctx: StepContext) -> list[Check]:
-        if self.stand_in(ctx):
-            return self.verify_terraform_state(ctx)
+    def verify_resources(self, ctx: StepContext) -> list[Check]:
         arn = str(ctx.output(self.id, "web_acl_arn"))
         name, acl_id = arn.rsplit("/", 2)[-2:]
         acl = ctx.adapters.aws().call("wafv2", "get_web_acl", Name=name, Scope="REGIONAL", Id=acl_id)["WebACL"]

@@ -16,10 +16,38 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from migrate.step import StepContext
+from pydantic import Field
+
+from migrate.step import StepContext, StepSettings
 
 if TYPE_CHECKING:
     from migrate.adapters.load import Gate, LoadAdapter, LoadResult, LoadSpec
+
+
+class GateSettings(StepSettings):
+    """The settings both load gates share (each step adds its own and may change a default)."""
+
+    duration_s: float = Field(60.0, gt=0, description="seconds of load")
+    workers: int = Field(0, ge=0, description="Locust workers (0 = sized from target_rps, measured req/s per core)")
+    timeout_s: float = Field(5.0, gt=0, description="per-request timeout (a timeout is a failure)")
+    p95_ms: float | None = Field(None, gt=0, description="gate: p95 must stay below (default: from [targets])")
+    max_error_rate: float | None = Field(
+        None, ge=0, description="gate: error rate must stay below (default: [targets] error_rate, 0.1 %)"
+    )
+    min_rate_fraction: float = Field(0.95, gt=0, le=1, description="gate: achieved rate >= this x target")
+    auth_header_env: str | None = Field(None, description="env var holding the Authorization header value")
+    verify_requests: int = Field(20, ge=0, description="verify: closed-loop probe of this many requests")
+
+
+def gate_from(ctx: StepContext, s: GateSettings, default_p95_ms: float) -> Gate:
+    """The gate's thresholds: the step's settings, else the plan's criteria ([targets])."""
+    from migrate.adapters.load import Gate
+
+    return Gate(
+        p95_ms=s.p95_ms if s.p95_ms is not None else default_p95_ms,
+        max_error_rate=s.max_error_rate if s.max_error_rate is not None else ctx.targets.error_rate,
+        min_rate_fraction=s.min_rate_fraction,
+    )
 
 #: the BetterPrompts API as users drive it: enhance (the main path), classify, and the health check
 DEFAULT_API_MIX: list[dict[str, Any]] = [

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from migrate.errors import ConfigError, StepFailed
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
 from .. import _load
 from ._common import PHASE, http
@@ -39,7 +39,7 @@ class LoadTest(Step):
     depends_on = ("app-smoke",)
     reversibility = Reversibility.REVERSIBLE
 
-    class Settings(StepSettings):
+    class Settings(_load.GateSettings):
         runner: Literal["local", "kubernetes"] = Field(
             "local", description="where the Locust workers run: local processes, or a Job in the cluster"
         )
@@ -47,24 +47,10 @@ class LoadTest(Step):
             default_factory=list, description="base URLs to load (default: app-smoke's api-gateway endpoint)"
         )
         target_rps: float | None = Field(None, gt=0, description="arrival rate to hold (default: [targets] rps)")
-        duration_s: float = Field(60.0, gt=0, description="seconds of load")
-        workers: int = Field(0, ge=0, description="Locust workers (0 = sized from target_rps, measured req/s per core)")
-        timeout_s: float = Field(5.0, gt=0, description="per-request timeout (a timeout is a failure)")
-        p95_ms: float | None = Field(
-            None, gt=0, description="gate: p95 must stay below (default: [targets] api_p95_ms)"
-        )
-        max_error_rate: float | None = Field(
-            None, ge=0, description="gate: error rate must stay below (default: [targets] error_rate, 0.1 %)"
-        )
-        min_rate_fraction: float = Field(0.95, gt=0, le=1, description="gate: achieved rate >= this x target")
         requests: list[dict[str, Any]] = Field(
             default_factory=lambda: [dict(r) for r in _load.DEFAULT_API_MIX],
             description="request mix: [{name, method, path, json, weight, headers}]",
         )
-        auth_header_env: str | None = Field(
-            None, description="environment variable holding the Authorization header value sent with every request"
-        )
-        verify_requests: int = Field(20, ge=0, description="verify: closed-loop probe of the first host's /health")
         master_host: str = Field("", description="kubernetes runner: address of this machine the worker pods reach")
         master_port: int = Field(5557, description="kubernetes runner: port the Locust master listens on")
         image: str = Field("locustio/locust:2.47.0", description="kubernetes runner: worker image")
@@ -102,14 +88,7 @@ class LoadTest(Step):
         )
 
     def thresholds(self, ctx: StepContext) -> Gate:
-        from migrate.adapters.load import Gate
-
-        s = ctx.typed(self.Settings)
-        return Gate(
-            p95_ms=s.p95_ms if s.p95_ms is not None else ctx.targets.api_p95_ms,
-            max_error_rate=s.max_error_rate if s.max_error_rate is not None else ctx.targets.error_rate,
-            min_rate_fraction=s.min_rate_fraction,
-        )
+        return _load.gate_from(ctx, ctx.typed(self.Settings), ctx.targets.api_p95_ms)
 
     def params(self, ctx: StepContext) -> dict[str, Any]:
         from migrate.adapters.load import auto_workers

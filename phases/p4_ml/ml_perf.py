@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from migrate.errors import ConfigError, StepFailed
-from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, StepContext, StepSettings
+from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, StepContext
 
 from .. import _load
 from ._common import _kube, _Ml
@@ -37,27 +37,18 @@ class MlPerf(_Ml):
     reversibility = Reversibility.REVERSIBLE
     timeout = 900.0
 
-    class Settings(StepSettings):
+    class Settings(_load.GateSettings):
         serving: Literal["torchserve", "sagemaker"] = Field(
             "torchserve", description="phase 4's serving mode (the same value in every phase-4 table)"
         )
         url: str = Field("", description="the classifier endpoint users reach (default: TorchServe predictions)")
         inference_url: str = Field("", description="TorchServe inference API (default: the torchserve step's)")
         model: str = Field("", description="TorchServe model name (default: the first model registered)")
-        target_rps: float = Field(20.0, gt=0, description="classification requests per second to hold")
         duration_s: float = Field(30.0, gt=0, description="seconds of load")
-        workers: int = Field(0, ge=0, description="Locust workers (0 = sized from target_rps)")
-        timeout_s: float = Field(5.0, gt=0, description="per-request timeout (a timeout is a failure)")
-        p95_ms: float | None = Field(None, gt=0, description="gate: p95 must stay below (default: [targets] ml_p95_ms)")
-        max_error_rate: float | None = Field(
-            None, ge=0, description="gate: error rate must stay below (default: [targets] error_rate, 0.1 %)"
-        )
-        min_rate_fraction: float = Field(0.95, gt=0, le=1, description="gate: achieved rate >= this x target")
+        target_rps: float = Field(20.0, gt=0, description="classification requests per second to hold")
         payload: dict[str, Any] = Field(
             default_factory=lambda: dict(DEFAULT_PAYLOAD), description="JSON body of a classification request"
         )
-        auth_header_env: str | None = Field(None, description="env var holding the Authorization header value")
-        verify_requests: int = Field(20, ge=0, description="verify: closed-loop probe of this many requests")
 
     # -- decisions -------------------------------------------------------------------------------------------------
     def skip_reason(self, ctx: StepContext) -> str | None:
@@ -104,14 +95,7 @@ class MlPerf(_Ml):
         )
 
     def thresholds(self, ctx: StepContext) -> Gate:
-        from migrate.adapters.load import Gate
-
-        s = ctx.typed(self.Settings)
-        return Gate(
-            p95_ms=s.p95_ms if s.p95_ms is not None else ctx.targets.ml_p95_ms,
-            max_error_rate=s.max_error_rate if s.max_error_rate is not None else ctx.targets.error_rate,
-            min_rate_fraction=s.min_rate_fraction,
-        )
+        return _load.gate_from(ctx, ctx.typed(self.Settings), ctx.targets.ml_p95_ms)
 
     # -- the contract ----------------------------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> PlanResult:

@@ -62,7 +62,8 @@ def _global(
     traceback: bool = typer.Option(False, "--traceback", help="Show Python tracebacks for errors."),
 ) -> None:
     # $BPMIGRATE_ENV is read here, not as the option's envvar: `bpmigrate sandbox …` keeps its own default (sandbox)
-    _opts.env = env or os.environ.get("BPMIGRATE_ENV") or None
+    # an explicit --env '' is refused (unknown environment), never taken for "the default"
+    _opts.env = env if env is not None else (os.environ.get("BPMIGRATE_ENV") or None)
     _opts.config, _opts.json, _opts.traceback = config, json_out, traceback
 
 

@@ -204,7 +204,7 @@ class Config(_Model):
             raise ConfigError(
                 f"unknown environment {env_name!r} in {self.path}",
                 f"the environments defined are: {known}",
-                f"bpmigrate --env <one of: {known}> ...",
+                f"bpmigrate --env {sorted(self.environments)[0]} status   (or another of: {known})",
             )
         return self.environments[env_name]
 

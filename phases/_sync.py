@@ -492,3 +492,26 @@ def reverse_status(ctx: StepContext, pg_sync_outputs: dict[str, Any]) -> dict[st
         out["name"] = rev.name
     out["redis"] = bool(follower_status(ctx.state_dir / ctx.env_name / REVERSE_FOLLOWER_DIR).get("alive"))
     return out
+
+
+def validate_at_fence(ctx: StepContext, mode: str, sync: Any) -> None:
+    """With the writers fenced and the stream caught up: data-validate's proof re-run (exact counts are exact
+    now), and with ``mode = "full"`` the per-chunk checksums of both sides."""
+    failed = [c for c in ctx.reverify("data-validate") if not c.ok]
+    if failed:
+        c = failed[0]
+        raise StepFailed(
+            f"data-validate check failed: {c.name} (source {c.expected}, target {c.observed})",
+            f"{len(failed)} check(s) failed",
+            "see the check named",
+        )
+    if mode == "full":
+        from migrate.adapters.postgres import validate_chunks, validation_chunks
+
+        tables = sync.source.tables()
+        chunks = validation_chunks(sync.source, tables, chunk_rows=1_000_000, chunk_bytes=128 * MB)
+        bad = [v for v in validate_chunks(sync.source, sync.target, tables, chunks) if not v.ok]
+        if bad:
+            raise StepFailed(
+                f"checksum mismatch: {bad[0].chunk.describe()}", f"{len(bad)} chunk(s) differ", "see the chunk"
+            )

@@ -3,8 +3,10 @@ the HTTP adapter's probe otherwise) and the decision rule a stage or a watch rou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -164,3 +166,11 @@ def soak(
         "last_round": rounds[-1],
         "breach": next((f"{r['via']} {r['url']}: {r['breach']}" for r in flat if r.get("breach")), None),
     }
+
+
+def write_evidence(ctx: StepContext, kind: str, stem: str, record: dict[str, Any]) -> Path:
+    """The evidence of a revert as a checksummed artifact (``state/<env>/artifacts/<step>/<stem>.json``)."""
+    path = ctx.artifacts_dir() / f"{stem}.json"
+    sha, size = ctx.adapters.get("archive").write_text(path, json.dumps(record, indent=2, default=str))
+    ctx.artifact(kind, path, sha, size)
+    return path

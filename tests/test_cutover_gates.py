@@ -19,6 +19,7 @@ from tests.test_pg_sync import pair  # noqa: F401 - fixture
 from tests.test_route53_cutover import HealthServer, health_server  # noqa: F401 - fixture
 
 
+@pytest.mark.slow
 def test_gates_hold_while_the_source_takes_writes_and_catch_a_stalled_stream(
     tmp_path: Path,
     streaming: tuple[Any, ...],  # noqa: F811 - the fixture

@@ -429,6 +429,9 @@ def test_apply_all_killed_at_random_moments_converges(servers_root: Path) -> Non
         seed = int(os.environ.get("BPM_KILL_SEED", random.randrange(1_000_000)))
         rng = random.Random(seed)
         kills = 0
+        # decommission's manual gate (it stops the old stack, here the stand-in process): approved up front
+        approve = ("approve", "decommission", "--reason", "rehearsal")
+        subprocess.run(_bpm(project, "--env", "sandbox", *approve), cwd=project, env=_bpm_env(project), check=True)
         for _ in range(2):
             proc = subprocess.Popen(
                 _bpm(project, "--env", "sandbox", "apply", "--all", "--yes"),

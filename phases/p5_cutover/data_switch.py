@@ -14,7 +14,6 @@ from migrate.errors import Blocked, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 from .._sync import (
-    MB,
     AppConfig,
     Writers,
     _dms,
@@ -27,6 +26,7 @@ from .._sync import (
     redis_reverse_fence,
     redis_reverse_start,
     redis_reverse_stop,
+    validate_at_fence,
 )
 
 UNFENCED_ENVS = ("staging", "production")
@@ -229,7 +229,7 @@ class DataSwitch(Step):
                 timings["redis_fence_s"] = time.monotonic() - t
             if sync is not None or dms:
                 t = time.monotonic()
-                self._validate(ctx, s.validation, sync or _pgsync(ctx))
+                validate_at_fence(ctx, s.validation, sync or _pgsync(ctx))
                 timings["validate_s"] = time.monotonic() - t
             if sequences is not None:
                 out["sequences_set"] = sequences.result()
@@ -315,26 +315,6 @@ class DataSwitch(Step):
             ctx.checkpoints.put("released", {"at": time.time()})
             ctx.log(f"data-switch: write downtime {downtime:.2f}s ({out['timings']})")
         return out
-
-    def _validate(self, ctx: StepContext, mode: str, sync: Any) -> None:
-        failed = [c for c in ctx.reverify("data-validate") if not c.ok]
-        if failed:
-            c = failed[0]
-            raise StepFailed(
-                f"data-validate check failed: {c.name} (source {c.expected}, target {c.observed})",
-                f"{len(failed)} check(s) failed",
-                "see the check named",
-            )
-        if mode == "full":
-            from migrate.adapters.postgres import validate_chunks, validation_chunks
-
-            tables = sync.source.tables()
-            chunks = validation_chunks(sync.source, tables, chunk_rows=1_000_000, chunk_bytes=128 * MB)
-            bad = [v for v in validate_chunks(sync.source, sync.target, tables, chunks) if not v.ok]
-            if bad:
-                raise StepFailed(
-                    f"checksum mismatch: {bad[0].chunk.describe()}", f"{len(bad)} chunk(s) differ", "see the chunk"
-                )
 
     # -- verify / rollback -------------------------------------------------------------------------------------
     def verify(self, ctx: StepContext) -> list[Check]:

@@ -3,7 +3,6 @@ each stage decided on a sample of requests; a breach reverts by itself."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -12,7 +11,7 @@ from pydantic import Field
 from migrate.errors import ConfigError, FenceRefused, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from .._traffic import Sampling, Slo, sample_round, soak
+from .._traffic import Sampling, Slo, sample_round, soak, write_evidence
 from ._common import PHASE, Clock, iso
 
 if TYPE_CHECKING:
@@ -347,9 +346,7 @@ class DnsCutover(Step):
         ctx.checkpoints.put(f"stage-{weight}", state)
         record = {"failed_stage": weight, "at": iso(self.clock.now()), "stages": {**evidence, str(weight): state}}
         ctx.checkpoints.put("revert", record)
-        path = ctx.artifacts_dir() / f"cutover-revert-{int(self.clock.now())}.json"
-        sha, size = ctx.adapters.get("archive").write_text(path, json.dumps(record, indent=2, default=str))
-        ctx.artifact("cutover-evidence", path, sha, size)
+        path = write_evidence(ctx, "cutover-evidence", f"cutover-revert-{int(self.clock.now())}", record)
         probes = state["probes"]
         raise StepFailed(
             f"dns-cutover: samples failed at stage {weight}% — traffic REVERTED to the old stack (100 % {cfg.old_set_id})",

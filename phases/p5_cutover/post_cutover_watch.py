@@ -12,7 +12,7 @@ from pydantic import Field
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from .._traffic import Sampling, Slo, sample_round
+from .._traffic import Sampling, Slo, sample_round, write_evidence
 from ._common import PHASE, Clock, iso
 
 
@@ -156,9 +156,7 @@ class PostCutoverWatch(Step):
             )
         out = self._result(window, state) | {"clean": False, "breach": breaches, "reverted": reverted}
         ctx.checkpoints.put("result", out)
-        path = ctx.artifacts_dir() / f"watch-breach-{int(self.clock.now())}.json"
-        sha, size = ctx.adapters.get("archive").write_text(path, json.dumps(out, indent=2, default=str))
-        ctx.artifact("watch-evidence", path, sha, size)
+        path = write_evidence(ctx, "watch-evidence", f"watch-breach-{int(self.clock.now())}", out)
         raise StepFailed(
             f"post-cutover watch: {state['streak']} breaching round(s) — "
             + ("traffic REVERTED to the old stack" if reverted else "auto_revert is off: traffic NOT moved"),

@@ -508,3 +508,34 @@ def test_a_stage_needs_the_minimum_sample(
         DnsCutover().apply(ctx_for(tmp_path, env, settings(health_server.url, min_sample=1000)))
     assert "< minimum 1000" in info.value.why
     assert weights(env, zone_id) == {"old-stack": 100, "new-stack": 0}
+
+
+def test_a_firing_slo_alarm_reverts_the_stage(
+    moto_reset: Any, tmp_path: Path, health_server: HealthServer, clock: FakeClock
+) -> None:
+    """Issue 19: the new stack answers well, but an SLO alarm of the observability step goes to ALARM during the
+    50 % stage: the stage fails on that evidence and traffic returns to the old stack by itself."""
+    from tests.servers_plugin import moto_client
+
+    env = sandbox_env(moto_reset.endpoint_url)
+    zone_id = seed_zone(env, ttl=60)
+    prefix = "betterprompts-sandbox-"
+    cw = moto_client(moto_reset.endpoint_url, "cloudwatch")
+    cw.put_metric_alarm(
+        AlarmName=f"{prefix}api-p95", Namespace="AWS/ApplicationELB", MetricName="TargetResponseTime",
+        ExtendedStatistic="p95", Period=60, EvaluationPeriods=3, Threshold=0.2, ComparisonOperator="GreaterThanThreshold",
+    )
+    upstream = {"observability": {"alarm_prefix": prefix, "alarms": [f"{prefix}api-p95"]}}
+    ctx = make_context(tmp_path, env, "dns-cutover", settings=settings(health_server.url), upstream=upstream)
+
+    def alarm_during_stage_50() -> None:
+        if weights(env, zone_id).get("new-stack") == 50:
+            cw.set_alarm_state(AlarmName=f"{prefix}api-p95", StateValue="ALARM", StateReason="p95 640 ms > 200 ms")
+
+    clock.on_sleep = alarm_during_stage_50
+    with pytest.raises(StepFailed) as info:
+        DnsCutover().apply(ctx)
+    assert "stage 50%" in info.value.what and "REVERTED" in info.value.what
+    assert f"{prefix}api-p95" in info.value.why
+    assert weights(env, zone_id) == {"old-stack": 100, "new-stack": 0}
+    assert health_server.healthy, "the service itself stayed healthy: the alarm alone decided"

@@ -18,9 +18,7 @@ from migrate.step import Step, StepSettings
 
 
 def model_for(config: Config, env_name: str, step: type[Step]) -> StepSettings | None:
-    """The step's validated settings in this environment (None when the step declares no model)."""
-    if not step.declares_settings():
-        return None
+    """The step's validated settings in this environment (a step that declares no model accepts no key)."""
     return _validate(config, env_name, step)
 
 
@@ -78,8 +76,7 @@ def validate_settings(config: Config, graph: Graph) -> None:
                 )
     for env_name in config.environments:
         for step in graph.steps:
-            if step.declares_settings():
-                _validate(config, env_name, step)
+            _validate(config, env_name, step)
 
 
 def describe(step: type[Step], current: StepSettings | None = None) -> list[dict[str, Any]]:

@@ -38,8 +38,10 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import Field
+
 from migrate.errors import FenceRefused, StalePlan
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 if TYPE_CHECKING:
     from migrate.adapters.terraform import TerraformRunner, TfPlan
@@ -71,8 +73,23 @@ def configure_runner(ctx: StepContext) -> TerraformRunner:
     return runner
 
 
+class TerraformStepSettings(StepSettings):
+    """What every Terraform step accepts: a team's own root (``[environments.<env>] terraform.root``) names its
+    modules and outputs its own way — say which, per step."""
+
+    targets: list[str] = Field(
+        default_factory=list,
+        description="module addresses this step plans and applies (default: the bundled root's, e.g. module.vpc)",
+    )
+    outputs: dict[str, str] = Field(
+        default_factory=dict, description="step output -> the root's output name, where your root names them otherwise"
+    )
+
+
 class TerraformModuleStep(Step):
     """Provision one Terraform module through the saved-plan workflow (subclass me)."""
+
+    Settings: ClassVar[type[StepSettings]] = TerraformStepSettings
 
     module: ClassVar[str] = ""  # e.g. "module.rds"
     output_map: ClassVar[dict[str, str]] = {}  # step output key -> terraform output name
@@ -81,7 +98,22 @@ class TerraformModuleStep(Step):
 
     # -- hooks -------------------------------------------------------------------------------------------------
     def targets(self, ctx: StepContext) -> list[str]:
+        configured = ctx.typed(TerraformStepSettings).targets if isinstance(ctx.settings_model, TerraformStepSettings) else []
+        if configured:
+            return list(configured)
         return [self.module] if self.module else []
+
+    def _under_targets(self, ctx: StepContext, addresses: list[str]) -> list[str]:
+        prefixes = tuple(f"{t}." for t in self.targets(ctx))
+        return [a for a in addresses if not prefixes or a.startswith(prefixes)]
+
+    def _where(self, ctx: StepContext) -> str:
+        return ", ".join(self.targets(ctx)) or "the root"
+
+    def outputs_of(self, ctx: StepContext) -> dict[str, str]:
+        """Step output key -> the root's output name: ``output_map`` with the ``outputs`` setting over it."""
+        over = ctx.settings_model.outputs if isinstance(ctx.settings_model, TerraformStepSettings) else {}
+        return {**self.output_map, **over}
 
     def extra_outputs(self, ctx: StepContext, tf_outputs: dict[str, Any]) -> dict[str, Any]:
         """Subclasses add outputs derived from Terraform's (e.g. the sandbox's local endpoint)."""
@@ -203,7 +235,7 @@ class TerraformModuleStep(Step):
         return self.map_outputs(ctx, runner, tf_outputs)
 
     def map_outputs(self, ctx: StepContext, runner: TerraformRunner, tf_outputs: dict[str, Any]) -> Outputs:
-        outputs: Outputs = {key: tf_outputs.get(name) for key, name in self.output_map.items()}
+        outputs: Outputs = {key: tf_outputs.get(name) for key, name in self.outputs_of(ctx).items()}
         outputs["terraform_workspace"] = runner.workspace
         outputs["terraform_root"] = str(runner.root)
         outputs["terraform_providers"] = runner.providers().source
@@ -270,12 +302,11 @@ class TerraformModuleStep(Step):
             return []
         bucket, _, key = location[len("s3://") :].partition("/")
         state = ctx.adapters.get("aws_foundation").terraform_state(bucket, key)
-        prefix = f"{self.module}." if self.module else ""
-        mine = [a for a in state.addresses if a.startswith(prefix)]
+        mine = self._under_targets(ctx, state.addresses)
         detail = f"{location} (serial {state.serial}, {state.size} bytes), read with S3 GetObject"
         return [
             Check(
-                f"Terraform state in S3 records {self.module or 'the root'}",
+                f"Terraform state in S3 records {self._where(ctx)}",
                 state.exists and bool(mine),
                 observed=len(mine) if state.exists else "no state object",
                 expected="> 0 resources",
@@ -287,12 +318,11 @@ class TerraformModuleStep(Step):
         """Read the workspace's state back (``terraform state list`` + ``output -json``): resources under the
         module exist and every mapped output is set. Used for the sandbox stand-in, where AWS has nothing."""
         runner = self.runner(ctx)
-        prefix = f"{self.module}." if self.module else ""
-        resources = [r for r in runner.state_resources() if r.startswith(prefix)]
+        resources = self._under_targets(ctx, runner.state_resources())
         stand_in = " (stand-in: verified against terraform state, not AWS)" if self.stand_in(ctx) else ""
         checks = [
             Check(
-                f"{self.module or 'root'} resources in Terraform state{stand_in}",
+                f"{self._where(ctx)} resources in Terraform state{stand_in}",
                 bool(resources),
                 observed=len(resources),
                 expected="> 0",
@@ -300,7 +330,7 @@ class TerraformModuleStep(Step):
             )
         ]
         outputs = runner.outputs()
-        for key, name in self.output_map.items():
+        for key, name in self.outputs_of(ctx).items():
             value = outputs.get(name)
             checks.append(
                 Check(

@@ -157,3 +157,45 @@ def test_waf_step_on_the_stand_in_root(moto_reset: Any, tmp_path: Path) -> None:
     assert out["web_acl_arn"].startswith("arn:aws:wafv2:us-east-1:") and "/betterprompts-sandbox-alb/" in out["web_acl_arn"]
     assert not _failed(step.verify(make_context(tmp_path, env, step.id, upstream={step.id: out})))
     assert step.summary(out) == "web ACL betterprompts-sandbox-alb"
+
+
+def test_a_teams_own_terraform_root_with_its_own_module_addresses(moto_reset: Any, tmp_path: Path) -> None:
+    """Issue 20: a team's own root names its modules and outputs its own way; `[steps.vpc] targets` and `outputs`
+    say which, and the step plans, applies and verifies exactly those."""
+    from phases.p1_foundation.vpc import Vpc
+
+    root = tmp_path / "team-terraform"
+    (root / "modules" / "network").mkdir(parents=True)
+    (root / "main.tf").write_text(
+        'terraform {\n  backend "local" {}\n}\n\nmodule "network" {\n  source = "./modules/network"\n}\n\n'
+        'module "unrelated" {\n  source = "./modules/network"\n}\n\n'
+        'output "net_id" {\n  value = module.network.id\n}\n\noutput "net_private" {\n  value = module.network.private\n}\n\n'
+        'output "net_public" {\n  value = module.network.public\n}\n'
+    )
+    (root / "modules" / "network" / "main.tf").write_text(
+        'resource "terraform_data" "vpc" {\n  input = "vpc-0team"\n}\n\n'
+        'output "id" {\n  value = terraform_data.vpc.output\n}\n\n'
+        'output "private" {\n  value = [for s in ["a", "b"] : "${terraform_data.vpc.output}-${s}"]\n}\n\n'
+        'output "public" {\n  value = ["${terraform_data.vpc.output}-c"]\n}\n'
+    )
+    (root / "team.tfvars").write_text("# the team's own variables\n")
+    env = EnvConfig.model_validate(
+        {"name": "staging", "aws": {"region": "us-east-1", "endpoint_url": moto_reset.endpoint_url},
+         "terraform": {"root": str(root), "var_file": "team.tfvars"}}
+    )
+    settings = {"targets": ["module.network"],
+                "outputs": {"vpc_id": "net_id", "private_subnet_ids": "net_private", "public_subnet_ids": "net_public"}}
+    step = Vpc()
+    plan = step.plan(make_context(tmp_path, env, step.id, settings=settings))
+    touched = [c.target for c in plan.changes if not c.target.startswith("output.")]
+    assert touched and all(t.startswith("module.network.") for t in touched), touched  # not module.unrelated
+    out = step.apply(make_context(tmp_path, env, step.id, settings=settings, plan=plan))
+    assert out["vpc_id"] == "vpc-0team" and out["private_subnet_ids"] == ["vpc-0team-a", "vpc-0team-b"], out
+    checks = step.verify(make_context(tmp_path, env, step.id, settings=settings, upstream={step.id: out}))
+    assert not _failed(checks), _failed(checks)
+    # a misspelled key is refused when the settings load, naming it
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="target"):
+        make_context(tmp_path, env, step.id, settings={"target": ["module.network"]})

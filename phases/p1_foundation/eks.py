@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from migrate.step import Check, StepContext, StepSettings
+from migrate.step import Check, StepContext
 
-from .._terraform_step import TerraformModuleStep
+from .._terraform_step import TerraformModuleStep, TerraformStepSettings
 from ._common import _aws
 
 #: add-on -> the Kubernetes service account its pods run as (templates/k8s: addons/, cutover/cost-monitoring.yaml;
@@ -43,7 +43,7 @@ class Eks(TerraformModuleStep):
         "managed_addons": "eks_managed_addons",
     }
 
-    class Settings(StepSettings):
+    class Settings(TerraformStepSettings):
         required_node_groups: list[str] = Field(
             default_factory=lambda: ["system", "application", "gpu"], description="node group roles verify requires"
         )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from migrate.step import Check, StepContext, StepSettings
+from migrate.step import Check, StepContext
 
+from .._terraform_step import TerraformStepSettings
 from ._common import _SandboxTargetStep, rds
 
 
@@ -20,7 +21,7 @@ class ElastiCache(_SandboxTargetStep):
     phase = 2
     depends_on = ("vpc",)
     module = "module.elasticache"
-    class Settings(StepSettings):
+    class Settings(TerraformStepSettings):
         """No settings: the group's shape (cluster mode, shards) comes from the Terraform variables, and the
         connection (tls, cluster_mode) from ``[environments.<env>.redis.target]``."""
 

@@ -14,12 +14,9 @@ from migrate.errors import Blocked, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 from .._sync import (
-    AppConfig,
-    Writers,
     _dms,
     _dms_fence,
     _enabled,
-    _endpoints,
     _pg,
     _pgsync,
     redis_forward_stop,
@@ -28,6 +25,7 @@ from .._sync import (
     redis_reverse_stop,
     validate_at_fence,
 )
+from .._writers import AppConfig, Writers, _endpoints
 
 UNFENCED_ENVS = ("staging", "production")
 

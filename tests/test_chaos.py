@@ -152,11 +152,15 @@ def test_apply_killed_anywhere_converges_without_a_human(servers_root: Path) -> 
     kills: list[str] = []
     settled: list[int] = []  # steps verified or skipped after each kill
     try:
+        previous = os.environ.get("BPMIGRATE_SANDBOX_TERRAFORM")
         os.environ["BPMIGRATE_SANDBOX_TERRAFORM"] = "stand-in"
         try:
             orchestrate.up(cfg, "sandbox")
-        finally:
-            os.environ.pop("BPMIGRATE_SANDBOX_TERRAFORM", None)
+        finally:  # restore, never pop: the suite's default (conftest.py) must hold for the tests after this one
+            if previous is None:
+                os.environ.pop("BPMIGRATE_SANDBOX_TERRAFORM", None)
+            else:
+                os.environ["BPMIGRATE_SANDBOX_TERRAFORM"] = previous
         endpoints = project / "state" / "sandbox" / "endpoints.json"
         doc = json.loads(endpoints.read_text())  # the phase-5/6 stand-in settings name steps this plan lacks
         doc["steps"] = {k: v for k, v in (doc.get("steps") or {}).items() if k in ids}

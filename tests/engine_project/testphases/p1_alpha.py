@@ -8,13 +8,20 @@ import time
 from testphases._effects import create_once, exists, maybe_die, remove
 
 from migrate.errors import StepFailed, TransientError
-from migrate.step import Change, Check, Outputs, PlanResult, RetryPolicy, Reversibility, Step, StepContext
+from migrate.step import Change, Check, Outputs, PlanResult, RetryPolicy, Reversibility, Step, StepContext, StepSettings
 
 
 class FileStep(Step):
     """Base: create one file; verify it exists; rollback removes it."""
 
     filename = ""
+
+    class Settings(StepSettings):
+        """The keys the engine tests configure (a step's settings are declared, or refused when migrate.toml loads)."""
+
+        jobs: int = 1
+        x: int = 0
+        source_files: list[str] = []
 
     def plan(self, ctx: StepContext) -> PlanResult:
         if exists(ctx, self.filename):

@@ -116,7 +116,7 @@ class ConsoleReporter:
 
     @contextmanager
     def progress(self, description: str, total: float | None, unit: str) -> Iterator[Any]:
-        from migrate.render import make_progress
+        from migrate.render_progress import make_progress
 
         progress, task_id, handle = make_progress(self.console, description, total, unit)
         with progress:

@@ -180,12 +180,9 @@ def wait_rollouts(ctx: StepContext, docs: list[Doc], timeout: float, *, step_id:
 
 
 # -- the rollback point ----------------------------------------------------------------------------------------------
-def _write_json(path: Path, data: Any) -> None:
-    import os
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+def _write_json(ctx: StepContext, path: Path, data: Any) -> tuple[str, int]:
+    """Atomically, through the files adapter: (sha256, size)."""
+    return ctx.adapters.get("archive").write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))  # type: ignore[no-any-return]
 
 
 def point_path(ctx: StepContext) -> Path:
@@ -231,9 +228,8 @@ def record_point(ctx: StepContext, docs: list[Doc], *, keep_contents: bool) -> d
         if keep_contents:
             snap = ctx.artifacts_dir() / f"previous-{fingerprint}.json"
             ctx.intent("record-previous-manifests", file=str(snap), objects=sorted(previous))
-            _write_json(snap, previous)
-            blob = snap.read_bytes()
-            ctx.artifact("k8s-previous-manifests", snap, hashlib.sha256(blob).hexdigest(), len(blob))
+            sha, size = _write_json(ctx, snap, previous)
+            ctx.artifact("k8s-previous-manifests", snap, sha, size)
             point["snapshot"] = snap.name
         else:
             ctx.intent("record-created-objects", objects=sorted(created))
@@ -241,14 +237,14 @@ def record_point(ctx: StepContext, docs: list[Doc], *, keep_contents: bool) -> d
     point["api"] = {**point.get("api", {}), **api}
     point["completed"] = False
     point["recorded_at"] = time.time()
-    _write_json(point_path(ctx), point)
+    _write_json(ctx, point_path(ctx), point)
     ctx.checkpoints.put("rollback-point", {k: v for k, v in point.items() if k not in ("recorded_at", "api")})
     return point
 
 
 def complete_point(ctx: StepContext, point: dict[str, Any], **extra: Any) -> None:
     point.update(extra, completed=True)
-    _write_json(point_path(ctx), point)
+    _write_json(ctx, point_path(ctx), point)
 
 
 def previous_objects(ctx: StepContext, point: Mapping[str, Any]) -> dict[str, Doc]:

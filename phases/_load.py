@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -113,10 +112,8 @@ def record(
             _artifact(ctx, kind, Path(path))
     stats = result.to_outputs()
     data = {"params": dict(params), "stats": stats, "failures": failures, "at": time.time()}
-    tmp = report.with_name(report.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, report)
-    _artifact(ctx, "load-report", report)
+    sha, size = ctx.adapters.get("archive").write_text(report, json.dumps(data, indent=2, sort_keys=True, default=str))
+    ctx.artifact("load-report", report, sha, size)
     ctx.metrics(
         target_rps=result.target_rps,
         achieved_rps=result.achieved_rps,

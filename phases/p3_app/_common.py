@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -122,12 +120,6 @@ def security_findings(docs: list[dict[str, Any]]) -> list[Finding]:
 
 def base_values(ctx: StepContext) -> dict[str, Any]:
     return {"namespace": namespace(ctx), "environment": ctx.env_name, "domain": ctx.env.domain}
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
 
 
 def record_artifact(ctx: StepContext, kind: str, path: Path) -> None:

@@ -3,7 +3,8 @@
 Ratios are measured in the same run against baselines:
 * a transition (state update + attempt bookkeeping + hash-chained event, one durable transaction) vs a bare
   SQLite INSERT+COMMIT with the same durability settings (WAL, synchronous=FULL);
-* `bpmigrate status` vs `python -c pass` (interpreter start-up) and vs `python -c "import sqlalchemy"`.
+* `bpmigrate status` vs `python -c pass` (interpreter start-up) and vs `python -c "import sqlalchemy"`, with the plan
+  index `status` keeps in the state directory, and without it (the first `status` after a code change).
 
 Usage: .venv/bin/python bench/bench_engine.py [--transitions 2000] [--runs 9]
 """
@@ -110,6 +111,10 @@ def bench_status(runs: int, tmp: Path, extra_attempts: int, phases_dir: Path) ->
         "status_small": _median_wall([*bpm, "status"], runs, project, env),
         "status_rehearsal": _median_wall([*bpm, "--env", "sandbox", "status"], runs, rehearsal, env),
         "status_rehearsal_json": _median_wall([*bpm, "--env", "sandbox", "status", "--json"], runs, rehearsal, env),
+        # the first `status` after a code change (or an upgrade): no plan index yet, every step module imported
+        "status_rehearsal_cold": _median_wall(
+            ["sh", "-c", 'rm -f state/.plan-index-*.json; exec "$@"', "sh", *bpm, "--env", "sandbox", "status"], runs, rehearsal, env
+        ),
         "import_sqlalchemy": _median_wall([sys.executable, "-c", "import sqlalchemy"], runs, project, env),
     }
 
@@ -134,6 +139,7 @@ def main() -> None:
             ("status_small", "bpmigrate status (6-step test project)"),
             ("status_rehearsal", "bpmigrate status (45-step rehearsal ledger)"),
             ("status_rehearsal_json", "bpmigrate status --json (same)"),
+            ("status_rehearsal_cold", "bpmigrate status, plan index rebuilt (same)"),
         ):
             wall, cpu = st[key]
             print(f"{label:48s} median wall {wall:.3f} s · CPU {cpu:.3f} s")

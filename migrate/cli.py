@@ -227,27 +227,35 @@ def status(
     interval: float = typer.Option(2.0, "--interval", help="Refresh interval for --watch."),
 ) -> None:
     """Dashboard: what needs you, then phases × steps (state, apply time, summary), ETA and downtime window."""
-    from migrate.plan import load_graph
+    from migrate.plan_index import plan_index
     from migrate.status import build_status
 
     cfg = _config()
     env = _env_name(cfg)
-    graph = load_graph(cfg.phases_dir)  # read-only and fast: settings are validated by the commands that use them
+    # read-only and fast: the plan's cached index (no step module imported while the code is unchanged); settings
+    # are validated by the commands that use them
+    graph = plan_index(cfg.phases_dir, cfg.state_dir)
+
+    def report() -> dict[str, Any]:
+        built = build_status(cfg, env, graph)
+        graph.save()  # summaries learnt for outputs recorded since the last `status`
+        return built
+
     if _opts.json:
-        _print_json(build_status(cfg, env, graph))
+        _print_json(report())
         return
     from migrate.render import status_dashboard, watch_view
 
     console = _console()
     if not watch:
-        console.print(status_dashboard(build_status(cfg, env, graph), console.width))
+        console.print(status_dashboard(report(), console.width))
         return
     import time
 
     from rich.live import Live
 
     def view() -> Any:  # reads the ledger only, never the lock: works while `apply` runs in another terminal
-        return watch_view(build_status(cfg, env, graph), console.width)
+        return watch_view(report(), console.width)
 
     try:
         if not console.is_terminal:  # a log or a pipe: one snapshot after the other, readable as plain text

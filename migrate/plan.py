@@ -20,95 +20,40 @@ import importlib.machinery
 import importlib.util
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from migrate.errors import ConfigError, UsageError
-from migrate.step import Reversibility, Step
+from migrate.errors import ConfigError
+from migrate.plan_nav import Steps
+from migrate.step import Reversibility, Step, summary_of
 
 _PHASE_RE = re.compile(r"^p(\d+)_([a-z0-9_]+?)(\.py)?$")
 
 
 @dataclass(frozen=True)
-class Graph:
-    steps: tuple[type[Step], ...]  # in execution order
-    phases: dict[int, str] = field(default_factory=dict)  # number -> name, as the phase packages say
+class Graph(Steps[type[Step]]):
+    """The loaded plan: the step classes themselves."""
 
-    @property
-    def ids(self) -> list[str]:
-        return [s.id for s in self.steps]
-
-    def get(self, step_id: str) -> type[Step]:
-        for step in self.steps:
-            if step.id == step_id:
-                return step
-        close = [s.id for s in self.steps if step_id in s.id or s.id in step_id][:5]
-        hint = f"did you mean: {', '.join(close)}" if close else "list them with `bpmigrate steps`"
-        raise UsageError(f"unknown step {step_id!r}", f"no step with that id in the plan; {hint}", "bpmigrate steps")
-
-    def index(self, step_id: str) -> int:
-        return self.ids.index(self.get(step_id).id)
-
-    def phase_steps(self, phase: int) -> list[type[Step]]:
-        return [s for s in self.steps if s.phase == phase]
-
-    def dependents(self, step_id: str) -> list[type[Step]]:
-        """Every step that depends on step_id, directly or not."""
-        out: list[type[Step]] = []
-        frontier = {step_id}
-        for step in self.steps:
-            if frontier.intersection(step.depends_on):
-                out.append(step)
-                frontier.add(step.id)
-        return out
-
-    def dependencies(self, step_id: str) -> list[type[Step]]:
-        """Every step step_id depends on, directly or not, in execution order."""
-        needed: set[str] = set()
-        stack = list(self.get(step_id).depends_on)
-        while stack:
-            dep = stack.pop()
-            if dep not in needed:
-                needed.add(dep)
-                stack.extend(self.get(dep).depends_on)
-        return [s for s in self.steps if s.id in needed]
-
-    def select(self, selector: str | None) -> list[type[Step]]:
-        """``None``/``all``, ``phase-N``, ``N``, a phase name, or a step id."""
-        if selector in (None, "", "all"):
-            return list(self.steps)
-        assert selector is not None
-        phase = self.parse_phase(selector, strict=False)
-        if phase is not None:
-            return self.phase_steps(phase)
-        return [self.get(selector)]
-
-    def from_step(self, step_id: str) -> list[type[Step]]:
-        return list(self.steps[self.index(step_id) :])
-
-    def parse_phase(self, selector: str, *, strict: bool = True) -> int | None:
-        return parse_phase(selector, self.phases, strict=strict)
+    def summary(self, step_id: str, outputs: dict[str, Any]) -> str:
+        """The step's own one-line summary of its recorded outputs (see ``step_summary``)."""
+        return step_summary(self.get(step_id), outputs)
 
 
-def parse_phase(selector: str, phases: dict[int, str], *, strict: bool = True) -> int | None:
-    text = selector.strip().lower()
-    if text.startswith("phase-"):
-        text = text[len("phase-") :]
-    if text.isdigit() and int(text) in phases:
-        return int(text)
-    for number, name in phases.items():
-        if text == name:
-            return number
-    if strict:
-        numbers = sorted(phases)
-        span = f"phase-{numbers[0]} … phase-{numbers[-1]}" if numbers else "none are defined"
-        raise UsageError(
-            f"unknown phase {selector!r}",
-            f"phases are {span} or {', '.join(phases[n] for n in numbers)}",
-            "bpmigrate steps",
-        )
-    return None
+def step_summary(step: type[Step], outputs: dict[str, Any]) -> str:
+    """The step's own one-line summary of its outputs; the generic one when its ``summary`` fails or returns junk."""
+    if not outputs:
+        return ""
+    from migrate.redact import redact
+
+    try:
+        text = step().summary(outputs)
+    except Exception:  # noqa: BLE001 - a broken summary must never break the dashboard
+        text = summary_of(outputs)
+    if not isinstance(text, str):
+        text = summary_of(outputs)
+    return redact(" ".join(text.split()))
 
 
 def _package_name(phases_dir: Path) -> str:

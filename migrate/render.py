@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
@@ -12,7 +12,9 @@ from rich.table import Table
 from rich.text import Text
 
 from migrate.redact import redact
-from migrate.step import Check, PlanResult
+
+if TYPE_CHECKING:
+    from migrate.step import Check, PlanResult
 
 ACTION_STYLE = {"create": "green", "update": "yellow", "replace": "yellow", "delete": "red", "run": "cyan", "noop": "dim"}
 

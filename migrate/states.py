@@ -11,6 +11,20 @@ from enum import StrEnum
 from migrate.errors import IllegalTransition
 
 
+class Reversibility(StrEnum):
+    """What a step's rollback can do (declared by the step; rollback refuses to cross ONE_WAY without force)."""
+
+
+    REVERSIBLE = "reversible"  # rollback restores the exact previous state
+    COMPENSABLE = "compensable"  # rollback undoes the effect by a compensating action
+    ONE_WAY = "one-way"  # cannot be undone; rollback refuses to cross it without --force-past-fence
+
+
+#: prefix of a step's definition checksum (a hash of its module file); a checksum recorded by an older bpmigrate (a hash
+#: of the class source) has none and is never compared
+CHECKSUM_PREFIX = "f1:"
+
+
 class State(StrEnum):
     PENDING = "pending"
     PLANNED = "planned"

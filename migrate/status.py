@@ -9,13 +9,20 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migrate.config import Config
 from migrate.ledger_read import AttemptRow, LedgerReader, StepRow
-from migrate.plan import Graph
-from migrate.states import IN_FLIGHT, SATISFIES_DEPENDENCY, State
-from migrate.step import CHECKSUM_PREFIX, Reversibility, Step, summary_of
+from migrate.states import CHECKSUM_PREFIX, IN_FLIGHT, SATISFIES_DEPENDENCY, Reversibility, State
+
+if TYPE_CHECKING:  # the dashboard reads the cached plan index: no step contract (pydantic models) to import
+    from migrate.plan import Graph
+    from migrate.plan_index import PlanIndex, StepInfo
+    from migrate.step import Step
+
+    #: the plan as `status` reads it: loaded (step classes) or from the cached index (no step module imported)
+    Plan = Graph | PlanIndex
+    Shown = type[Step] | StepInfo
 
 DONE = frozenset({State.VERIFIED.value, State.SKIPPED.value})
 FAILED = frozenset({State.APPLY_FAILED.value, State.VERIFY_FAILED.value, State.ROLLBACK_FAILED.value})
@@ -99,21 +106,6 @@ def skip_label(reason: str) -> str:
     return (out or words[0][: LABEL_MAX - 1]) + "…"
 
 
-def step_summary(step: type[Step], outputs: dict[str, Any]) -> str:
-    """The step's own one-line summary of its outputs; the generic one when its ``summary`` fails or returns junk."""
-    if not outputs:
-        return ""
-    from migrate.redact import redact
-
-    try:
-        text = step().summary(outputs)
-    except Exception:  # noqa: BLE001 - a broken summary must never break the dashboard
-        text = summary_of(outputs)
-    if not isinstance(text, str):
-        text = summary_of(outputs)
-    return redact(" ".join(text.split()))
-
-
 def _progress_view(snapshot: dict[str, Any] | None) -> dict[str, Any] | None:
     """rate, done/total and ETA from the latest progress report of a running attempt."""
     if not snapshot:
@@ -187,7 +179,7 @@ class _Reading:
         return row.state if row else State.PENDING.value
 
 
-def _step_row(step: type[Step], data: _Reading, env_name: str, warnings: list[str]) -> dict[str, Any]:
+def _step_row(graph: Plan, step: Shown, data: _Reading, env_name: str, warnings: list[str]) -> dict[str, Any]:
     from migrate.render import fmt_duration
 
     row = data.states.get(step.id)
@@ -213,7 +205,7 @@ def _step_row(step: type[Step], data: _Reading, env_name: str, warnings: list[st
         "reason": row.reason if row else None,
         "skip_label": skip_label(row.reason) if row and state == State.SKIPPED.value and row.reason else None,
         "definition_changed": changed,
-        "summary": step_summary(step, outputs),
+        "summary": graph.summary(step.id, outputs),
         "outputs_summary": _outputs_summary(outputs),
         "outputs": outputs,
         "apply_duration": last_apply.duration if last_apply else None,
@@ -226,7 +218,7 @@ def _step_row(step: type[Step], data: _Reading, env_name: str, warnings: list[st
     }
 
 
-def _phase(number: int, name: str, steps: list[type[Step]], rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _phase(number: int, name: str, steps: list[Shown], rows: list[dict[str, Any]]) -> dict[str, Any]:
     remaining = [r for r in rows if r["state"] not in DONE]
     known = [r["estimate_seconds"] for r in remaining if r["estimate_seconds"] is not None]
     downtime = [r["estimate_seconds"] for s, r in zip(steps, rows, strict=True) if s.causes_downtime]
@@ -247,7 +239,7 @@ def _phase(number: int, name: str, steps: list[type[Step]], rows: list[dict[str,
     }
 
 
-def _attention(graph: Graph, data: _Reading, env_name: str, rows: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+def _attention(graph: Plan, data: _Reading, env_name: str, rows: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
     """What needs a human, most urgent first: lock, failures, gates waiting, a fence ahead, stale plans."""
     items: list[dict[str, str]] = []
     base = f"bpmigrate --env {env_name}"
@@ -284,7 +276,7 @@ def _attention(graph: Graph, data: _Reading, env_name: str, rows: dict[str, dict
     return items
 
 
-def _next_command(graph: Graph, data: _Reading, env_name: str, attention: list[dict[str, str]]) -> str:
+def _next_command(graph: Plan, data: _Reading, env_name: str, attention: list[dict[str, str]]) -> str:
     base = f"bpmigrate --env {env_name}"
     for item in attention:
         if item["kind"] in ("failed", "gate") and item.get("command"):
@@ -298,17 +290,17 @@ def _next_command(graph: Graph, data: _Reading, env_name: str, attention: list[d
     return ""
 
 
-def build_status(config: Config, env_name: str, graph: Graph) -> dict[str, Any]:
+def build_status(config: Config, env_name: str, graph: Plan) -> dict[str, Any]:
     url = config.ledger_url(env_name)
     data = _Reading(config, env_name)
     warnings: list[str] = []
-    rows = {step.id: _step_row(step, data, env_name, warnings) for step in graph.steps}
+    rows = {step.id: _step_row(graph, step, data, env_name, warnings) for step in graph.steps}
     counts: dict[str, int] = {s.value: 0 for s in State}
     for row in rows.values():
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     phases = []
     for number, name in graph.phases.items():
-        members = graph.phase_steps(number)
+        members: list[Shown] = list(graph.phase_steps(number))
         if members:
             phases.append(_phase(number, name, members, [rows[s.id] for s in members]))
     groups: dict[str, dict[str, Any]] = {}

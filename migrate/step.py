@@ -23,13 +23,14 @@ import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from migrate.errors import DependencyNotReady, StepError, TransientError
+from migrate.states import CHECKSUM_PREFIX as CHECKSUM_PREFIX  # re-exported: the step contract
+from migrate.states import Reversibility as Reversibility
 
 if TYPE_CHECKING:
     from migrate.adapters import Adapters
@@ -54,12 +55,6 @@ SettingsT = TypeVar("SettingsT", bound=StepSettings)
 
 class StepContractError(StepError):
     """A step broke the contract (read an undeclared setting, another step's outputs outside its depends_on)."""
-
-
-class Reversibility(StrEnum):
-    REVERSIBLE = "reversible"  # rollback restores the exact previous state
-    COMPENSABLE = "compensable"  # rollback undoes the effect by a compensating action
-    ONE_WAY = "one-way"  # cannot be undone; rollback refuses to cross it without --force-past-fence
 
 
 @dataclass(frozen=True)
@@ -419,7 +414,6 @@ def summary_of(outputs: Mapping[str, Any], limit: int = SUMMARY_MAX) -> str:
     return " · ".join(parts)
 
 
-CHECKSUM_PREFIX = "f1:"
 _FILE_HASHES: dict[tuple[str, float], str] = {}
 
 

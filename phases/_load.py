@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
+from migrate.errors import StepFailed
 from migrate.step import StepContext, StepSettings
 
 if TYPE_CHECKING:
-    from migrate.adapters.load import Gate, LoadAdapter, LoadResult, LoadSpec
+    from migrate.adapters.load import Gate, LoadAdapter, LoadResult, LoadSpec, RequestSpec
 
 
 class GateSettings(StepSettings):
@@ -47,6 +48,24 @@ def gate_from(ctx: StepContext, s: GateSettings, default_p95_ms: float) -> Gate:
         max_error_rate=s.max_error_rate if s.max_error_rate is not None else ctx.targets.error_rate,
         min_rate_fraction=s.min_rate_fraction,
     )
+
+
+def spec_from(
+    s: GateSettings, hosts: list[str], requests: list[RequestSpec], target_rps: float, label: str
+) -> LoadSpec:
+    """The load a gate sends: what and how fast (the step's), for the duration, workers and timeout of its settings."""
+    from migrate.adapters.load import LoadSpec
+
+    return LoadSpec(
+        hosts=hosts,
+        requests=requests,
+        target_rps=target_rps,
+        duration_s=s.duration_s,
+        workers=s.workers,
+        timeout_s=s.timeout_s,
+        label=label,
+    )
+
 
 #: the BetterPrompts API as users drive it: enhance (the main path), classify, and the health check
 DEFAULT_API_MIX: list[dict[str, Any]] = [
@@ -131,6 +150,22 @@ def record(
     width = max(len(k) for k, _ in rows)
     ctx.log(f"{params.get('label', 'load')} results\n" + "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     return rows
+
+
+def judge(
+    ctx: StepContext, result: LoadResult, gate: Gate, params: Mapping[str, Any], *, failed: str, fix: str
+) -> dict[str, Any]:
+    """Check ``result`` against ``gate`` and record it (:func:`record`, report ``<step>-report.json``). A missed gate
+    raises StepFailed: ``failed`` + the failures, why (the numbers, the report), ``fix``; a passed one returns the
+    step's outputs (:func:`gate_outputs`)."""
+    from migrate.adapters.load import check_gate
+
+    failures = check_gate(result, gate)
+    report = ctx.artifacts_dir() / f"{ctx.step_id}-report.json"
+    rows = record(ctx, result, failures, report=report, params=params)
+    if failures:
+        raise StepFailed(failed + "; ".join(failures), why(result, report), fix)
+    return gate_outputs(result, gate, rows, params)
 
 
 def gate_outputs(

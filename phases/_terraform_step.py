@@ -1,11 +1,11 @@
 """TerraformModuleStep: the generic base of every step that provisions one Terraform module.
 
-Subclass it and set three class attributes; write ``verify`` with boto3 (a different mechanism than Terraform)::
+Subclass it and set the step's attributes and ``output_map``; ``module`` defaults to ``module.<id>`` (hyphens as
+underscores). Write ``verify`` with boto3 (a different mechanism than Terraform)::
 
     class Rds(TerraformModuleStep):
         \"\"\"RDS PostgreSQL 16 (pgvector-capable) through Terraform module.rds.\"\"\"
         id = "rds"; phase = 2; depends_on = ("vpc",)
-        module = "module.rds"
         output_map = {"endpoint": "rds_endpoint", "port": "rds_port", "instance_id": "rds_instance_id"}
 
         def verify(self, ctx):
@@ -91,10 +91,15 @@ class TerraformModuleStep(Step):
 
     Settings: ClassVar[type[StepSettings]] = TerraformStepSettings
 
-    module: ClassVar[str] = ""  # e.g. "module.rds"
+    module: ClassVar[str] = ""  # e.g. "module.rds"; default: module.<id>
     output_map: ClassVar[dict[str, str]] = {}  # step output key -> terraform output name
     reversibility: ClassVar[Reversibility] = Reversibility.COMPENSABLE
     timeout: ClassVar[float | None] = 3600.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.id and not cls.module:  # the bundled root names each step's module after the step
+            cls.module = "module." + cls.id.replace("-", "_")
 
     # -- hooks -------------------------------------------------------------------------------------------------
     def targets(self, ctx: StepContext) -> list[str]:

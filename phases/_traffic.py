@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import Field
+
 from migrate.errors import BpmError
-from migrate.step import StepContext
+from migrate.step import StepContext, StepSettings
 
 from ._alarms import alarm_check
 
@@ -129,6 +131,26 @@ def sample_round(
     if alarms is not None and not alarms.ok:
         out.append({"via": "alarms", "url": "cloudwatch", "ok": False, "breach": f"{alarms.observed} {alarms.detail}"})
     return out
+
+
+class SamplingSettings(StepSettings):
+    """The keys of a step that decides on samples of requests: how a sample is taken and the SLO it is judged by.
+    The defaults and descriptions are dns-cutover's (a stage's sample); post-cutover-watch overrides some."""
+
+    sample_with: str = Field("load", pattern="^(load|http)$", description="load generator or HTTP probe")
+    sample_rps: float = Field(200, gt=0, description="arrival rate of a sample (load generator)")
+    probe_concurrency: int = Field(8, ge=1, description="concurrency of the HTTP probe")
+    probe_timeout_s: float = Field(5, gt=0, description="per request")
+    max_error_rate: float = Field(0.01, ge=0, description="a breach reverts all traffic to the old stack")
+    max_p95_ms: float = Field(200, gt=0, description="a breach reverts all traffic to the old stack")
+
+    def judged_round(
+        self, ctx: StepContext, targets: list[tuple[str, str]], requests: int, *, label: str
+    ) -> list[dict[str, Any]]:
+        """:func:`sample_round` of ``requests`` per URL, a sample smaller than that being a breach."""
+        slo = Slo(requests, self.max_error_rate, self.max_p95_ms)
+        how = Sampling(requests, self.sample_rps, self.probe_timeout_s, self.probe_concurrency, self.sample_with)
+        return sample_round(ctx, targets, slo, how, label=label)
 
 
 def soak(

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import string
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from migrate.errors import ConfigError, StepFailed
-from migrate.step import StepContext
-
-if TYPE_CHECKING:
-    pass
+from migrate.step import Check, StepContext
 
 from ._sync import _pg
 
@@ -185,6 +183,15 @@ class Writers:
     def states(self) -> dict[str, dict[str, Any]]:
         return {f.name: f.state() for f in self.fences}
 
+    def point_checks(self, role: str = "target") -> list[Check]:
+        """One check per stack that reports its DATABASE_URL: it is the one ``role`` templates to."""
+        want = {f.name: self.target_for(role, f.name).database_url for f in self.fences}
+        return [
+            Check(f"stack {name} points at the {role}", state["database_url"] == want[name], state, want[name])
+            for name, state in self.states().items()
+            if state.get("database_url") is not None
+        ]
+
 
 def _endpoints(ctx: StepContext, role: str = "target") -> dict[str, Any]:
     """Connection facts of the source or target data stores (no secrets): templates' ``${pg_host}`` etc."""
@@ -245,5 +252,36 @@ class AppConfig:
         self.ctx.intent("revert-configmap", configmap=f"{self.namespace}/{self.name}", keys=sorted(previous))
         kube.patch("v1", "ConfigMap", self.name, self.namespace, {"data": dict(previous)})
 
+    def check(self, endpoints: dict[str, Any]) -> Check:
+        """The ConfigMap holds the values its templates give over ``endpoints``."""
+        current = (self.ctx.adapters.kube().get("v1", "ConfigMap", self.name, self.namespace) or {}).get("data") or {}
+        wanted = self.values(endpoints)
+        return Check(
+            "app ConfigMap points at the target",
+            all(current.get(k) == v for k, v in wanted.items()),
+            observed={k: current.get(k) for k in wanted},
+            expected=wanted,
+        )
 
-# -- the Redis follower at the switch (forward stopped, reverse started) --------------------------------------------
+
+def point_stacks(ctx: StepContext, writers: Writers, role: str) -> dict[str, Any]:
+    """Every stack pointed at ``role``'s data stores, and the app's ConfigMap when it is configured and reachable;
+    what the way back needs: ``endpoints``, ``config_previous`` (the ConfigMap's values before), ``configmap``."""
+    writers.point(role)
+    out: dict[str, Any] = {"endpoints": _endpoints(ctx, role)}
+    cfg = AppConfig(ctx)
+    if cfg.reachable():
+        out["config_previous"] = cfg.point(out["endpoints"])
+        out["configmap"] = f"{cfg.namespace}/{cfg.name}"
+    else:
+        out["configmap"] = None
+    return out
+
+
+def point_stacks_back(ctx: StepContext, writers: Writers, recorded: Mapping[str, Any]) -> None:
+    """Every stack pointed at the source again; the ConfigMap's values before the switch restored."""
+    writers.point("source")
+    prev = recorded.get("config_previous")
+    cfg = AppConfig(ctx)
+    if prev and cfg.reachable():
+        cfg.revert(dict(prev))

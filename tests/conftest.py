@@ -11,6 +11,15 @@ project's real modules against moto cost minutes of provider waiters per run, so
 
 import os
 
+import pytest
+
 os.environ.setdefault("BPMIGRATE_SANDBOX_TERRAFORM", "stand-in")
 
 pytest_plugins = ["tests.servers_plugin", "tests.kube_double"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow end-to-end tests first, the slowest of them (real AWS provider waiters) before the others; otherwise
+    file order. With xdist workers the few tests that take minutes start at once on different workers instead of
+    lengthening the tail of the run. Deterministic, as xdist needs."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.get_closest_marker("aws_provider") is None))

@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import queue
+import select
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,21 +66,42 @@ def describe_url(url: str) -> str:
     return f"{parts.hostname}:{parts.port}{parts.path}"
 
 
+def _alive(c: Any) -> bool:
+    """An idle connection is usable: not closed, and the server sent nothing since (a termination notice or EOF is
+    the only thing an idle, non-LISTENing session can receive). A poll, not a round trip."""
+    if c.closed or c.broken:
+        return False
+    try:
+        readable, _, _ = select.select([c.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return False
+    return not readable
+
+
 class _Pool:
     """A few psycopg connections to one database URL (dropped when the URL changes)."""
 
     def __init__(self, url: str, size: int = 8) -> None:
         self.url = url
         self.idle: queue.LifoQueue[Any] = queue.LifoQueue(maxsize=size)
+        self.shadow_lock = threading.Lock()
+        self.shadow_ready = False
 
     @contextlib.contextmanager
     def conn(self) -> Any:
         import psycopg
 
-        try:
-            c = self.idle.get_nowait()
-        except queue.Empty:
-            c = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        c = None
+        while c is None:
+            try:
+                c = self.idle.get_nowait()
+            except queue.Empty:
+                c = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+                break
+            if not _alive(c):  # the server ended it while idle (restart, pg_terminate_backend): never hand it out
+                with contextlib.suppress(Exception):
+                    c.close()
+                c = None
         ok = False
         try:
             yield c
@@ -93,6 +115,31 @@ class _Pool:
             else:
                 with contextlib.suppress(Exception):
                     c.close()
+
+    def shadow_write(self, c: Any, row: list[str]) -> None:
+        """One row into the shadow table, which is created once per pool, not once per request: concurrent
+        ``CREATE … IF NOT EXISTS`` race in PostgreSQL's catalog (a unique violation on the first requests)."""
+        import psycopg
+
+        insert = "INSERT INTO _bpmigrate.shadow_writes (write_id, kind, payload) VALUES (%s, %s, %s)"
+        if not self.shadow_ready:
+            self._create_shadow(c)
+        try:
+            c.execute(insert, row)
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):  # dropped since (target-cleanup)
+            self._create_shadow(c)
+            c.execute(insert, row)  # the failed insert wrote nothing: safe to repeat
+
+    def _create_shadow(self, c: Any) -> None:
+        import psycopg
+
+        with self.shadow_lock:
+            for sql in SHADOW_SQL:
+                try:
+                    c.execute(sql)
+                except (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject, psycopg.errors.DuplicateSchema, psycopg.errors.DuplicateTable):
+                    pass  # another process (the other stand-in) created it at the same instant
+            self.shadow_ready = True
 
     def close(self) -> None:
         while True:
@@ -209,12 +256,7 @@ class App:
             write_id = str(body.get("id") or f"{self.name}-{time.time_ns()}")
             if not primary:
                 with pool.conn() as c:
-                    for sql in SHADOW_SQL:
-                        c.execute(sql)
-                    c.execute(
-                        "INSERT INTO _bpmigrate.shadow_writes (write_id, kind, payload) VALUES (%s, %s, %s)",
-                        [write_id, kind, json.dumps(body)],
-                    )
+                    pool.shadow_write(c, [write_id, kind, json.dumps(body)])
                 return 200, {"id": write_id, "seq": None, "stack": self.name, "shadow": True}
             with pool.conn() as c:
                 row = c.execute(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from migrate.step import StepContext
+from migrate.step import RetryPolicy, StepContext
 
 if TYPE_CHECKING:
     from migrate.adapters.aws_foundation import AwsFoundation
@@ -14,6 +14,9 @@ PROJECT = "betterprompts"
 
 
 ACCOUNT_ENVS = ("development", "staging", "production")
+
+#: the account-level AWS API steps retry a TransientError (throttling, an API blip) up to three attempts
+AWS_RETRY = RetryPolicy(attempts=3)
 
 
 def _aws(ctx: StepContext) -> AwsFoundation:

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from migrate.step import Change, Check, Outputs, PlanResult, RetryPolicy, Reversibility, Step, StepContext, StepSettings
+from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from ._common import PROJECT
+from ._common import AWS_RETRY, PROJECT
 
 if TYPE_CHECKING:
     from migrate.adapters.aws_audit import Audit
@@ -32,7 +32,7 @@ class AuditBaseline(Step):
     phase = 1
     depends_on = ()
     reversibility = Reversibility.COMPENSABLE
-    retry = RetryPolicy(attempts=3)
+    retry = AWS_RETRY
 
     class Settings(StepSettings):
         bucket: str | None = Field(None, description="audit log bucket (default <project>-audit-<account>-<region>)")

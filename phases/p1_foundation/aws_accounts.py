@@ -7,20 +7,9 @@ from typing import Any
 
 from pydantic import Field
 
-from migrate.step import (
-    Change,
-    Check,
-    Finding,
-    Outputs,
-    PlanResult,
-    RetryPolicy,
-    Reversibility,
-    Step,
-    StepContext,
-    StepSettings,
-)
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from ._common import ACCOUNT_ENVS, PROJECT, _aws
+from ._common import ACCOUNT_ENVS, AWS_RETRY, PROJECT, _aws
 
 
 class AwsAccounts(Step):
@@ -37,7 +26,7 @@ class AwsAccounts(Step):
     title = "AWS Organization + dev/staging/prod accounts"
     phase = 1
     reversibility = Reversibility.ONE_WAY
-    retry = RetryPolicy(attempts=3)
+    retry = AWS_RETRY
     timeout = 1800.0
 
     class Settings(StepSettings):

@@ -30,7 +30,6 @@ class Eks(TerraformModuleStep):
     title = "EKS cluster + node groups (Terraform)"
     phase = 1
     depends_on = ("vpc",)
-    module = "module.eks"
     output_map: ClassVar[dict[str, str]] = {
         "cluster_name": "eks_cluster_name",
         "cluster_endpoint": "eks_cluster_endpoint",

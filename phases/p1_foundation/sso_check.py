@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from migrate.errors import GateWaiting
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
 from ._common import SSO_MANUAL, _aws
 
@@ -19,9 +19,6 @@ class SsoCheck(Step):
     phase = 1
     depends_on = ("aws-accounts",)
     reversibility = Reversibility.REVERSIBLE
-
-    class Settings(StepSettings):
-        """No settings: the check reads the organization's Identity Center instances."""
 
     def summary(self, outputs: Mapping[str, Any]) -> str:
         arn = str(outputs.get("instance_arn") or "?")

@@ -8,22 +8,11 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from migrate.errors import StepFailed
-from migrate.step import (
-    Change,
-    Check,
-    Finding,
-    Outputs,
-    PlanResult,
-    RetryPolicy,
-    Reversibility,
-    Step,
-    StepContext,
-    StepSettings,
-)
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 if TYPE_CHECKING:
     from migrate.adapters.aws_foundation import AwsFoundation
-from ._common import PROJECT, _aws
+from ._common import AWS_RETRY, PROJECT, _aws
 
 
 class TfStateBackend(Step):
@@ -38,7 +27,7 @@ class TfStateBackend(Step):
     title = "Terraform state bucket + lock table"
     phase = 1
     reversibility = Reversibility.COMPENSABLE
-    retry = RetryPolicy(attempts=3)
+    retry = AWS_RETRY
 
     class Settings(StepSettings):
         bucket: str | None = Field(None, description="state bucket (default: betterprompts-tfstate-<account>-<region>)")
@@ -137,21 +126,20 @@ class TfStateBackend(Step):
     def rollback(self, ctx: StepContext) -> None:
         aws = _aws(ctx)
         bucket, table, _ = self._names(ctx, aws)
+        # what each holds (None: it does not exist); only what holds nothing is deleted
+        items = aws.table_item_count(table) if aws.table_state(table).exists else None
+        objects = aws.bucket_object_count(bucket) if aws.bucket_state(bucket).exists else None
+        if items == 0:
+            ctx.intent("delete-lock-table", table=table)
+            aws.delete_table(table)
+        if objects == 0:
+            ctx.intent("delete-bucket", bucket=bucket)
+            aws.delete_bucket(bucket)
         problems: list[str] = []
-        if aws.table_state(table).exists:
-            items = aws.table_item_count(table)
-            if items:
-                problems.append(f"lock table {table} holds {items} item(s) (a lock or state digests)")
-            else:
-                ctx.intent("delete-lock-table", table=table)
-                aws.delete_table(table)
-        if aws.bucket_state(bucket).exists:
-            objects = aws.bucket_object_count(bucket)
-            if objects:
-                problems.append(f"bucket s3://{bucket} holds {objects}+ object version(s) (Terraform state)")
-            else:
-                ctx.intent("delete-bucket", bucket=bucket)
-                aws.delete_bucket(bucket)
+        if items:
+            problems.append(f"lock table {table} holds {items} item(s) (a lock or state digests)")
+        if objects:
+            problems.append(f"bucket s3://{bucket} holds {objects}+ object version(s) (Terraform state)")
         if problems:
             raise StepFailed(
                 "tf-state-backend rollback kept what is not empty: " + "; ".join(problems),

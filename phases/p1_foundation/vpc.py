@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from migrate.step import Check, StepContext
 
@@ -18,12 +18,8 @@ class Vpc(TerraformModuleStep):
     title = "VPC and subnets (Terraform)"
     phase = 1
     depends_on = ("tf-state-backend",)
-    module = "module.vpc"
-    output_map: ClassVar[dict[str, str]] = {
-        "vpc_id": "vpc_id",
-        "private_subnet_ids": "private_subnet_ids",
-        "public_subnet_ids": "public_subnet_ids",
-    }
+    #: the root names its outputs as the step does
+    output_map = {name: name for name in ("vpc_id", "private_subnet_ids", "public_subnet_ids")}
 
     def summary(self, outputs: Mapping[str, Any]) -> str:
         private, public = list(outputs.get("private_subnet_ids") or []), list(outputs.get("public_subnet_ids") or [])

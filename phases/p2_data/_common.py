@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from migrate.errors import ConfigError
+from migrate.errors import ConfigError, StepFailed
 from migrate.step import Check, Finding, PlanResult, StepContext, StepSettings
 
 from .._terraform_step import TerraformModuleStep
@@ -18,6 +19,23 @@ if TYPE_CHECKING:
 
 
 MB = 1 << 20
+
+
+def summary_line(outputs: Mapping[str, Any], head: list[str], **counted: str) -> str:
+    """A dashboard line: ``head``, then "<n> <label>" for each ``key=label`` whose output is set (n: the value, or the
+    length of a list or dict), joined with " · "."""
+    parts = list(head)
+    for key, label in counted.items():
+        if value := outputs.get(key):
+            parts.append(f"{len(value) if isinstance(value, list | dict) else value} {label}")
+    return " · ".join(parts)
+
+
+def fail_on(problems: list[str], step_id: str, noun: str, fix: str) -> None:
+    """A checking step fails naming how many ``problems`` it found (``noun``: "mismatch(es)") and the first one; the
+    first ten are the why. Nothing happens when there are none."""
+    if problems:
+        raise StepFailed(f"{step_id} found {len(problems)} {noun}; first: {problems[0]}", "; ".join(problems[:10]), fix)
 
 
 def _host_port(value: Any, default_port: int) -> tuple[str, int]:

@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from migrate.errors import StepFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
 if TYPE_CHECKING:
     from migrate.adapters.postgres import PostgresAdapter, TableInfo
-from ._common import MB, _target_address_known, extension_findings, pg
+from ._common import MB, _target_address_known, extension_findings, fail_on, pg, summary_line
 
 
 class DataValidate(Step):
@@ -43,12 +42,8 @@ class DataValidate(Step):
         rows = outputs.get("rows")
         if not isinstance(rows, dict):
             return ""
-        parts = [f"{sum(int(v) for v in rows.values()):,} rows equal", f"{outputs.get('chunks', 0)} chunks"]
-        if outputs.get("large_objects"):
-            parts.append(f"{outputs['large_objects']} large objects")
-        if outputs.get("matviews"):
-            parts.append(f"{len(outputs['matviews'])} matviews")
-        return " · ".join(parts)
+        head = [f"{sum(int(v) for v in rows.values()):,} rows equal", f"{outputs.get('chunks', 0)} chunks"]
+        return summary_line(outputs, head, large_objects="large objects", matviews="matviews")
 
     def _extras(self, source: PostgresAdapter, target: PostgresAdapter) -> tuple[list[str], dict[str, Any]]:
         """Large objects (count and every object's size + sha256) and materialized views (populated as on the
@@ -208,13 +203,11 @@ class DataValidate(Step):
         problems += extra_problems
         seconds = time.monotonic() - started
         ctx.metrics(rows=float(sum(rows.values())), seconds=seconds)
-        if problems:
-            raise StepFailed(
-                f"data-validate found {len(problems)} mismatch(es); first: {problems[0]}",
-                "; ".join(problems[:10]),
-                f"inspect the named table/chunk, then `bpmigrate rollback --step rds-restore --env {ctx.env_name}` and "
-                "re-apply it (or fix the rows) and re-run data-validate",
-            )
+        fix = (
+            f"inspect the named table/chunk, then `bpmigrate rollback --step rds-restore --env {ctx.env_name}` and "
+            "re-apply it (or fix the rows) and re-run data-validate"
+        )
+        fail_on(problems, self.id, "mismatch(es)", fix)
         return {
             "tables": len(present),
             "chunks": len(chunks),

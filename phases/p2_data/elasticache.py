@@ -20,7 +20,6 @@ class ElastiCache(_SandboxTargetStep):
     id = "elasticache"
     phase = 2
     depends_on = ("vpc",)
-    module = "module.elasticache"
     class Settings(TerraformStepSettings):
         """No settings: the group's shape (cluster mode, shards) comes from the Terraform variables, and the
         connection (tls, cluster_mode) from ``[environments.<env>.redis.target]``."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from migrate.step import Check, Reversibility, StepContext
 
@@ -24,12 +24,7 @@ class Rds(_SandboxTargetStep):
     id = "rds"
     phase = 2
     depends_on = ("vpc",)
-    module = "module.rds"
-    output_map: ClassVar[dict[str, str]] = {
-        "endpoint": "rds_endpoint",
-        "port": "rds_port",
-        "instance_id": "rds_instance_id",
-    }
+    output_map = {"endpoint": "rds_endpoint", "port": "rds_port", "instance_id": "rds_instance_id"}
     reversibility = Reversibility.ONE_WAY  # destroying the database loses the migrated data
 
     def summary(self, outputs: Mapping[str, Any]) -> str:

@@ -11,7 +11,15 @@ from pydantic import Field
 from migrate.errors import StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from ._common import MB, _refuse_same_database, _restore_options, _target_address_known, extension_findings, pg
+from ._common import (
+    MB,
+    _refuse_same_database,
+    _restore_options,
+    _target_address_known,
+    extension_findings,
+    pg,
+    summary_line,
+)
 
 
 class RdsRestore(Step):
@@ -185,14 +193,10 @@ class RdsRestore(Step):
     def summary(self, outputs: Mapping[str, Any]) -> str:
         if "rows_copied" not in outputs:
             return ""
-        parts = [f"{int(outputs['rows_copied']):,} rows", f"{int(outputs.get('bytes_copied') or 0) / MB:,.0f} MB"]
-        if outputs.get("mb_per_s"):
-            parts.append(f"{outputs['mb_per_s']} MB/s")
-        if outputs.get("large_objects"):
-            parts.append(f"{outputs['large_objects']} large objects")
-        if outputs.get("chunks_resumed"):
-            parts.append(f"{outputs['chunks_resumed']} chunks resumed")
-        return " · ".join(parts)
+        head = [f"{int(outputs['rows_copied']):,} rows", f"{int(outputs.get('bytes_copied') or 0) / MB:,.0f} MB"]
+        return summary_line(
+            outputs, head, mb_per_s="MB/s", large_objects="large objects", chunks_resumed="chunks resumed"
+        )
 
     def verify(self, ctx: StepContext) -> list[Check]:
         from migrate.adapters.pgcopy import restore_status

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from migrate.errors import StepFailed
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
 
-from ._common import RedisMapping, _redis_count_checks, _redis_counts, rds, redis_routes
+from ._common import RedisMapping, _redis_count_checks, _redis_counts, fail_on, rds, redis_routes
 
 if TYPE_CHECKING:
     from migrate.adapters.redis import RedisAdapter
@@ -28,6 +27,9 @@ class RedisVerify(Step):
     reversibility = Reversibility.REVERSIBLE  # read-only
 
     class Settings(RedisMapping):
+        """How much is compared and how closely; ``db_prefix``/``db_map`` (inherited) may only repeat the mapping
+        redis-migrate recorded, which is where the keys are read."""
+
         sample: int = Field(1000, ge=0, description="keys per DB compared both ways (0 = all keys)")
         ttl_tolerance_ms: int = Field(5000, ge=0, description="allowed TTL difference between source and target")
 
@@ -87,13 +89,11 @@ class RedisVerify(Step):
             for k, present in zip(orig, source.exists_many(r.source_db, orig), strict=True):
                 if not present:
                     problems.append(f"db {r.source_db}: key {k!r} on the target does not exist on the source")
-        if problems:
-            raise StepFailed(
-                f"redis-verify found {len(problems)} problem(s); first: {problems[0]}",
-                "; ".join(problems[:10]),
-                f"re-run `bpmigrate apply --step redis-migrate --env {ctx.env_name}` after rollback, "
-                "or investigate the keys named",
-            )
+        fix = (
+            f"re-run `bpmigrate apply --step redis-migrate --env {ctx.env_name}` after rollback, "
+            "or investigate the keys named"
+        )
+        fail_on(problems, self.id, "problem(s)", fix)
         return {
             "counts": {str(k): v[1] for k, v in counts.items()},
             "keys_compared": compared,

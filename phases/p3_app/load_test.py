@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from migrate.errors import ConfigError, StepFailed
+from migrate.errors import ConfigError
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
 from .. import _load
@@ -74,18 +74,12 @@ class LoadTest(Step):
         )
 
     def spec(self, ctx: StepContext) -> LoadSpec:
-        from migrate.adapters.load import LoadSpec, requests_from_settings
+        from migrate.adapters.load import requests_from_settings
 
         s = ctx.typed(self.Settings)
-        return LoadSpec(
-            hosts=self.hosts(ctx),
-            requests=requests_from_settings(s.requests, auth_header_env=s.auth_header_env),
-            target_rps=s.target_rps if s.target_rps is not None else ctx.targets.rps,
-            duration_s=s.duration_s,
-            workers=s.workers,
-            timeout_s=s.timeout_s,
-            label="load-test",
-        )
+        requests = requests_from_settings(s.requests, auth_header_env=s.auth_header_env)
+        target_rps = s.target_rps if s.target_rps is not None else ctx.targets.rps
+        return _load.spec_from(s, self.hosts(ctx), requests, target_rps, label="load-test")
 
     def thresholds(self, ctx: StepContext) -> Gate:
         return _load.gate_from(ctx, ctx.typed(self.Settings), ctx.targets.api_p95_ms)
@@ -114,7 +108,7 @@ class LoadTest(Step):
     def plan(self, ctx: StepContext) -> PlanResult:
         p = self.params(ctx)
         _load.load_adapter(ctx, p["hosts"]).check_spec(self.spec(ctx))  # refuses targets that are not configured
-        result = PlanResult(
+        return PlanResult(
             changes=[
                 Change(
                     "run",
@@ -125,17 +119,22 @@ class LoadTest(Step):
                 )
             ],
             unknown=["achieved rate, latency and error rate (measured by apply)"],
+            findings=self._runner_findings(ctx),
             data={"params": p},
         )
-        if p["runner"] == "kubernetes" and not ctx.typed(self.Settings).master_host:
-            result.findings.append(
-                Finding(
-                    "block",
-                    'runner = "kubernetes" needs master_host: the address of this machine the worker pods reach',
-                    'set [environments.<env>.steps.load-test] master_host = "10.0.1.23" (or runner = "local")',
-                )
+
+    def _runner_findings(self, ctx: StepContext) -> list[Finding]:
+        """The kubernetes runner cannot start without the address its worker pods reach this machine at."""
+        s = ctx.typed(self.Settings)
+        if s.runner != "kubernetes" or s.master_host:
+            return []
+        return [
+            Finding(
+                "block",
+                'runner = "kubernetes" needs master_host: the address of this machine the worker pods reach',
+                'set [environments.<env>.steps.load-test] master_host = "10.0.1.23" (or runner = "local")',
             )
-        return result
+        ]
 
     def apply(self, ctx: StepContext) -> Outputs:
         s = ctx.typed(self.Settings)
@@ -146,19 +145,11 @@ class LoadTest(Step):
             result = self._run_in_cluster(ctx, adapter, spec)
         else:
             result = _load.run_load(ctx, adapter, spec)
-        from migrate.adapters.load import check_gate
-
-        failures = check_gate(result, gate)
-        report = ctx.artifacts_dir() / "load-test-report.json"
-        rows = _load.record(ctx, result, failures, report=report, params=p)
-        if failures:
-            raise StepFailed(
-                "load-test gate failed: " + "; ".join(failures),
-                _load.why(result, report),
-                "add workers when the generator saturated; otherwise find the slow/failing service (HPA, pod logs, "
-                f"RDS/ElastiCache metrics), fix it, then re-run `bpmigrate apply --step load-test --env {ctx.env_name}`",
-            )
-        return _load.gate_outputs(result, gate, rows, p)
+        fix = (
+            "add workers when the generator saturated; otherwise find the slow/failing service (HPA, pod logs, "
+            f"RDS/ElastiCache metrics), fix it, then re-run `bpmigrate apply --step load-test --env {ctx.env_name}`"
+        )
+        return _load.judge(ctx, result, gate, p, failed="load-test gate failed: ", fix=fix)
 
     def verify(self, ctx: StepContext) -> list[Check]:
         gate = self.thresholds(ctx)

@@ -21,7 +21,6 @@ class Waf(TerraformModuleStep):
     title = "WAF web ACL for the ALB (Terraform)"
     phase = 3
     depends_on = ("tf-state-backend",)
-    module = "module.waf"
     output_map: ClassVar[dict[str, str]] = {"web_acl_arn": "waf_web_acl_arn"}
 
     def summary(self, outputs: Mapping[str, Any]) -> str:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from migrate.errors import ConfigError, StepFailed
+from migrate.errors import ConfigError
 from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, StepContext
 
 from .. import _load
@@ -78,21 +78,14 @@ class MlPerf(_Ml):
         return f"{str(inference).rstrip('/')}/predictions/{model}"
 
     def spec(self, ctx: StepContext) -> LoadSpec:
-        from migrate.adapters.load import LoadSpec, RequestSpec
+        from migrate.adapters.load import RequestSpec
 
         s = ctx.typed(self.Settings)
         parts = urlsplit(self.target(ctx))
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {"Authorization": "${" + s.auth_header_env + "}"} if s.auth_header_env else {}
-        return LoadSpec(
-            hosts=[f"{parts.scheme}://{parts.netloc}"],
-            requests=[RequestSpec("classify", "POST", path or "/", s.payload, 1, headers)],
-            target_rps=s.target_rps,
-            duration_s=s.duration_s,
-            workers=s.workers,
-            timeout_s=s.timeout_s,
-            label="ml-perf",
-        )
+        classify = RequestSpec("classify", "POST", path or "/", s.payload, 1, headers)
+        return _load.spec_from(s, [f"{parts.scheme}://{parts.netloc}"], [classify], s.target_rps, label="ml-perf")
 
     def thresholds(self, ctx: StepContext) -> Gate:
         return _load.gate_from(ctx, ctx.typed(self.Settings), ctx.targets.ml_p95_ms)
@@ -125,20 +118,12 @@ class MlPerf(_Ml):
         adapter = _load.load_adapter(ctx, spec.hosts)
         ctx.intent("inference-load", url=url, target_rps=spec.target_rps, duration_s=spec.duration_s)
         result = _load.run_load(ctx, adapter, spec)
-        from migrate.adapters.load import check_gate
-
-        failures = check_gate(result, gate)
-        report = ctx.artifacts_dir() / "ml-perf-report.json"
         params = {"label": "ml-perf", "url": url, "target_rps": spec.target_rps, "duration_s": spec.duration_s}
-        rows = _load.record(ctx, result, failures, report=report, params=params)
-        if failures:
-            raise StepFailed(
-                "inference latency gate missed: " + "; ".join(failures),
-                _load.why(result, report),
-                "add workers when the generator saturated; otherwise scale the classifier (TorchServe replicas/"
-                f"workers) or fix the slow path, then bpmigrate apply --step ml-perf --env {ctx.env_name}",
-            )
-        out = _load.gate_outputs(result, gate, rows, params)
+        fix = (
+            "add workers when the generator saturated; otherwise scale the classifier (TorchServe replicas/"
+            f"workers) or fix the slow path, then bpmigrate apply --step ml-perf --env {ctx.env_name}"
+        )
+        out = _load.judge(ctx, result, gate, params, failed="inference latency gate missed: ", fix=fix)
         out.update(url=url, p95_ms=result.p95_ms, error_rate=result.error_rate)  # read by perf-review
         return out
 

@@ -13,19 +13,9 @@ from pydantic import Field
 from migrate.errors import Blocked, StepFailed
 from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
 
-from .._sync import (
-    _dms,
-    _dms_fence,
-    _enabled,
-    _pg,
-    _pgsync,
-    redis_forward_stop,
-    redis_reverse_fence,
-    redis_reverse_start,
-    redis_reverse_stop,
-    validate_at_fence,
-)
-from .._writers import AppConfig, Writers, _endpoints
+from .._cutover_data import drain_reverse, redis_forward_fence, switch, timed, undo_switch
+from .._sync import _dms_fence, _enabled, _pg, _pgsync, redis_reverse_fence, redis_reverse_stop, validate_at_fence
+from .._writers import AppConfig, Writers, point_stacks_back
 
 UNFENCED_ENVS = ("staging", "production")
 
@@ -179,10 +169,11 @@ class DataSwitch(Step):
             ctx.log("data-switch: resuming after the gates (writers are still fenced)")
             writers.on()  # idempotent: a fence released by hand is taken again
         try:
-            self._switch(ctx, s, writers, out)
+            switch(ctx, s, writers, out, redis=self._redis_on(ctx))
         except Exception as exc:
             ctx.log(f"data-switch failed while switching ({exc}); every stack back on the source")
-            self._undo_switch(ctx, s, writers)
+            undo_switch(ctx, s, writers, redis=self._redis_on(ctx))
+            ctx.checkpoints.clear()
             raise StepFailed(
                 f"data-switch failed while switching: {exc}",
                 "every stack was pointed back at the source and released (nothing wrote while fenced); the "
@@ -212,23 +203,16 @@ class DataSwitch(Step):
                 ctx.intent("set-sequences", target=sync.target.endpoint)
                 sequences = pool.submit(sync.carry_sequences)  # beside the validation: both only read the source
             if dms:
-                t = time.monotonic()
-                out["dms"] = _dms_fence(ctx, s.catchup_timeout_s)
-                timings["catchup_s"] = time.monotonic() - t
+                with timed(timings, "catchup_s"):
+                    out["dms"] = _dms_fence(ctx, s.catchup_timeout_s)
                 ctx.intent("set-sequences", target=_pg(ctx, "target").endpoint)
                 out["sequences_set"] = _pgsync(ctx).carry_sequences()
             if self._redis_on(ctx):
-                from migrate.adapters.redis_sync import fence_follower
-
-                t = time.monotonic()
-                out["redis_fence"] = fence_follower(
-                    ctx.adapters.redis("source"), ctx.state_dir / ctx.env_name / "redis-sync", s.catchup_timeout_s
-                )
-                timings["redis_fence_s"] = time.monotonic() - t
+                with timed(timings, "redis_fence_s"):
+                    out["redis_fence"] = redis_forward_fence(ctx, s.catchup_timeout_s)
             if sync is not None or dms:
-                t = time.monotonic()
-                validate_at_fence(ctx, s.validation, sync or _pgsync(ctx))
-                timings["validate_s"] = time.monotonic() - t
+                with timed(timings, "validate_s"):
+                    validate_at_fence(ctx, s.validation, sync or _pgsync(ctx))
             if sequences is not None:
                 out["sequences_set"] = sequences.result()
         except Exception as exc:
@@ -248,61 +232,10 @@ class DataSwitch(Step):
         out["timings"] = timings
         return out
 
-    def _switch(self, ctx: StepContext, s: Any, writers: Writers, out: dict[str, Any]) -> None:
-        """Idempotent steps from the gates to the repointed stacks (a killed run repeats them)."""
-        pg_out = ctx.upstream.get("pg-sync", {})
-        timings: dict[str, float] = out.setdefault("timings", {})
-        if pg_out.get("subscription"):
-            sync = _pgsync(ctx, pg_out.get("name"))
-            t = time.monotonic()
-            ctx.intent("detach-stream", name=sync.name)
-            if s.reverse:  # started beside the detach: the writers are fenced, nothing flows either way
-                rev = sync.reverse()
-                tables = list(pg_out.get("tables") or []) or [f"{ti.schema}.{ti.name}" for ti in sync.source.tables()]
-                conninfo = rev.publisher_conninfo(s.reverse_publisher_host or None, s.reverse_publisher_port or None)
-                ctx.intent("start-reverse-stream", name=rev.name, publisher=rev.source.endpoint)
-                with ThreadPoolExecutor(max_workers=1) as pool:
-                    reverse = pool.submit(rev.start_stream, tables, conninfo)
-                    out["detached"] = sync.teardown(timeout=s.slot_drop_timeout_s) or out.get("detached", [])
-                    out["reverse"] = {"name": rev.name, "tables": tables, "started": reverse.result()}
-            else:
-                out["detached"] = sync.teardown(timeout=s.slot_drop_timeout_s) or out.get("detached", [])
-            timings["detach_and_reverse_s"] = time.monotonic() - t
-        if pg_out.get("driver") == "aws-dms":
-            ctx.intent("dms-stop-task")
-            out["dms_stopped"] = _dms(ctx).stop(timeout=s.catchup_timeout_s)
-        if self._redis_on(ctx):
-            redis_forward_stop(ctx)
-            if s.reverse:
-                out["redis_reverse"] = redis_reverse_start(ctx)
-        t = time.monotonic()
-        writers.point("target")
-        out["endpoints"] = _endpoints(ctx, "target")
-        cfg = AppConfig(ctx)
-        if cfg.reachable():
-            out["config_previous"] = cfg.point(out["endpoints"])
-            out["configmap"] = f"{cfg.namespace}/{cfg.name}"
-        else:
-            out["configmap"] = None
-        timings["point_s"] = time.monotonic() - t
-        out["switched_at"] = time.time()
-
-    def _undo_switch(self, ctx: StepContext, s: Any, writers: Writers) -> None:
-        """Writers are still fenced (nothing wrote): back to the source, reverse stream dropped, released."""
-        pg_out = ctx.upstream.get("pg-sync", {})
-        if pg_out.get("subscription"):
-            _pgsync(ctx, pg_out.get("name")).reverse().teardown(timeout=s.slot_drop_timeout_s)
-        if self._redis_on(ctx):
-            redis_reverse_stop(ctx)
-        writers.point("source")
-        writers.off_quietly()
-        ctx.checkpoints.clear()
-
     def _release(self, ctx: StepContext, writers: Writers, out: dict[str, Any]) -> Outputs:
         if not ctx.checkpoints.get("released"):
-            t = time.monotonic()
-            writers.off()
-            out.setdefault("timings", {})["maintenance_off_s"] = time.monotonic() - t
+            with timed(out.setdefault("timings", {}), "maintenance_off_s"):
+                writers.off()
             downtime = time.time() - float(out["maintenance_started_at"])
             out["write_downtime_s"] = round(downtime, 3)
             out["timings"] = {k: round(float(v), 3) for k, v in out["timings"].items()}
@@ -341,25 +274,10 @@ class DataSwitch(Step):
                         "an enabled subscription on the source",
                     )
                 )
-        writers = Writers(ctx)
-        want = {f.name: writers.target_for("target", f.name).database_url for f in writers.fences}
-        for name, state in writers.states().items():
-            if state.get("database_url") is not None:
-                checks.append(
-                    Check(f"stack {name} points at the target", state["database_url"] == want[name], state, want[name])
-                )
+        checks += Writers(ctx).point_checks("target")
         cfg = AppConfig(ctx)
         if out.get("configmap") and cfg.reachable():
-            current = (ctx.adapters.kube().get("v1", "ConfigMap", cfg.name, cfg.namespace) or {}).get("data") or {}
-            wanted = cfg.values(dict(out.get("endpoints") or {}))
-            checks.append(
-                Check(
-                    "app ConfigMap points at the target",
-                    all(current.get(k) == v for k, v in wanted.items()),
-                    observed={k: current.get(k) for k in wanted},
-                    expected=wanted,
-                )
-            )
+            checks.append(cfg.check(dict(out.get("endpoints") or {})))
         return checks
 
     def rollback(self, ctx: StepContext) -> None:
@@ -369,7 +287,7 @@ class DataSwitch(Step):
         if not out.get("switched_at"):
             if ctx.checkpoints.get("gated") or ctx.checkpoints.get("fencing"):
                 ctx.log("data-switch stopped before the switch point: every stack back on the source, released")
-                self._undo_switch(ctx, s, Writers(ctx))
+                undo_switch(ctx, s, Writers(ctx), redis=self._redis_on(ctx))
             ctx.checkpoints.clear()
             return
         writers = Writers(ctx)
@@ -388,21 +306,11 @@ class DataSwitch(Step):
         t0 = time.monotonic()
         writers.on()
         if rev is not None and rev.subscription_info() is not None:
-            lsn = rev.fence_lsn()
-            waited = rev.wait_confirmed(lsn, s.catchup_timeout_s)
-            ctx.intent("set-sequences", target=rev.target.endpoint)
-            rev.carry_sequences()
-            ctx.intent("detach-reverse-stream", name=rev.name)
-            rev.teardown(timeout=s.slot_drop_timeout_s)
-            ctx.log(f"data-switch rollback: reverse stream caught up to {lsn} in {waited:.2f}s and was detached")
+            drain_reverse(ctx, rev, s)
         if self._redis_on(ctx) and out.get("redis_reverse"):
             redis_reverse_fence(ctx, s.catchup_timeout_s)
             redis_reverse_stop(ctx)
-        writers.point("source")
-        prev = out.get("config_previous")
-        cfg = AppConfig(ctx)
-        if prev and cfg.reachable():
-            cfg.revert(dict(prev))
+        point_stacks_back(ctx, writers, out)
         writers.off()
         ctx.metrics(rollback_write_downtime_s=time.monotonic() - t0)
         ctx.checkpoints.clear()

@@ -4,18 +4,20 @@ each stage decided on a sample of requests; a breach reverts by itself."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
 from migrate.errors import ConfigError, FenceRefused, StepFailed
-from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
+from migrate.step import Change, Check, Finding, Outputs, PlanResult, Reversibility, Step, StepContext
 
-from .._traffic import Sampling, Slo, sample_round, soak, write_evidence
+from .._cutover_dns import WeightedRecord
+from .._traffic import SamplingSettings, soak, write_evidence
 from ._common import PHASE, Clock, iso
 
 if TYPE_CHECKING:
-    from migrate.adapters.aws_route53 import Route53Adapter, WeightedPair
+    from migrate.adapters.aws_route53 import WeightedPair
 
 
 class DnsCutover(Step):
@@ -53,7 +55,7 @@ class DnsCutover(Step):
     timeout = None
     clock: ClassVar[Clock] = Clock()
 
-    class Settings(StepSettings):
+    class Settings(SamplingSettings):  # + sample_with, sample_rps, probe_concurrency, probe_timeout_s, max_*
         record_name: str = Field("", description="the weighted record (default api.<domain>)")
         hosted_zone_id: str | None = Field(None, description="default: the zone that contains record_name")
         zone_name: str = Field("", description="zone to create when create_zone (default: the domain)")
@@ -72,12 +74,6 @@ class DnsCutover(Step):
         record_urls: list[str] = Field(default_factory=list, description="through the record (default its /health)")
         probe_urls: list[str] = Field(default_factory=list, description="older name of direct_urls")
         min_sample: int = Field(1000, ge=1, description="requests per URL a stage's decision needs")
-        sample_with: str = Field("load", pattern="^(load|http)$", description="load generator or HTTP probe")
-        sample_rps: float = Field(200, gt=0, description="arrival rate of a sample (load generator)")
-        probe_concurrency: int = Field(8, ge=1, description="concurrency of the HTTP probe")
-        probe_timeout_s: float = Field(5, gt=0, description="per request")
-        max_error_rate: float = Field(0.01, ge=0, description="a breach reverts all traffic to the old stack")
-        max_p95_ms: float = Field(200, gt=0, description="a breach reverts all traffic to the old stack")
         health_check: bool = Field(True, description="attach a Route53 health check to the new record")
         health_check_url: str = Field("", description="default: the first direct URL")
         insync_timeout_s: float = Field(600, gt=0, description="Route53 GetChange polling deadline")
@@ -123,52 +119,13 @@ class DnsCutover(Step):
             )
         return out
 
-    def r53(self, ctx: StepContext) -> Route53Adapter:
-        return ctx.adapters.get("aws_route53")  # type: ignore[no-any-return]
-
-    def zone(self, ctx: StepContext, cfg: Any) -> str | None:
-        return cfg.hosted_zone_id or self.r53(ctx).find_zone(cfg.record_name)
-
-    def pair(self, cfg: Any, old_target: str, hc_id: str | None) -> WeightedPair:
-        from migrate.adapters.aws_route53 import WeightedPair
-
-        return WeightedPair(
-            cfg.record_name,
-            cfg.record_type,
-            old_target,
-            str(cfg.new_target),
-            cfg.old_set_id,
-            cfg.new_set_id,
-            cfg.low_ttl,
-            cfg.new_alias_zone_id,
-            hc_id,
-        )
-
-    def _old_target(self, cfg: Any, ctx: StepContext, zone_id: str) -> str | None:
-        if cfg.old_target:
-            return str(cfg.old_target)
-        for rec in self.r53(ctx).record_sets(zone_id, cfg.record_name, cfg.record_type):
-            if rec.set_id in (None, cfg.old_set_id) and rec.values:
-                return rec.values[0]
-        return None
-
     # -- evidence --------------------------------------------------------------------------------------------------
-    def _round(self, ctx: StepContext, cfg: Any, weight: int) -> list[dict[str, Any]]:
+    def _round(self, ctx: StepContext, cfg: Any, weight: int, requests: int | None = None) -> list[dict[str, Any]]:
+        """Direct and through-the-record samples of ``requests`` (default ``min_sample``) each, judged."""
         targets = [("direct", u) for u in cfg.direct_urls] + [("record", u) for u in cfg.record_urls]
-        slo = Slo(cfg.min_sample, cfg.max_error_rate, cfg.max_p95_ms)
-        how = Sampling(cfg.min_sample, cfg.sample_rps, cfg.probe_timeout_s, cfg.probe_concurrency, cfg.sample_with)
-        return sample_round(ctx, targets, slo, how, label=f"dns-{weight}")
-
-    def soak(self, ctx: StepContext, cfg: Any, weight: int) -> dict[str, Any]:
-        """Sample rounds until the soak time is over (at least one); stop at the first breach."""
-        return soak(
-            ctx,
-            self.clock,
-            cfg.soak_s,
-            cfg.probe_interval_s,
-            lambda: self._round(ctx, cfg, weight),
-            f"dns-cutover {weight}%",
-        )
+        n = requests or cfg.min_sample
+        results: list[dict[str, Any]] = cfg.judged_round(ctx, targets, n, label=f"dns-{weight}")
+        return results
 
     # -- the contract --------------------------------------------------------------------------------------------------
     def plan(self, ctx: StepContext) -> PlanResult:
@@ -182,7 +139,8 @@ class DnsCutover(Step):
         result.data.update({"record": cfg.record_name, "stages": cfg.stages, "new_target": cfg.new_target})
         if result.blocking:
             return result  # nothing to look up before the settings are complete
-        zone_id = self.zone(ctx, cfg)
+        rec = WeightedRecord(ctx, cfg)
+        zone_id = rec.zone()
         if zone_id is None:
             if cfg.create_zone:
                 result.changes.append(Change("create", f"HostedZone/{cfg.zone_name}"))
@@ -190,7 +148,7 @@ class DnsCutover(Step):
                 result.findings.append(
                     Finding("block", f"no Route53 hosted zone contains {cfg.record_name}", "set hosted_zone_id")
                 )
-        elif self._old_target(cfg, ctx, zone_id) is None:
+        elif rec.old_target(zone_id) is None:
             result.findings.append(
                 Finding("block", f"no current record {cfg.record_name} and no old_target", 'set old_target = "<host>"')
             )
@@ -201,8 +159,7 @@ class DnsCutover(Step):
         if ttl_cp.get("waited"):
             result.in_place.append(f"TTL lowered to {cfg.low_ttl}s and the old TTL waited out")
         else:
-            records = self.r53(ctx).record_sets(zone_id, cfg.record_name, cfg.record_type) if zone_id else []
-            old_ttl = ttl_cp.get("old_ttl", max((r.ttl or 0 for r in records), default=0))
+            old_ttl = ttl_cp.get("old_ttl", rec.current_ttl(zone_id))
             result.changes.append(
                 Change("update", f"{cfg.record_name} TTL", f"{old_ttl}s -> {cfg.low_ttl}s, then wait {old_ttl}s")
             )
@@ -220,8 +177,8 @@ class DnsCutover(Step):
         blocking = [f for f in self.problems(cfg) if f.level == "block"]
         if blocking:
             raise ConfigError(f"dns-cutover cannot start: {blocking[0].message}", "", blocking[0].fix)
-        r53 = self.r53(ctx)
-        zone_id = self.zone(ctx, cfg)
+        rec = WeightedRecord(ctx, cfg)
+        zone_id = rec.zone()
         if zone_id is None:
             if not cfg.create_zone:
                 raise StepFailed(
@@ -229,51 +186,13 @@ class DnsCutover(Step):
                     "the zone must exist before the cutover",
                     "create it in the foundation phase, or set [steps.dns-cutover] hosted_zone_id",
                 )
-            ctx.intent("route53-create-zone", zone=cfg.zone_name)
-            zone_id = r53.create_zone(cfg.zone_name, caller_reference=f"bpmigrate-{ctx.env_name}-{cfg.zone_name}")
+            zone_id = rec.create_zone()
         hc = ctx.checkpoints.get("health-check") or {}
         if cfg.health_check and not hc:
-            url = cfg.health_check_url or cfg.direct_urls[0]
-            ctx.intent("route53-health-check", url=url)
-            hc = {"id": r53.ensure_health_check(url, caller_reference=f"bpmigrate-{ctx.env_name}-{cfg.record_name}")}
+            hc = {"id": rec.health_check(cfg.health_check_url or cfg.direct_urls[0])}
             ctx.checkpoints.put("health-check", hc)
         # 1. lower the TTL, wait out the old one (checkpointed before and after: resumable without waiting twice)
-        ttl_cp = ctx.checkpoints.get("ttl")
-        if ttl_cp is None:
-            old_target = self._old_target(cfg, ctx, zone_id)
-            if old_target is None:
-                raise StepFailed(
-                    f"no current record {cfg.record_name} and no old_target setting",
-                    "the cutover needs to know where traffic goes today",
-                    'set [steps.dns-cutover] old_target = "<compose host>"',
-                )
-            records = r53.record_sets(zone_id, cfg.record_name, cfg.record_type)
-            ttl_cp = {"old_ttl": max((r.ttl or 0 for r in records), default=0), "old_target": old_target}
-            ttl_cp |= {"zone_id": zone_id, "lowered_at": None, "waited": False}
-            ctx.checkpoints.put("ttl", ttl_cp)
-        pair = self.pair(cfg, str(ttl_cp["old_target"]), hc.get("id"))
-        if ttl_cp.get("lowered_at") is None:
-            simple = [r for r in r53.record_sets(zone_id, cfg.record_name, cfg.record_type) if not r.is_weighted]
-            current = int(r53.weights(zone_id, cfg.record_name, cfg.record_type).get(cfg.new_set_id, 0))
-            ctx.intent("route53-lower-ttl", zone_id=zone_id, record=cfg.record_name, new_ttl=cfg.low_ttl)
-            change = r53.shift(
-                zone_id,
-                pair,
-                current,
-                deletes=simple,
-                comment="bpmigrate dns-cutover: lower TTL",
-                timeout_s=cfg.insync_timeout_s,
-                poll_s=cfg.insync_poll_s,
-            )
-            ttl_cp = {**ttl_cp, "lowered_at": self.clock.now(), "change": change}
-            ctx.checkpoints.put("ttl", ttl_cp)
-        if not ttl_cp.get("waited"):
-            remaining = float(ttl_cp["lowered_at"]) + float(ttl_cp["old_ttl"]) - self.clock.now()
-            if remaining > 0:
-                ctx.log(f"dns-cutover: waiting {remaining:.0f}s for the old TTL ({ttl_cp['old_ttl']}s) to expire")
-                self.clock.sleep(remaining)
-            ttl_cp = {**ttl_cp, "waited": True}
-            ctx.checkpoints.put("ttl", ttl_cp)
+        ttl_cp, pair = rec.lower_ttl(zone_id, hc.get("id"), self.clock)
         # 2. stage by stage; each stage is decided on samples; a breach reverts
         evidence: dict[str, Any] = {}
         for weight in cfg.stages:
@@ -287,14 +206,16 @@ class DnsCutover(Step):
                 record=cfg.record_name,
                 weights={cfg.new_set_id: weight, cfg.old_set_id: 100 - weight},
             )
-            change = r53.shift(zone_id, pair, weight, timeout_s=cfg.insync_timeout_s, poll_s=cfg.insync_poll_s)
+            change = rec.shift(zone_id, pair, weight)
             applied_at = self.clock.now()
             ctx.checkpoints.put(f"stage-{weight}", {"weight": weight, "applied_at": applied_at, "passed": False})
-            probes = self.soak(ctx, cfg, weight)
+            # sample rounds until the soak time is over (at least one); stop at the first breach
+            sampled = partial(self._round, ctx, cfg, weight)
+            probes = soak(ctx, self.clock, cfg.soak_s, cfg.probe_interval_s, sampled, f"dns-cutover {weight}%")
             state = {"weight": weight, "applied_at": applied_at, "change": change, "probes": probes}
             state["passed"] = probes["ok"]
             if not probes["ok"]:
-                self._revert(ctx, cfg, zone_id, pair, weight, state, evidence)
+                self._revert(ctx, rec, zone_id, pair, weight, state, evidence)
             state["passed_at"] = self.clock.now()
             ctx.checkpoints.put(f"stage-{weight}", state)
             evidence[str(weight)] = state
@@ -327,22 +248,16 @@ class DnsCutover(Step):
     def _revert(
         self,
         ctx: StepContext,
-        cfg: Any,
+        rec: WeightedRecord,
         zone_id: str,
         pair: WeightedPair,
         weight: int,
         state: dict[str, Any],
         evidence: dict[str, Any],
     ) -> None:
+        cfg = rec.cfg
         ctx.intent("route53-revert", zone_id=zone_id, record=cfg.record_name, failed_stage=weight)
-        state["reverted"] = self.r53(ctx).shift(
-            zone_id,
-            pair,
-            0,
-            comment=f"bpmigrate dns-cutover: REVERT at {weight}%",
-            timeout_s=cfg.insync_timeout_s,
-            poll_s=cfg.insync_poll_s,
-        )
+        state["reverted"] = rec.shift(zone_id, pair, 0, comment=f"bpmigrate dns-cutover: REVERT at {weight}%")
         ctx.checkpoints.put(f"stage-{weight}", state)
         record = {"failed_stage": weight, "at": iso(self.clock.now()), "stages": {**evidence, str(weight): state}}
         ctx.checkpoints.put("revert", record)
@@ -357,10 +272,11 @@ class DnsCutover(Step):
 
     def verify(self, ctx: StepContext) -> list[Check]:
         cfg = self.cfg(ctx)
-        zone_id = self.zone(ctx, cfg)
+        rec = WeightedRecord(ctx, cfg)
+        zone_id = rec.zone()
         if zone_id is None:
             return [Check("hosted zone exists", False, None, cfg.zone_name)]
-        records = {r.set_id: r for r in self.r53(ctx).record_sets(zone_id, cfg.record_name, cfg.record_type)}
+        records = rec.by_set_id(zone_id)
         new, old = records.get(cfg.new_set_id), records.get(cfg.old_set_id)
         checks = [
             Check(f"{cfg.new_set_id} weight", new is not None and new.weight == 100, new and new.weight, 100),
@@ -374,7 +290,7 @@ class DnsCutover(Step):
             checks.append(
                 Check("new record carries the Route53 health check", attached, new and new.health_check_id, hc)
             )
-        results = self._round(ctx, cfg.model_copy(update={"min_sample": min(cfg.min_sample, 100)}), 100)
+        results = self._round(ctx, cfg, 100, requests=min(cfg.min_sample, 100))
         checks.append(
             Check(
                 "new stack within SLO (direct and through the record)",
@@ -396,36 +312,10 @@ class DnsCutover(Step):
                 "after the bake time the old stack may be decommissioned; sending traffic back could reach nothing",
                 f"bpmigrate rollback --step dns-cutover --env {ctx.env_name} --force-past-fence",
             )
-        zone_id = self.zone(ctx, cfg)
-        if zone_id is None:
-            return
-        records = {r.set_id: r for r in self.r53(ctx).record_sets(zone_id, cfg.record_name, cfg.record_type)}
-        old, new = records.get(cfg.old_set_id), records.get(cfg.new_set_id)
-        if old is None or not old.values:
-            ctx.log("dns-cutover rollback: no weighted records found; nothing to undo")
-            return
-        if not (old.weight == 100 and (new is None or not new.weight)):
-            ctx.intent(
-                "route53-rollback",
-                zone_id=zone_id,
-                record=cfg.record_name,
-                weights={cfg.new_set_id: 0, cfg.old_set_id: 100},
-            )
-            pair = self.pair(cfg, old.values[0], new.health_check_id if new else None)
-            change = self.r53(ctx).shift(
-                zone_id,
-                pair,
-                0,
-                comment="bpmigrate dns-cutover: ROLLBACK to old stack",
-                timeout_s=cfg.insync_timeout_s,
-                poll_s=cfg.insync_poll_s,
-            )
-            ctx.log(f"dns-cutover rollback: 100 % to {cfg.old_set_id} ({old.values[0]}), change {change['change_id']}")
-        ttl, hc = ctx.checkpoints.get("ttl"), ctx.checkpoints.get("health-check")
-        ctx.checkpoints.clear()
-        for key, value in (("ttl", ttl), ("health-check", hc)):
-            if value is not None:
-                ctx.checkpoints.put(key, value)
+        rec = WeightedRecord(ctx, cfg)
+        zone_id = rec.zone()
+        if zone_id is not None and rec.all_to_old(zone_id):
+            rec.forget_stages()
 
     def summary(self, outputs: Mapping[str, Any]) -> str:
         stages = outputs.get("stages") or {}

@@ -10,9 +10,10 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from migrate.errors import StepFailed
-from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext, StepSettings
+from migrate.step import Change, Check, Outputs, PlanResult, Reversibility, Step, StepContext
 
-from .._traffic import Sampling, Slo, sample_round, write_evidence
+from .._cutover_dns import recorded_pair
+from .._traffic import SamplingSettings, write_evidence
 from ._common import PHASE, Clock, iso
 
 
@@ -35,18 +36,19 @@ class PostCutoverWatch(Step):
     phase = PHASE
     depends_on = ("dns-cutover",)
     reversibility = Reversibility.REVERSIBLE
+    timeout = None  # one apply watches the whole window (days): never cut it per attempt
     clock: ClassVar[Clock] = Clock()
 
-    class Settings(StepSettings):
+    class Settings(SamplingSettings):  # probe_timeout_s from SamplingSettings
         window_s: float = Field(259200, ge=0, description="the automatic-rollback window (72 h)")
         interval_s: float = Field(30, ge=0, description="pause between rounds")
         urls: list[str] = Field(default_factory=list, description="default: dns-cutover's direct + record URLs")
         probe_urls: list[str] = Field(default_factory=list, description="older name of urls")
         sample_requests: int = Field(50, ge=1, description="requests per URL per round")
+        # lighter rounds than a cutover stage's samples, and a breach counts against the round (not a revert)
         sample_with: str = Field("http", pattern="^(load|http)$", description="load generator or HTTP probe")
         sample_rps: float = Field(50, gt=0, description="arrival rate of a round (load generator)")
         probe_concurrency: int = Field(4, ge=1, description="concurrency of the HTTP probe")
-        probe_timeout_s: float = Field(5, gt=0, description="per request")
         max_error_rate: float = Field(0.01, ge=0, description="a breach of this counts against the round")
         max_p95_ms: float = Field(200, gt=0, description="a breach of this counts against the round")
         min_availability: float = Field(0.999, ge=0, le=1, description="over the whole window")
@@ -81,10 +83,8 @@ class PostCutoverWatch(Step):
             left = float(window["ends_ts"]) - self.clock.now()
             ctx.log(f"post-cutover-watch: resuming the window ({max(0.0, left):,.0f}s left)")
         state = ctx.checkpoints.get("totals") or {"rounds": 0, "per_url": {}, "streak": 0}
-        slo = Slo(s.sample_requests, s.max_error_rate, s.max_p95_ms)
-        how = Sampling(s.sample_requests, s.sample_rps, s.probe_timeout_s, s.probe_concurrency, s.sample_with)
         while True:
-            results = sample_round(ctx, [("watch", u) for u in urls], slo, how, label="watch")
+            results = s.judged_round(ctx, [("watch", u) for u in urls], s.sample_requests, label="watch")
             breaches = [f"{r['url']}: {r['breach']}" for r in results if not r["ok"]]
             for entry in (r for r in results if r["via"] != "alarms"):
                 t = state["per_url"].setdefault(entry["url"], {"count": 0, "errors": 0, "p95_ms": 0.0, "p99_ms": 0.0})
@@ -134,22 +134,10 @@ class PostCutoverWatch(Step):
         }
 
     def _breach(self, ctx: StepContext, s: Any, window: Any, state: dict[str, Any], breaches: list[str]) -> None:
-        from migrate.adapters.aws_route53 import WeightedPair
-
         cut = ctx.upstream.get("dns-cutover", {})
         reverted = None
         if s.auto_revert and cut.get("zone_id"):
-            pair = WeightedPair(
-                cut["record"],
-                cut.get("record_type", "CNAME"),
-                cut["old_target"],
-                cut["new_target"],
-                cut.get("old_set_id", "old-stack"),
-                cut.get("new_set_id", "new-stack"),
-                int(cut.get("low_ttl", 60)),
-                cut.get("new_alias_zone_id"),
-                cut.get("health_check_id"),
-            )
+            pair = recorded_pair(cut)
             ctx.intent("route53-revert", zone_id=cut["zone_id"], record=cut["record"], reason=breaches[0])
             reverted = ctx.adapters.get("aws_route53").shift(
                 cut["zone_id"], pair, 0, comment="bpmigrate post-cutover-watch: REVERT on breach"

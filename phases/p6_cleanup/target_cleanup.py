@@ -36,6 +36,7 @@ class TargetCleanup(Step):
     phase = PHASE
     depends_on = ("final-backup",)
     reversibility = Reversibility.REVERSIBLE
+    destructive = False  # the schema it drops holds only bpmigrate's progress records, no migrated data
 
     class Settings(StepSettings):
         check_processes: bool = Field(True, description="also prove no marked bpmigrate process of this env is alive")
